@@ -1,0 +1,147 @@
+package redisq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ConnectOptions say how to reach Redis. Exactly one of URL, Cluster or
+// Sentinels is used (in that order of precedence: Cluster, Sentinels, URL).
+type ConnectOptions struct {
+	URL              string   // redis://[user:pass@]host:port/db
+	Cluster          []string // seed addresses of a Redis Cluster
+	Sentinels        []string // Sentinel addresses
+	Master           string   // Sentinel master name
+	Password         string   // Redis password (Cluster / Sentinel data nodes)
+	SentinelPassword string
+	PoolSize         int    // bounded command pool per Redis node
+	ClientName       string // CLIENT SETNAME for every connection (lets operators count a node's connections)
+}
+
+// Connect builds a go-redis UniversalClient for the options and pings it.
+func Connect(ctx context.Context, o ConnectOptions) (redis.UniversalClient, error) {
+	if o.PoolSize <= 0 {
+		o.PoolSize = 32
+	}
+	var c redis.UniversalClient
+	switch {
+	case len(o.Cluster) > 0:
+		c = redis.NewClusterClient(&redis.ClusterOptions{
+			Addrs:        o.Cluster,
+			Password:     o.Password,
+			PoolSize:     o.PoolSize,
+			MinIdleConns: 1,
+			ClientName:   o.ClientName,
+		})
+	case len(o.Sentinels) > 0:
+		if o.Master == "" {
+			return nil, errors.New("redis: sentinel mode needs a master name")
+		}
+		c = redis.NewFailoverClient(&redis.FailoverOptions{
+			MasterName:       o.Master,
+			SentinelAddrs:    o.Sentinels,
+			SentinelPassword: o.SentinelPassword,
+			Password:         o.Password,
+			PoolSize:         o.PoolSize,
+			ClientName:       o.ClientName,
+		})
+	default:
+		opt, err := redis.ParseURL(o.URL)
+		if err != nil {
+			return nil, fmt.Errorf("redis url: %w", err)
+		}
+		opt.PoolSize = o.PoolSize
+		opt.ClientName = o.ClientName
+		if o.Password != "" && opt.Password == "" {
+			opt.Password = o.Password
+		}
+		c = redis.NewClient(opt)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := c.Ping(pctx).Err(); err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("redis ping: %w", err)
+	}
+	return c, nil
+}
+
+// NodeInfo describes one Redis server as GET / shows it.
+type NodeInfo struct {
+	Addr       string `json:"addr"`
+	Role       string `json:"role"`
+	Reachable  bool   `json:"reachable"`
+	Version    string `json:"version,omitempty"`
+	UsedMemory int64  `json:"usedMemory,omitempty"`
+	Error      string `json:"error,omitempty"`
+}
+
+// Topology reads role, version and memory of every Redis server behind the
+// client (every shard, primaries and replicas, in Cluster mode).
+func (s *Store) Topology(ctx context.Context) []NodeInfo {
+	var mu sync.Mutex
+	var out []NodeInfo
+	probe := func(ctx context.Context, c *redis.Client) error {
+		n := NodeInfo{Addr: c.Options().Addr}
+		info, err := c.Info(ctx, "server", "memory", "replication").Result()
+		if err != nil {
+			n.Error = err.Error()
+		} else {
+			n.Reachable = true
+			fields := parseInfo(info)
+			n.Version = fields["redis_version"]
+			n.Role = fields["role"]
+			fmt.Sscan(fields["used_memory"], &n.UsedMemory)
+		}
+		mu.Lock()
+		out = append(out, n)
+		mu.Unlock()
+		return nil
+	}
+	switch c := s.rdb.(type) {
+	case *redis.ClusterClient:
+		if err := c.ForEachShard(ctx, probe); err != nil {
+			out = append(out, NodeInfo{Addr: strings.Join(c.Options().Addrs, ","), Error: err.Error()})
+		}
+	case *redis.Client:
+		_ = probe(ctx, c)
+	}
+	sortNodes(out)
+	return out
+}
+
+func sortNodes(n []NodeInfo) {
+	for i := 1; i < len(n); i++ {
+		for j := i; j > 0 && n[j].Addr < n[j-1].Addr; j-- {
+			n[j], n[j-1] = n[j-1], n[j]
+		}
+	}
+}
+
+func parseInfo(s string) map[string]string {
+	m := map[string]string{}
+	for _, line := range strings.Split(s, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		if k, v, ok := strings.Cut(line, ":"); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// Ping checks that Redis answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redis ping: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,187 @@
+package redisq
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// indexInflight records (or moves earlier) the earliest ack deadline of
+// queue full in the reaper's index.
+func (s *Store) indexInflight(ctx context.Context, full string, deadline int64) error {
+	err := inflightIndexScript.Run(ctx, s.rdb, []string{keyInflightQueues}, full, s.now().UnixMilli(), deadline).Err()
+	if err != nil {
+		return fmt.Errorf("inflight index %s: %w", full, err)
+	}
+	return nil
+}
+
+// ackRaw removes tids from the inflight set of queue full and tells, per
+// id, whether it was in flight there.
+func (s *Store) ackRaw(ctx context.Context, full string, tids []string) ([]bool, error) {
+	if len(tids) == 0 {
+		return nil, nil
+	}
+	args := make([]any, len(tids))
+	for i, t := range tids {
+		args[i] = t
+	}
+	res, err := ackScript.Run(ctx, s.rdb, []string{KeysOfQueue(full).Inflight}, args...).Int64Slice()
+	if err != nil {
+		return nil, fmt.Errorf("ack on %s: %w", full, err)
+	}
+	out := make([]bool, len(tids))
+	for i := range tids {
+		out[i] = i < len(res) && res[i] == 1
+	}
+	return out, nil
+}
+
+// AckResult is the outcome of acknowledging one transaction on a queue.
+type AckResult struct {
+	TID      string
+	OK       bool   // it was in flight on the queue and is now Delivered
+	Callback string // the transaction's callback URL, if any
+}
+
+// Ack acknowledges reliable deliveries on queue full: each id in flight
+// there becomes Delivered. Ids that are not in flight give OK=false.
+func (s *Store) Ack(ctx context.Context, full string, tids []string) ([]AckResult, error) {
+	ok, err := s.ackRaw(ctx, full, tids)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]AckResult, len(tids))
+	var acked []Message
+	var idx []int
+	for i, t := range tids {
+		out[i] = AckResult{TID: t, OK: ok[i]}
+		if ok[i] {
+			acked = append(acked, Message{TID: t, Queue: full})
+			idx = append(idx, i)
+		}
+	}
+	if len(acked) == 0 {
+		return out, nil
+	}
+	marked, err := s.fetchAndMark(ctx, acked, StateDelivered)
+	if err != nil {
+		return out, fmt.Errorf("ack on %s: mark delivered: %w", full, err)
+	}
+	cb := make(map[string]string, len(marked))
+	for _, m := range marked {
+		cb[m.TID] = m.Callback
+	}
+	for _, i := range idx {
+		out[i].Callback = cb[out[i].TID]
+	}
+	return out, nil
+}
+
+// Requeued is a reliable entry whose ack deadline passed and that went back
+// to the head of its queue.
+type Requeued struct {
+	Queue string
+	TID   string
+}
+
+// ReapInflight puts reliable entries whose ack deadline has passed back at
+// the head of their queues as Pending, for at most limit queues. Any number
+// of nodes may run it concurrently: each expired entry is re-queued once.
+func (s *Store) ReapInflight(ctx context.Context, limit int) ([]Requeued, error) {
+	now := s.now().UnixMilli()
+	queues, err := s.rdb.ZRangeByScore(ctx, keyInflightQueues, &redis.ZRangeBy{Min: "-inf", Max: strconv.FormatInt(now, 10), Count: int64(limit)}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("reap: index: %w", err)
+	}
+	var out []Requeued
+	for _, full := range queues {
+		qk := KeysOfQueue(full)
+		raw, err := requeueScript.Run(ctx, s.rdb, []string{qk.High, qk.Low, qk.Inflight}, now, handBackTTL.Milliseconds()).StringSlice()
+		if err != nil {
+			return out, fmt.Errorf("reap %s: %w", full, err)
+		}
+		if len(raw) == 0 {
+			continue
+		}
+		next := raw[0]
+		nextMs, _ := strconv.ParseFloat(next, 64)
+		if err := inflightIndexScript.Run(ctx, s.rdb, []string{keyInflightQueues}, full, now, int64(nextMs)).Err(); err != nil {
+			s.log.LogAttrs(ctx, slog.LevelWarn, "reap: index update", slog.String("queue", full), slog.Any("err", err))
+		}
+		if len(raw) == 1 {
+			continue
+		}
+		msgs := make([]Message, 0, len(raw)-1)
+		for _, m := range raw[1:] {
+			if len(m) < 2 {
+				continue
+			}
+			msgs = append(msgs, Message{TID: m[1:], Queue: full, Priority: m[0]})
+			out = append(out, Requeued{Queue: full, TID: m[1:]})
+		}
+		s.setStates(ctx, msgs, StatePending)
+		s.wake(ctx, full)
+	}
+	return out, nil
+}
+
+// Defer stores a transaction to be provisioned at due. The deferral lives in
+// Redis, so any node carries it out, also after a restart or crash of the
+// node that accepted it.
+func (s *Store) Defer(ctx context.Context, tx *Transaction, due time.Time) error {
+	body, err := json.Marshal(tx)
+	if err != nil {
+		return fmt.Errorf("defer %s: %w", tx.ID, err)
+	}
+	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, keyDeferredBody, tx.ID, body)
+		p.ZAdd(ctx, keyDeferred, redis.Z{Score: float64(due.UnixMilli()), Member: tx.ID})
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("defer %s: %w", tx.ID, err)
+	}
+	return nil
+}
+
+// ClaimDeferred claims up to limit deferred transactions that are due. Each
+// is leased for lease: if the caller does not call FinishDeferred in time
+// (it died), another node claims it again. Provisioning the same
+// transaction twice rewrites its metadata and may push its entries twice.
+func (s *Store) ClaimDeferred(ctx context.Context, lease time.Duration, limit int) ([]*Transaction, error) {
+	raw, err := claimDeferredScript.Run(ctx, s.rdb, []string{keyDeferred, keyDeferredBody},
+		s.now().UnixMilli(), lease.Milliseconds(), limit).StringSlice()
+	if err != nil {
+		return nil, fmt.Errorf("claim deferred: %w", err)
+	}
+	var out []*Transaction
+	for i := 0; i+1 < len(raw); i += 2 {
+		var tx Transaction
+		if err := json.Unmarshal([]byte(raw[i+1]), &tx); err != nil {
+			s.log.LogAttrs(ctx, slog.LevelError, "drop unreadable deferred transaction", slog.String("tid", raw[i]), slog.Any("err", err))
+			_ = s.FinishDeferred(ctx, raw[i])
+			continue
+		}
+		out = append(out, &tx)
+	}
+	return out, nil
+}
+
+// FinishDeferred removes a deferred transaction once it is provisioned.
+func (s *Store) FinishDeferred(ctx context.Context, tid string) error {
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZRem(ctx, keyDeferred, tid)
+		p.HDel(ctx, keyDeferredBody, tid)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("finish deferred %s: %w", tid, err)
+	}
+	return nil
+}

@@ -1,0 +1,268 @@
+package redisq
+
+import "github.com/redis/go-redis/v9"
+
+// Every Lua script of the gateway lives in this file, each with its KEYS /
+// ARGV / return contract. Scripts only touch the keys they are given, and all
+// keys of one call share a cluster slot. The Go wrappers are the Store
+// methods that run them.
+
+// popScript takes up to max entries from a queue, high before low, FIFO.
+//
+//	KEYS[1] high list  KEYS[2] low list  KEYS[3] info hash  KEYS[4] inflight zset
+//	ARGV[1] max  ARGV[2] now (unix s)  ARGV[3] info TTL (s)
+//	ARGV[4] "1" reliable (record in inflight), "0" plain  ARGV[5] ack deadline (ms)
+//	returns {prio, tid, prio, tid, ...} in pop order; prio is "H" or "L".
+//
+// In reliable mode each entry is added to the inflight zset with member
+// prio..tid and score deadline + i/1000, so that re-queueing keeps pop order.
+var popScript = redis.NewScript(`
+local max = tonumber(ARGV[1])
+local out = {}
+local n = 0
+local function take(key, prio)
+  local want = max - n
+  if want <= 0 then return end
+  local items = redis.call('LPOP', key, want)
+  if not items then return end
+  for _, tid in ipairs(items) do
+    n = n + 1
+    out[#out + 1] = prio
+    out[#out + 1] = tid
+    if ARGV[4] == '1' then
+      redis.call('ZADD', KEYS[4], tonumber(ARGV[5]) + n / 1000, prio .. tid)
+    end
+  end
+end
+take(KEYS[1], 'H')
+take(KEYS[2], 'L')
+if n > 0 then
+  redis.call('HSET', KEYS[3], 'lastPop', ARGV[2])
+  redis.call('EXPIRE', KEYS[3], ARGV[3])
+end
+return out
+`)
+
+// transitionScript sets the state of one (transaction, queue) pair if the
+// transaction still exists, and optionally returns its metadata.
+//
+//	KEYS[1] transaction meta hash  KEYS[2] transaction state hash
+//	ARGV[1] state field (full queue name)  ARGV[2] new state
+//	ARGV[3] "1" to return {payload, callback, expirationDate}
+//	returns nil (a ghost: deleted or expired), 1, or the metadata array.
+var transitionScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+if redis.call('PTTL', KEYS[2]) == -1 then
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+end
+if ARGV[3] == '1' then
+  return redis.call('HMGET', KEYS[1], 'payload', 'callback', 'expirationDate')
+end
+return 1
+`)
+
+// provisionMetaScript writes a transaction's metadata and initial states.
+//
+//	KEYS[1] meta hash  KEYS[2] state hash
+//	ARGV[1] expire at (unix s)  ARGV[2] number of metadata pairs m
+//	ARGV[3 .. 2+2m] metadata field/value pairs, then state field/value pairs
+//	returns 1.
+var provisionMetaScript = redis.NewScript(`
+local m = tonumber(ARGV[2])
+local meta = {}
+local state = {}
+for i = 3, 2 + 2 * m do meta[#meta + 1] = ARGV[i] end
+for i = 3 + 2 * m, #ARGV do state[#state + 1] = ARGV[i] end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('HSET', KEYS[1], unpack(meta))
+redis.call('EXPIREAT', KEYS[1], ARGV[1])
+local chunk = 4000
+for i = 1, #state, chunk do
+  redis.call('HSET', KEYS[2], unpack(state, i, math.min(i + chunk - 1, #state)))
+end
+if #state > 0 then redis.call('EXPIREAT', KEYS[2], ARGV[1]) end
+return 1
+`)
+
+// pushScript appends a transaction id to a queue list and makes sure the
+// list lives at least as long as the entry.
+//
+//	KEYS[1] high or low list
+//	ARGV[1] tid  ARGV[2] minimum TTL (ms)
+//	returns the new list length.
+var pushScript = redis.NewScript(`
+local len = redis.call('RPUSH', KEYS[1], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return len
+`)
+
+// handBackScript puts entries back at the head of their lists, keeping their
+// original order (the first entry given ends up first in line).
+//
+//	KEYS[1] high list  KEYS[2] low list
+//	ARGV[1] minimum TTL (ms)  ARGV[2..] prio, tid pairs in pop order
+//	returns the number of entries put back.
+var handBackScript = redis.NewScript(`
+local n = 0
+for i = #ARGV - 1, 2, -2 do
+  local key = KEYS[2]
+  if ARGV[i] == 'H' then key = KEYS[1] end
+  redis.call('LPUSH', key, ARGV[i + 1])
+  n = n + 1
+end
+for _, key in ipairs(KEYS) do
+  local ttl = redis.call('PTTL', key)
+  if ttl ~= -2 and ttl < tonumber(ARGV[1]) then redis.call('PEXPIRE', key, ARGV[1]) end
+end
+return n
+`)
+
+// requeueScript moves reliable entries whose ack deadline has passed back to
+// the head of their lists, in their original pop order.
+//
+//	KEYS[1] high list  KEYS[2] low list  KEYS[3] inflight zset
+//	ARGV[1] now (ms)  ARGV[2] minimum list TTL (ms)
+//	returns {next deadline (ms) or "-1", member, member, ...} where a member is prio..tid.
+var requeueScript = redis.NewScript(`
+local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[1])
+for i = #due, 1, -1 do
+  local m = due[i]
+  local key = KEYS[2]
+  if string.sub(m, 1, 1) == 'H' then key = KEYS[1] end
+  redis.call('LPUSH', key, string.sub(m, 2))
+end
+if #due > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[1])
+  for i = 1, 2 do
+    local ttl = redis.call('PTTL', KEYS[i])
+    if ttl ~= -2 and ttl < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+  end
+end
+local nxt = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+local out = {'-1'}
+if nxt[2] then out[1] = nxt[2] end
+for _, m in ipairs(due) do out[#out + 1] = m end
+return out
+`)
+
+// inflightIndexScript keeps the reaper's index of queues with in-flight
+// entries: member = full queue name, score = earliest ack deadline (ms).
+//
+//	KEYS[1] the index zset
+//	ARGV[1] member  ARGV[2] now (ms)  ARGV[3] deadline (ms), or "-1" for "none left"
+//	An entry whose score has passed (being reaped) is always overwritten by a
+//	new deadline, and only a passed score is removed for "none left", so a
+//	reliable pop racing with the reaper can never lose its index entry.
+//	returns 1.
+var inflightIndexScript = redis.NewScript(`
+local cur = redis.call('ZSCORE', KEYS[1], ARGV[1])
+local now = tonumber(ARGV[2])
+local want = tonumber(ARGV[3])
+if cur then cur = tonumber(cur) end
+if want < 0 then
+  if cur and cur <= now then redis.call('ZREM', KEYS[1], ARGV[1]) end
+elseif (not cur) or cur <= now or cur > want then
+  redis.call('ZADD', KEYS[1], want, ARGV[1])
+end
+return 1
+`)
+
+// ackScript removes acknowledged entries from a queue's inflight zset.
+//
+//	KEYS[1] inflight zset
+//	ARGV[1..] transaction ids
+//	returns {1 or 0, ...} per id (0: not in flight on this queue).
+var ackScript = redis.NewScript(`
+local out = {}
+for i, tid in ipairs(ARGV) do
+  local n = redis.call('ZREM', KEYS[1], 'H' .. tid)
+  if n == 0 then n = redis.call('ZREM', KEYS[1], 'L' .. tid) end
+  out[i] = n
+end
+return out
+`)
+
+// updateTransScript changes the metadata of an existing transaction.
+//
+//	KEYS[1] meta hash  KEYS[2] state hash
+//	ARGV[1] new expire at (unix s) or "0" to keep  ARGV[2..] field/value pairs
+//	returns 0 if the transaction does not exist, else 1.
+var updateTransScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if #ARGV > 1 then redis.call('HSET', KEYS[1], unpack(ARGV, 2)) end
+if ARGV[1] ~= '0' then
+  redis.call('EXPIREAT', KEYS[1], ARGV[1])
+  redis.call('EXPIREAT', KEYS[2], ARGV[1])
+end
+return 1
+`)
+
+// extendScript makes queue lists live at least a given time.
+//
+//	KEYS[1] high list  KEYS[2] low list
+//	ARGV[1] minimum TTL (ms)
+//	returns 1.
+var extendScript = redis.NewScript(`
+for _, key in ipairs(KEYS) do
+  local ttl = redis.call('PTTL', key)
+  if ttl ~= -2 and ttl < tonumber(ARGV[1]) then redis.call('PEXPIRE', key, ARGV[1]) end
+end
+return 1
+`)
+
+// modifyGroupScript adds and removes members of an existing group.
+//
+//	KEYS[1] group member set
+//	ARGV[1] number of ids to add a, ARGV[2 .. 1+a] ids to add, then ids to remove
+//	returns 0 if the group does not exist, else 1.
+var modifyGroupScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local a = tonumber(ARGV[1])
+for i = 2, 1 + a do redis.call('SADD', KEYS[1], ARGV[i]) end
+for i = 2 + a, #ARGV do redis.call('SREM', KEYS[1], ARGV[i]) end
+return 1
+`)
+
+// createBoxScript creates a secure box unless it exists.
+//
+//	KEYS[1] box hash
+//	ARGV[1] user  ARGV[2] password hash  ARGV[3] created (unix s)
+//	returns 0 if the box exists, else 1.
+var createBoxScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'user', ARGV[1], 'hash', ARGV[2], 'created', ARGV[3])
+return 1
+`)
+
+// claimDeferredScript claims deferred provisionings that are due: each is
+// leased (its due time moved to now + lease) so that a node that dies while
+// provisioning it leaves it for another node to claim.
+//
+//	KEYS[1] deferred zset  KEYS[2] deferred body hash
+//	ARGV[1] now (ms)  ARGV[2] lease (ms)  ARGV[3] limit
+//	returns {tid, body, tid, body, ...}; an id without a body is dropped.
+var claimDeferredScript = redis.NewScript(`
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local out = {}
+for _, tid in ipairs(ids) do
+  local body = redis.call('HGET', KEYS[2], tid)
+  if body then
+    redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]), tid)
+    out[#out + 1] = tid
+    out[#out + 1] = body
+  else
+    redis.call('ZREM', KEYS[1], tid)
+  end
+end
+return out
+`)
+
+var allScripts = []*redis.Script{
+	popScript, transitionScript, provisionMetaScript, pushScript, handBackScript,
+	requeueScript, inflightIndexScript, ackScript, updateTransScript, extendScript,
+	modifyGroupScript, createBoxScript, claimDeferredScript,
+}

@@ -1,0 +1,789 @@
+// Package redisq is the gateway's Redis data layer: every key, every Lua
+// script and every Redis command the gateway issues lives here. It works on
+// a single Redis, Sentinel or Redis Cluster through go-redis'
+// UniversalClient; each script touches the keys of one cluster slot only.
+package redisq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Sentinel errors returned at the package boundary.
+var (
+	// ErrNotFound means the transaction, group or box does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrExists means the thing to create exists already.
+	ErrExists = errors.New("already exists")
+)
+
+// Transaction states.
+const (
+	StatePending   = "Pending"
+	StateBlocked   = "Blocked"
+	StateDelivered = "Delivered"
+	StateExpired   = "Expired"
+)
+
+const (
+	infoTTL       = 30 * 24 * time.Hour // how long a queue's lastPop is kept after its last pop
+	handBackTTL   = time.Hour           // lists that get entries back live at least this long
+	pipelineChunk = 1000                // commands per pipeline round trip
+	maxPopRounds  = 8                   // pop rounds to fill max when ghosts are skipped
+)
+
+// Options tune a Store.
+type Options struct {
+	// ExplicitWake makes every push also PUBLISH the queue name on
+	// WakeChannel, for servers without keyspace notifications.
+	ExplicitWake bool
+	// WaitReplicas, when > 0, makes provisioning wait (Redis WAIT) until that
+	// many replicas acknowledged the writes, up to WaitTimeout.
+	WaitReplicas int
+	WaitTimeout  time.Duration
+	Logger       *slog.Logger
+}
+
+// Store runs the gateway's operations on Redis. It is safe for concurrent use.
+type Store struct {
+	rdb  redis.UniversalClient
+	opts Options
+	log  *slog.Logger
+	now  func() time.Time
+}
+
+// New wraps a go-redis client. The caller owns the client.
+func New(rdb redis.UniversalClient, opts Options) *Store {
+	l := opts.Logger
+	if l == nil {
+		l = slog.Default()
+	}
+	if opts.WaitTimeout <= 0 {
+		opts.WaitTimeout = time.Second
+	}
+	return &Store{rdb: rdb, opts: opts, log: l, now: time.Now}
+}
+
+// Client returns the underlying go-redis client.
+func (s *Store) Client() redis.UniversalClient { return s.rdb }
+
+// SetExplicitWake switches explicit wake-up publishing on or off; call it
+// before serving traffic.
+func (s *Store) SetExplicitWake(on bool) { s.opts.ExplicitWake = on }
+
+// ExplicitWake reports whether pushes publish explicit wake-ups.
+func (s *Store) ExplicitWake() bool { return s.opts.ExplicitWake }
+
+// LoadScripts loads every script on the server(s) so that pipelined
+// EVALSHA calls find them.
+func (s *Store) LoadScripts(ctx context.Context) error {
+	for _, sc := range allScripts {
+		if err := sc.Load(ctx, s.rdb).Err(); err != nil {
+			return fmt.Errorf("load script: %w", err)
+		}
+	}
+	return nil
+}
+
+// Message is one entry taken from (or looked at in) a queue.
+type Message struct {
+	TID       string
+	Queue     string // full queue name
+	Priority  byte   // 'H' or 'L'
+	Payload   string
+	Callback  string
+	ExpiresAt int64 // unix seconds, 0 if unknown
+}
+
+// PriorityString returns "H" or "L".
+func (m Message) PriorityString() string { return string(m.Priority) }
+
+// Transaction is what provisioning writes.
+type Transaction struct {
+	ID        string            // lower-case UUID v4
+	NS        string            // namespace of the target queues
+	Queues    []string          // target queue ids (deduplicated)
+	Priority  byte              // 'H' or 'L'
+	ExpiresAt int64             // unix seconds
+	Meta      map[string]string // payload, priority, callback, expirationDate, ... as GET /trans returns them
+}
+
+// isNoScript tells whether err is Redis' NOSCRIPT error.
+func isNoScript(err error) bool {
+	return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT")
+}
+
+// scriptCall is one pipelined script invocation.
+type scriptCall struct {
+	script *redis.Script
+	keys   []string
+	args   []any
+}
+
+// runScripts runs calls pipelined (EVALSHA), chunked, and re-runs any that
+// hit NOSCRIPT (e.g. after a failover to a server without the script) with
+// the script's own load-and-retry.
+func (s *Store) runScripts(ctx context.Context, calls []scriptCall) ([]*redis.Cmd, error) {
+	cmds := make([]*redis.Cmd, len(calls))
+	for start := 0; start < len(calls); start += pipelineChunk {
+		end := min(start+pipelineChunk, len(calls))
+		pipe := s.rdb.Pipeline()
+		for i := start; i < end; i++ {
+			c := calls[i]
+			cmds[i] = c.script.EvalSha(ctx, pipe, c.keys, c.args...)
+		}
+		_, _ = pipe.Exec(ctx)
+		for i := start; i < end; i++ {
+			if isNoScript(cmds[i].Err()) {
+				c := calls[i]
+				cmds[i] = c.script.Run(ctx, s.rdb, c.keys, c.args...)
+			}
+		}
+	}
+	for _, c := range cmds {
+		if err := c.Err(); err != nil && !errors.Is(err, redis.Nil) {
+			return cmds, err
+		}
+	}
+	return cmds, nil
+}
+
+// Provision stores a transaction and pushes it to every target queue. It
+// returns only when the message is in Redis for every target. On failure it
+// removes the metadata so entries already pushed become ghosts that pops
+// skip: nothing half-provisioned stays visible.
+func (s *Store) Provision(ctx context.Context, tx *Transaction) error {
+	if tx.Priority != 'H' && tx.Priority != 'L' {
+		return fmt.Errorf("provision %s: bad priority %q", tx.ID, tx.Priority)
+	}
+	tk := KeysOfTrans(tx.ID)
+	args := make([]any, 0, 2+2*len(tx.Meta)+2*len(tx.Queues))
+	args = append(args, tx.ExpiresAt, len(tx.Meta))
+	fields := make([]string, 0, len(tx.Meta))
+	for k := range tx.Meta {
+		fields = append(fields, k)
+	}
+	sort.Strings(fields)
+	for _, k := range fields {
+		args = append(args, k, tx.Meta[k])
+	}
+	for _, q := range tx.Queues {
+		args = append(args, tx.NS+q, StatePending)
+	}
+	if err := provisionMetaScript.Run(ctx, s.rdb, []string{tk.Meta, tk.State}, args...).Err(); err != nil {
+		return fmt.Errorf("provision %s: metadata: %w", tx.ID, err)
+	}
+	ttl := s.listTTL(tx.ExpiresAt)
+	calls := make([]scriptCall, len(tx.Queues))
+	for i, q := range tx.Queues {
+		qk := KeysOfQueue(tx.NS + q)
+		key := qk.Low
+		if tx.Priority == 'H' {
+			key = qk.High
+		}
+		calls[i] = scriptCall{pushScript, []string{key}, []any{tx.ID, ttl}}
+	}
+	if _, err := s.runScripts(ctx, calls); err != nil {
+		if derr := s.rdb.Del(context.WithoutCancel(ctx), tk.Meta, tk.State).Err(); derr != nil {
+			s.log.LogAttrs(ctx, slog.LevelError, "provision rollback failed", slog.String("tid", tx.ID), slog.Any("err", derr))
+		}
+		return fmt.Errorf("provision %s: push: %w", tx.ID, err)
+	}
+	full := make([]string, len(tx.Queues))
+	for i, q := range tx.Queues {
+		full[i] = tx.NS + q
+	}
+	s.wake(ctx, full...)
+	if s.opts.WaitReplicas > 0 {
+		if err := s.waitReplicas(ctx); err != nil {
+			return fmt.Errorf("provision %s: %w", tx.ID, err)
+		}
+	}
+	return nil
+}
+
+// listTTL is the minimum TTL (ms) of a list holding an entry that expires at
+// expiresAt (unix s): one minute past the expiry, at least one minute.
+func (s *Store) listTTL(expiresAt int64) int64 {
+	ms := expiresAt*1000 - s.now().UnixMilli() + 60_000
+	return max(ms, 60_000)
+}
+
+// waitReplicas runs WAIT on every primary.
+func (s *Store) waitReplicas(ctx context.Context) error {
+	wait := func(ctx context.Context, c *redis.Client) error {
+		n, err := c.Do(ctx, "WAIT", s.opts.WaitReplicas, s.opts.WaitTimeout.Milliseconds()).Int()
+		if err != nil {
+			return fmt.Errorf("wait replicas: %w", err)
+		}
+		if n < s.opts.WaitReplicas {
+			return fmt.Errorf("wait replicas: %d of %d acknowledged", n, s.opts.WaitReplicas)
+		}
+		return nil
+	}
+	switch c := s.rdb.(type) {
+	case *redis.ClusterClient:
+		return c.ForEachMaster(ctx, wait)
+	case *redis.Client:
+		return wait(ctx, c)
+	default:
+		return errors.New("wait replicas: unsupported client")
+	}
+}
+
+// wake publishes explicit wake-ups when keyspace notifications are off.
+func (s *Store) wake(ctx context.Context, fulls ...string) {
+	if !s.opts.ExplicitWake || len(fulls) == 0 {
+		return
+	}
+	pipe := s.rdb.Pipeline()
+	for _, f := range fulls {
+		pipe.Publish(ctx, WakeChannel, f)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		s.log.LogAttrs(ctx, slog.LevelWarn, "wake-up publish failed", slog.Any("err", err))
+	}
+}
+
+// PopOptions select plain or reliable pops.
+type PopOptions struct {
+	// Reliable records the taken entries as in flight (state Blocked) until
+	// acknowledged or until AckTimeout passes.
+	Reliable   bool
+	AckTimeout time.Duration
+}
+
+// Pop atomically takes up to max messages from queue full (H before L,
+// FIFO), skipping ghosts (deleted or expired transactions), and marks them
+// Delivered (Blocked when reliable). Several nodes may pop the same queue
+// concurrently: each entry goes to exactly one caller.
+func (s *Store) Pop(ctx context.Context, full string, max int, o PopOptions) ([]Message, error) {
+	if max <= 0 {
+		return nil, nil
+	}
+	qk := KeysOfQueue(full)
+	state := StateDelivered
+	var deadline int64
+	if o.Reliable {
+		state = StateBlocked
+		deadline = s.now().Add(o.AckTimeout).UnixMilli()
+		if err := s.indexInflight(ctx, full, deadline); err != nil {
+			return nil, err
+		}
+	}
+	var out []Message
+	for round := 0; round < maxPopRounds && len(out) < max; round++ {
+		want := max - len(out)
+		raw, err := popScript.Run(ctx, s.rdb, []string{qk.High, qk.Low, qk.Info, qk.Inflight},
+			want, s.now().Unix(), int64(infoTTL/time.Second), boolArg(o.Reliable), deadline).StringSlice()
+		if err != nil {
+			if len(out) > 0 {
+				return out, nil // hand over what was taken; the error repeats next time
+			}
+			return nil, fmt.Errorf("pop %s: %w", full, err)
+		}
+		if len(raw) == 0 {
+			break
+		}
+		taken := make([]Message, 0, len(raw)/2)
+		for i := 0; i+1 < len(raw); i += 2 {
+			taken = append(taken, Message{TID: raw[i+1], Queue: full, Priority: raw[i][0]})
+		}
+		got, err := s.fetchAndMark(ctx, taken, state)
+		if err != nil {
+			// Could not read the metadata: put everything back, untouched.
+			s.handBackRaw(context.WithoutCancel(ctx), full, taken, o.Reliable)
+			if len(out) > 0 {
+				return out, nil
+			}
+			return nil, fmt.Errorf("pop %s: %w", full, err)
+		}
+		out = append(out, got...)
+		if len(taken) < want {
+			break
+		}
+	}
+	if o.Reliable && len(out) > 0 {
+		// After the pop too: closes the race with a reaper that found the
+		// zset empty between our first index write and the pop.
+		if err := s.indexInflight(context.WithoutCancel(ctx), full, deadline); err != nil {
+			s.log.LogAttrs(ctx, slog.LevelWarn, "inflight index", slog.String("queue", full), slog.Any("err", err))
+		}
+	}
+	return out, nil
+}
+
+func boolArg(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
+
+// fetchAndMark sets the state of each taken entry and reads its metadata;
+// ghosts are dropped (and, for reliable pops, removed from the inflight set).
+func (s *Store) fetchAndMark(ctx context.Context, taken []Message, state string) ([]Message, error) {
+	calls := make([]scriptCall, len(taken))
+	for i, m := range taken {
+		tk := KeysOfTrans(m.TID)
+		calls[i] = scriptCall{transitionScript, []string{tk.Meta, tk.State}, []any{m.Queue, state, "1"}}
+	}
+	cmds, err := s.runScripts(ctx, calls)
+	if err != nil {
+		return nil, err
+	}
+	out := taken[:0:0]
+	var ghosts []string
+	for i, c := range cmds {
+		vals, err := c.Slice()
+		if errors.Is(err, redis.Nil) || len(vals) < 3 {
+			ghosts = append(ghosts, string(taken[i].Priority)+taken[i].TID)
+			continue
+		}
+		m := taken[i]
+		m.Payload, _ = vals[0].(string)
+		m.Callback, _ = vals[1].(string)
+		if e, ok := vals[2].(string); ok {
+			m.ExpiresAt, _ = strconv.ParseInt(e, 10, 64)
+		}
+		out = append(out, m)
+	}
+	if state == StateBlocked && len(ghosts) > 0 {
+		members := make([]any, len(ghosts))
+		for i, g := range ghosts {
+			members[i] = g
+		}
+		if err := s.rdb.ZRem(ctx, KeysOfQueue(taken[0].Queue).Inflight, members...).Err(); err != nil {
+			s.log.LogAttrs(ctx, slog.LevelWarn, "drop ghost inflight entries", slog.Any("err", err))
+		}
+	}
+	return out, nil
+}
+
+// HandBack puts messages taken by Pop back at the head of their queue, in
+// their original order, and resets their state to Pending. Use it when a
+// message could not be written to the client it was taken for.
+func (s *Store) HandBack(ctx context.Context, full string, msgs []Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	if err := s.pushFront(ctx, full, msgs); err != nil {
+		return err
+	}
+	s.setStates(ctx, msgs, StatePending)
+	return nil
+}
+
+// HandBackReliable returns reliable messages taken by Pop (in flight) to the
+// head of their queue at once, without waiting for the ack deadline.
+func (s *Store) HandBackReliable(ctx context.Context, full string, msgs []Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	tids := make([]string, len(msgs))
+	for i, m := range msgs {
+		tids[i] = m.TID
+	}
+	removed, err := s.ackRaw(ctx, full, tids)
+	if err != nil {
+		return err
+	}
+	back := make([]Message, 0, len(msgs))
+	for i, ok := range removed {
+		if ok {
+			back = append(back, msgs[i])
+		}
+	}
+	return s.HandBack(ctx, full, back)
+}
+
+// handBackRaw is the best-effort hand back used on error paths.
+func (s *Store) handBackRaw(ctx context.Context, full string, msgs []Message, reliable bool) {
+	var err error
+	if reliable {
+		err = s.HandBackReliable(ctx, full, msgs)
+	} else {
+		err = s.pushFront(ctx, full, msgs)
+	}
+	if err != nil {
+		s.log.LogAttrs(ctx, slog.LevelError, "hand back failed", slog.String("queue", full), slog.Int("messages", len(msgs)), slog.Any("err", err))
+	}
+}
+
+func (s *Store) pushFront(ctx context.Context, full string, msgs []Message) error {
+	qk := KeysOfQueue(full)
+	args := make([]any, 0, 1+2*len(msgs))
+	var ttl int64 = handBackTTL.Milliseconds()
+	for _, m := range msgs {
+		ttl = max(ttl, s.listTTL(m.ExpiresAt))
+	}
+	args = append(args, ttl)
+	for _, m := range msgs {
+		args = append(args, string(m.Priority), m.TID)
+	}
+	if err := handBackScript.Run(ctx, s.rdb, []string{qk.High, qk.Low}, args...).Err(); err != nil {
+		return fmt.Errorf("hand back to %s: %w", full, err)
+	}
+	s.wake(ctx, full)
+	return nil
+}
+
+// setStates sets the state of each message's (transaction, queue) pair,
+// best effort.
+func (s *Store) setStates(ctx context.Context, msgs []Message, state string) {
+	calls := make([]scriptCall, len(msgs))
+	for i, m := range msgs {
+		tk := KeysOfTrans(m.TID)
+		calls[i] = scriptCall{transitionScript, []string{tk.Meta, tk.State}, []any{m.Queue, state, "0"}}
+	}
+	if _, err := s.runScripts(ctx, calls); err != nil {
+		s.log.LogAttrs(ctx, slog.LevelWarn, "set states", slog.String("state", state), slog.Any("err", err))
+	}
+}
+
+// TouchLastPop records that queue full was popped now (for a pop that
+// returned nothing; pops that take messages record it themselves).
+func (s *Store) TouchLastPop(ctx context.Context, full string) error {
+	qk := KeysOfQueue(full)
+	pipe := s.rdb.Pipeline()
+	pipe.HSet(ctx, qk.Info, "lastPop", s.now().Unix())
+	pipe.Expire(ctx, qk.Info, infoTTL)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("touch lastPop %s: %w", full, err)
+	}
+	return nil
+}
+
+// Peek returns up to max messages of queue full without removing them or
+// changing any state. Ghosts are skipped.
+func (s *Store) Peek(ctx context.Context, full string, max int) ([]Message, error) {
+	if max <= 0 {
+		return nil, nil
+	}
+	qk := KeysOfQueue(full)
+	pipe := s.rdb.Pipeline()
+	h := pipe.LRange(ctx, qk.High, 0, int64(max-1))
+	l := pipe.LRange(ctx, qk.Low, 0, int64(max-1))
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("peek %s: %w", full, err)
+	}
+	var entries []Message
+	for _, tid := range h.Val() {
+		entries = append(entries, Message{TID: tid, Queue: full, Priority: 'H'})
+	}
+	for _, tid := range l.Val() {
+		if len(entries) >= max {
+			break
+		}
+		entries = append(entries, Message{TID: tid, Queue: full, Priority: 'L'})
+	}
+	return s.readMeta(ctx, entries)
+}
+
+// readMeta fills payload, callback and expiry of entries, dropping ghosts.
+func (s *Store) readMeta(ctx context.Context, entries []Message) ([]Message, error) {
+	out := make([]Message, 0, len(entries))
+	for start := 0; start < len(entries); start += pipelineChunk {
+		end := min(start+pipelineChunk, len(entries))
+		pipe := s.rdb.Pipeline()
+		cmds := make([]*redis.SliceCmd, end-start)
+		for i := start; i < end; i++ {
+			cmds[i-start] = pipe.HMGet(ctx, KeysOfTrans(entries[i].TID).Meta, "payload", "callback", "expirationDate")
+		}
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return nil, fmt.Errorf("read metadata: %w", err)
+		}
+		for i, c := range cmds {
+			v := c.Val()
+			if len(v) < 3 || v[0] == nil {
+				continue
+			}
+			m := entries[start+i]
+			m.Payload, _ = v[0].(string)
+			m.Callback, _ = v[1].(string)
+			if e, ok := v[2].(string); ok {
+				m.ExpiresAt, _ = strconv.ParseInt(e, 10, 64)
+			}
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+// QueueInfo is what GET /queue/{id} shows.
+type QueueInfo struct {
+	Size    int64
+	High    []string // transaction ids, head first (at most the first 1000)
+	Low     []string
+	LastPop int64 // unix seconds; 0 = never popped
+	Blocked bool  // a live gateway node has a consumer waiting on the queue
+}
+
+// queueInfoListMax bounds the ids listed per priority in QueueInfo.
+const queueInfoListMax = 1000
+
+// QueueInfo reads the state of queue full.
+func (s *Store) QueueInfo(ctx context.Context, full string) (QueueInfo, error) {
+	qk := KeysOfQueue(full)
+	pipe := s.rdb.Pipeline()
+	hl := pipe.LLen(ctx, qk.High)
+	ll := pipe.LLen(ctx, qk.Low)
+	h := pipe.LRange(ctx, qk.High, 0, queueInfoListMax-1)
+	l := pipe.LRange(ctx, qk.Low, 0, queueInfoListMax-1)
+	lp := pipe.HGet(ctx, qk.Info, "lastPop")
+	w := pipe.ZRange(ctx, qk.Waiters, 0, -1)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return QueueInfo{}, fmt.Errorf("queue info %s: %w", full, err)
+	}
+	info := QueueInfo{Size: hl.Val() + ll.Val(), High: h.Val(), Low: l.Val()}
+	if info.High == nil {
+		info.High = []string{}
+	}
+	if info.Low == nil {
+		info.Low = []string{}
+	}
+	info.LastPop, _ = strconv.ParseInt(lp.Val(), 10, 64)
+	blocked, err := s.anyNodeAlive(ctx, full, w.Val())
+	if err != nil {
+		return QueueInfo{}, err
+	}
+	info.Blocked = blocked
+	return info, nil
+}
+
+// anyNodeAlive tells whether any of the nodes registered as waiting on a
+// queue is alive; dead registrations are removed.
+func (s *Store) anyNodeAlive(ctx context.Context, full string, nodes []string) (bool, error) {
+	if len(nodes) == 0 {
+		return false, nil
+	}
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.IntCmd, len(nodes))
+	for i, n := range nodes {
+		cmds[i] = pipe.Exists(ctx, KeyOfNode(n))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return false, fmt.Errorf("waiter nodes of %s: %w", full, err)
+	}
+	alive := false
+	var dead []any
+	for i, c := range cmds {
+		if c.Val() == 1 {
+			alive = true
+		} else {
+			dead = append(dead, nodes[i])
+		}
+	}
+	if len(dead) > 0 {
+		if err := s.rdb.ZRem(ctx, KeysOfQueue(full).Waiters, dead...).Err(); err != nil {
+			s.log.LogAttrs(ctx, slog.LevelWarn, "drop dead waiter nodes", slog.Any("err", err))
+		}
+	}
+	return alive, nil
+}
+
+// SetWaiting registers (on=true) or unregisters node as having consumers
+// waiting on each of the queues, in one pipeline.
+func (s *Store) SetWaiting(ctx context.Context, node string, on, off []string) error {
+	if len(on)+len(off) == 0 {
+		return nil
+	}
+	now := float64(s.now().UnixMilli())
+	pipe := s.rdb.Pipeline()
+	for _, f := range on {
+		pipe.ZAdd(ctx, KeysOfQueue(f).Waiters, redis.Z{Score: now, Member: node})
+	}
+	for _, f := range off {
+		pipe.ZRem(ctx, KeysOfQueue(f).Waiters, node)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("register waiters: %w", err)
+	}
+	return nil
+}
+
+// Heartbeat marks node alive for ttl. A node's "blocked" registrations only
+// count while its heartbeat key lives, so a crashed node's consumers stop
+// showing as blocked after ttl.
+func (s *Store) Heartbeat(ctx context.Context, node string, ttl time.Duration) error {
+	if err := s.rdb.Set(ctx, KeyOfNode(node), s.now().Unix(), ttl).Err(); err != nil {
+		return fmt.Errorf("heartbeat: %w", err)
+	}
+	return nil
+}
+
+// NodeGone removes node's heartbeat (clean shutdown).
+func (s *Store) NodeGone(ctx context.Context, node string) error {
+	if err := s.rdb.Del(ctx, KeyOfNode(node)).Err(); err != nil {
+		return fmt.Errorf("node gone: %w", err)
+	}
+	return nil
+}
+
+// Meta returns the metadata of transaction tid as stored (all values are
+// strings); an unknown or expired transaction gives an empty map.
+func (s *Store) Meta(ctx context.Context, tid string) (map[string]string, error) {
+	m, err := s.rdb.HGetAll(ctx, KeysOfTrans(tid).Meta).Result()
+	if err != nil {
+		return nil, fmt.Errorf("transaction %s: %w", tid, err)
+	}
+	return m, nil
+}
+
+// States returns the state of transaction tid per full queue name.
+func (s *Store) States(ctx context.Context, tid string) (map[string]string, error) {
+	tk := KeysOfTrans(tid)
+	pipe := s.rdb.Pipeline()
+	ex := pipe.Exists(ctx, tk.Meta)
+	st := pipe.HGetAll(ctx, tk.State)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("transaction %s states: %w", tid, err)
+	}
+	if ex.Val() == 0 {
+		return map[string]string{}, nil
+	}
+	return st.Val(), nil
+}
+
+// UpdateTrans changes fields of an existing transaction; expiresAt > 0 also
+// moves its expiry (and that of its entries still waiting in queues). It
+// returns ErrNotFound for an unknown transaction.
+func (s *Store) UpdateTrans(ctx context.Context, tid string, fields map[string]string, expiresAt int64) error {
+	tk := KeysOfTrans(tid)
+	args := []any{expiresAt}
+	keys := make([]string, 0, len(fields))
+	for k := range fields {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		args = append(args, k, fields[k])
+	}
+	n, err := updateTransScript.Run(ctx, s.rdb, []string{tk.Meta, tk.State}, args...).Int()
+	if err != nil {
+		return fmt.Errorf("update %s: %w", tid, err)
+	}
+	if n == 0 {
+		return ErrNotFound
+	}
+	if expiresAt > 0 {
+		states, err := s.States(ctx, tid)
+		if err != nil {
+			return err
+		}
+		ttl := s.listTTL(expiresAt)
+		var calls []scriptCall
+		for full, st := range states {
+			if st == StatePending {
+				qk := KeysOfQueue(full)
+				calls = append(calls, scriptCall{extendScript, []string{qk.High, qk.Low}, []any{ttl}})
+			}
+		}
+		if _, err := s.runScripts(ctx, calls); err != nil {
+			return fmt.Errorf("update %s: extend queues: %w", tid, err)
+		}
+	}
+	return nil
+}
+
+// DeleteTrans deletes a transaction; its queue entries become ghosts that
+// pops skip.
+func (s *Store) DeleteTrans(ctx context.Context, tid string) error {
+	tk := KeysOfTrans(tid)
+	if err := s.rdb.Del(ctx, tk.Meta, tk.State).Err(); err != nil {
+		return fmt.Errorf("delete %s: %w", tid, err)
+	}
+	return nil
+}
+
+// SetGroup creates or replaces group name in namespace ns.
+func (s *Store) SetGroup(ctx context.Context, ns, name string, queues []string) error {
+	key := KeyOfGroup(ns, name)
+	members := make([]any, len(queues))
+	for i, q := range queues {
+		members[i] = q
+	}
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, key)
+		p.SAdd(ctx, key, members...)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store group %s: %w", name, err)
+	}
+	return nil
+}
+
+// Group returns the members of a group, sorted (empty if unknown).
+func (s *Store) Group(ctx context.Context, ns, name string) ([]string, error) {
+	m, err := s.rdb.SMembers(ctx, KeyOfGroup(ns, name)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("group %s: %w", name, err)
+	}
+	sort.Strings(m)
+	return m, nil
+}
+
+// ModifyGroup adds and removes members; ErrNotFound if the group does not exist.
+func (s *Store) ModifyGroup(ctx context.Context, ns, name string, add, remove []string) error {
+	args := make([]any, 0, 1+len(add)+len(remove))
+	args = append(args, len(add))
+	for _, q := range add {
+		args = append(args, q)
+	}
+	for _, q := range remove {
+		args = append(args, q)
+	}
+	n, err := modifyGroupScript.Run(ctx, s.rdb, []string{KeyOfGroup(ns, name)}, args...).Int()
+	if err != nil {
+		return fmt.Errorf("modify group %s: %w", name, err)
+	}
+	if n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// DeleteGroup removes a group.
+func (s *Store) DeleteGroup(ctx context.Context, ns, name string) error {
+	if err := s.rdb.Del(ctx, KeyOfGroup(ns, name)).Err(); err != nil {
+		return fmt.Errorf("delete group %s: %w", name, err)
+	}
+	return nil
+}
+
+// CreateBox creates secure box full with a user and a password hash;
+// ErrExists if it exists.
+func (s *Store) CreateBox(ctx context.Context, full, user, hash string) error {
+	n, err := createBoxScript.Run(ctx, s.rdb, []string{KeysOfQueue(full).Box}, user, hash, s.now().Unix()).Int()
+	if err != nil {
+		return fmt.Errorf("create box %s: %w", full, err)
+	}
+	if n == 0 {
+		return ErrExists
+	}
+	return nil
+}
+
+// Box returns the user and password hash of secure box full; ErrNotFound if
+// there is no such box.
+func (s *Store) Box(ctx context.Context, full string) (user, hash string, err error) {
+	v, err := s.rdb.HMGet(ctx, KeysOfQueue(full).Box, "user", "hash").Result()
+	if err != nil {
+		return "", "", fmt.Errorf("box %s: %w", full, err)
+	}
+	if len(v) < 2 || v[0] == nil || v[1] == nil {
+		return "", "", ErrNotFound
+	}
+	user, _ = v[0].(string)
+	hash, _ = v[1].(string)
+	return user, hash, nil
+}
