@@ -787,3 +787,26 @@ func (s *Store) Box(ctx context.Context, full string) (user, hash string, err er
 	hash, _ = v[1].(string)
 	return user, hash, nil
 }
+
+// NonEmpty tells, for each full queue name, whether the queue holds any
+// entries (one pipelined round trip per chunk).
+func (s *Store) NonEmpty(ctx context.Context, fulls []string) ([]bool, error) {
+	out := make([]bool, len(fulls))
+	for start := 0; start < len(fulls); start += pipelineChunk {
+		end := min(start+pipelineChunk, len(fulls))
+		pipe := s.rdb.Pipeline()
+		cmds := make([]*redis.IntCmd, end-start)
+		for i := start; i < end; i++ {
+			qk := KeysOfQueue(fulls[i])
+			cmds[i-start] = pipe.Exists(ctx, qk.High, qk.Low)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			// Exists across two keys is one slot (hash tag), fine in Cluster.
+			return nil, fmt.Errorf("queue lengths: %w", err)
+		}
+		for i, c := range cmds {
+			out[start+i] = c.Val() > 0
+		}
+	}
+	return out, nil
+}

@@ -108,6 +108,10 @@ func wakeChannels(db int) []string {
 // nodeWakeups runs the subscription on one server until ctx ends.
 func (s *Store) nodeWakeups(ctx context.Context, c *redis.Client, wake WakeHandler, resync func()) {
 	ps := c.Subscribe(ctx, wakeChannels(c.Options().DB)...)
+	// Receive does not return on ctx cancellation by itself: closing the
+	// subscription unblocks it.
+	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
+	defer stop()
 	defer ps.Close()
 	subscribed := 0
 	for {

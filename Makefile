@@ -1,0 +1,132 @@
+# PopBox — make targets. `make` alone lists them (help is the default goal).
+# A target shows up in `make help` when its rule line ends with "## text".
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+GO ?= go
+# Version stamped into the binary: the git description, or "dev" outside a
+# repository / before the first commit.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+VERSION_PKG := github.com/popbox/popbox/internal/version
+BIN_DIR ?= bin
+CERT_DIR ?= certs
+# Extra arguments: `make run ARGS="--log-level debug"`.
+ARGS ?=
+# go test settings.
+PKGS ?= ./...
+TEST_TIMEOUT ?= 20m
+TEST_FLAGS ?=
+# Fuzz targets run briefly by `make test` / `make fuzz`, as package:FuzzName.
+# (Plain `go test` already runs the seed corpus of every fuzz target.)
+FUZZ_TARGETS ?= ./request:FuzzParseProvision ./request:FuzzValidQueueID
+FUZZTIME ?= 10s
+# Arguments of the load tool for `make bench` and `make bench-full`.
+BENCH_ARGS ?=
+BENCH_FULL_ARGS ?= --full
+
+# Go files to check with gofmt (every module in the tree, not testdata).
+GOFILES = $(shell find . -type f -name '*.go' -not -path './.git/*' -not -path '*/testdata/*' \
+	-not -path '*/node_modules/*' -not -path './vendor/*')
+
+.PHONY: help run build test fuzz lint fmt certs bench bench-full bench-go clean \
+	check-redis check-fmt
+
+help: ## list the targets (default)
+	@echo "PopBox — usage: make <target> [VAR=value ...]"
+	@echo
+	@grep -hE '^[a-zA-Z0-9_.-]+:.*## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*## "} {printf "  %-12s %s\n", $$1, $$2}'
+	@echo
+	@echo "Variables: ARGS (run), VERSION (build), PKGS TEST_FLAGS TEST_TIMEOUT (test),"
+	@echo "  FUZZ_TARGETS FUZZTIME (fuzz), BENCH_ARGS BENCH_FULL_ARGS (bench), CERT_DIR (certs)"
+
+run: ## start the gateway (go run ./cmd/popbox serve ARGS); embedded in-memory store unless POPBOX_REDIS_URL is set
+	$(GO) run ./cmd/popbox serve $(ARGS)
+
+build: ## static binary bin/popbox, stamped with VERSION
+	CGO_ENABLED=0 $(GO) build -trimpath \
+		-ldflags "-s -w -X $(VERSION_PKG).Version=$(VERSION)" \
+		-o $(BIN_DIR)/popbox ./cmd/popbox
+	@echo "built $(BIN_DIR)/popbox ($(VERSION))"
+
+test: ## gofmt check, go vet, go test -race (incl. fuzz seed corpora), then a short fuzz run of FUZZ_TARGETS; needs redis-server
+	@$(MAKE) check-redis
+	@$(MAKE) check-fmt
+	$(GO) vet $(PKGS)
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) $(PKGS)
+	@$(MAKE) fuzz
+
+fuzz: ## fuzz each of FUZZ_TARGETS (package:FuzzName) for FUZZTIME; new crashers land in the package's testdata/fuzz
+	@for t in $(FUZZ_TARGETS); do \
+		pkg="$${t%%:*}"; name="$${t#*:}"; \
+		if [ "$$pkg" = "$$t" ] || [ -z "$$name" ]; then \
+			echo >&2 "make fuzz: bad FUZZ_TARGETS entry '$$t' (want ./package:FuzzName)"; exit 2; \
+		fi; \
+		echo "fuzz $$pkg $$name for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) "$$pkg"; \
+	done
+
+lint: ## gofmt check, go vet, and staticcheck when installed (runs all three, fails if any failed)
+	@status=0; \
+	$(MAKE) check-fmt || status=1; \
+	echo "$(GO) vet $(PKGS)"; $(GO) vet $(PKGS) || status=1; \
+	sc="$$(command -v staticcheck || true)"; \
+	if [ -z "$$sc" ] && [ -x "$$($(GO) env GOPATH)/bin/staticcheck" ]; then sc="$$($(GO) env GOPATH)/bin/staticcheck"; fi; \
+	if [ -n "$$sc" ]; then echo "staticcheck $(PKGS)"; "$$sc" $(PKGS) || status=1; \
+	else echo "staticcheck not installed: skipped (go install honnef.co/go/tools/cmd/staticcheck@latest)"; fi; \
+	exit $$status
+
+fmt: ## rewrite every Go file with gofmt
+	@files="$(GOFILES)"; [ -z "$$files" ] || gofmt -w $$files
+
+certs: $(CERT_DIR)/cert.pem ## self-signed ECDSA P-256 cert+key for localhost, 127.0.0.1 and ::1 in ./certs (365 days)
+	@echo "TLS: POPBOX_TLS_CERT=$(CERT_DIR)/cert.pem POPBOX_TLS_KEY=$(CERT_DIR)/key.pem make run"
+	@echo "     (clients: curl --cacert $(CERT_DIR)/cert.pem https://localhost:3002/)"
+
+$(CERT_DIR)/cert.pem:
+	@command -v openssl >/dev/null 2>&1 || { echo >&2 "make certs: openssl is not on PATH (apt-get install openssl)"; exit 1; }
+	@mkdir -p $(CERT_DIR)
+	@umask 077; openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -sha256 -days 365 \
+		-subj "/CN=localhost" \
+		-addext "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1" \
+		-addext "basicConstraints=critical,CA:FALSE" \
+		-addext "keyUsage=critical,digitalSignature" \
+		-addext "extendedKeyUsage=serverAuth" \
+		-keyout $(CERT_DIR)/key.pem -out $(CERT_DIR)/cert.pem.tmp 2>/dev/null
+	@chmod 644 $(CERT_DIR)/cert.pem.tmp && mv $(CERT_DIR)/cert.pem.tmp $(CERT_DIR)/cert.pem
+	@echo "wrote $(CERT_DIR)/cert.pem and $(CERT_DIR)/key.pem"
+
+bench: ## reduced benchmark suite, under 10 min (go run ./loadtest bench BENCH_ARGS)
+	@if [ ! -d ./loadtest ]; then \
+		echo >&2 "make bench: ./loadtest does not exist yet (the load tool is still to be written); nothing was measured."; exit 1; fi
+	$(GO) run ./loadtest bench $(BENCH_ARGS)
+
+bench-full: ## full benchmark suite, long and large (go run ./loadtest bench BENCH_FULL_ARGS)
+	@if [ ! -d ./loadtest ]; then \
+		echo >&2 "make bench-full: ./loadtest does not exist yet (the load tool is still to be written); nothing was measured."; exit 1; fi
+	$(GO) run ./loadtest bench $(BENCH_FULL_ARGS) $(BENCH_ARGS)
+
+bench-go: ## Go micro-benchmarks of the hot paths: go test -bench . -benchmem (needs redis-server)
+	@$(MAKE) check-redis
+	$(GO) test -run '^$$' -bench . -benchmem $(TEST_FLAGS) $(PKGS)
+
+clean: ## remove build, test and coverage outputs (keeps ./certs)
+	rm -rf $(BIN_DIR) artifacts test-artifacts coverage.out coverage.html coverage.txt cover.out profile.out *.test
+	find . -type f \( -name '*.test' -o -name '*.prof' \) -not -path './.git/*' -print -delete
+
+# Internal steps.
+
+check-redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		echo >&2 "make: redis-server is not on PATH, and the tests start real Redis servers."; \
+		echo >&2 "      Install it (Debian/Ubuntu: apt-get install redis-server redis-tools) or run .ci/run."; \
+		exit 1; }
+
+check-fmt:
+	@files="$(GOFILES)"; unformatted="$$( [ -z "$$files" ] || gofmt -l $$files )"; \
+	if [ -n "$$unformatted" ]; then \
+		echo >&2 "gofmt: these files are not formatted (run 'make fmt'):"; echo >&2 "$$unformatted"; exit 1; \
+	else echo "gofmt: ok"; fi

@@ -1,0 +1,250 @@
+// Package config holds the settings of `popbox serve` and loads them.
+//
+// Every setting has a command-line flag, an environment variable and a YAML
+// key, all derived from one name: flag --redis-pool-size, environment
+// variable POPBOX_REDIS_POOL_SIZE, YAML key redis_pool_size. Sources are
+// applied in this order, a later one overriding an earlier one:
+//
+//  1. the defaults of [Default];
+//  2. the YAML file named by --config or POPBOX_CONFIG, if any;
+//  3. environment variables (an empty variable counts as unset);
+//  4. flags given on the command line.
+//
+// [Load] does all of that and validates the result; [Usage] describes every
+// setting for --help.
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is the complete configuration of one gateway node. The zero value
+// is not usable; start from [Default] or [Load].
+type Config struct {
+	// ConfigFile is the YAML file the configuration was read from, "" when
+	// none was named.
+	ConfigFile string
+
+	// Listen is the plain HTTP listen address (host:port, host optional).
+	Listen string
+	// TLSListen is the secure listen address; "" means the plain port + 1
+	// on the same host when TLS is on (see [Config.TLSAddr]).
+	TLSListen string
+	// TLSCert is the PEM certificate file; TLS is off unless both TLSCert
+	// and TLSKey are set.
+	TLSCert string
+	// TLSKey is the PEM private key file matching TLSCert.
+	TLSKey string
+
+	// RedisURL is a single Redis server (redis://, rediss:// or unix://).
+	// Empty, with no cluster or sentinels either, means the embedded
+	// in-memory store.
+	RedisURL string
+	// RedisCluster lists Redis Cluster seed addresses (host:port).
+	RedisCluster []string
+	// RedisSentinels lists Sentinel addresses (host:port).
+	RedisSentinels []string
+	// RedisMaster is the master name monitored by the sentinels.
+	RedisMaster string
+	// RedisPassword authenticates to the Redis data nodes (cluster and
+	// sentinel modes; a single server may carry it in RedisURL instead).
+	RedisPassword string
+	// RedisSentinelPassword authenticates to the sentinels themselves.
+	RedisSentinelPassword string
+	// RedisPoolSize bounds the command connections per Redis node.
+	RedisPoolSize int
+	// RedisWaitReplicas makes provisioning wait (Redis WAIT) until this many
+	// replicas acknowledged the write; 0 disables it.
+	RedisWaitReplicas int
+
+	// LogLevel is one of debug, info, warn, error.
+	LogLevel string
+	// LogFormat is text or json.
+	LogFormat string
+
+	// AdminUser and AdminPassword are the admin credentials that open every
+	// secure box (and provisioning when ProvisionAuth is on).
+	AdminUser string
+	// AdminPassword is the admin password (secret).
+	AdminPassword string
+
+	// JWTSecret enables HS256 tokens signed with this secret.
+	JWTSecret string
+	// JWTPublicKey is a PEM public key file enabling RS256, ES256 or EdDSA
+	// tokens.
+	JWTPublicKey string
+	// JWTAudience, when set, must appear in a token's aud claim.
+	JWTAudience string
+	// JWTIssuer, when set, must equal a token's iss claim.
+	JWTIssuer string
+	// RequireAuth requires a JWT on the queue routes of the plain port too.
+	RequireAuth bool
+	// ProvisionAuth requires a provision-scoped JWT or the admin credentials
+	// for provisioning, PUT/DELETE of transactions and the group routes.
+	ProvisionAuth bool
+
+	// CORSOrigins lists the allowed browser origins ("*" for any); empty
+	// disables CORS. WebSocket origin checks follow it.
+	CORSOrigins []string
+	// MaxBody is the request body limit in bytes (413 above it).
+	MaxBody int64
+	// MaxConnections caps the concurrent connections of this node (503
+	// beyond it); 0 means unlimited.
+	MaxConnections int
+
+	// MongoURI enables the history (MongoDB); empty disables it.
+	MongoURI string
+	// MongoDB is the history database name.
+	MongoDB string
+	// HistoryTTL expires history events after this long; 0 keeps them.
+	HistoryTTL time.Duration
+	// HistoryPayloads records message payloads in the history too.
+	HistoryPayloads bool
+
+	// EventsWebhook receives batches of events by POST; empty disables it.
+	EventsWebhook string
+	// EventsFilter limits the webhook to these states/actions; empty means
+	// all events.
+	EventsFilter []string
+
+	// ReusePort sets SO_REUSEPORT on the listeners so several processes can
+	// share one port.
+	ReusePort bool
+	// WaiterLease is how long a node's "blocked" registration for a queue
+	// lives in Redis without a heartbeat.
+	WaiterLease time.Duration
+	// RecheckInterval is the period of the slow sweep that catches lost
+	// wake-ups.
+	RecheckInterval time.Duration
+	// ShutdownTimeout bounds the graceful shutdown.
+	ShutdownTimeout time.Duration
+	// NodeName identifies this node in Redis, logs and history.
+	NodeName string
+}
+
+// Redis modes returned by [Config.RedisMode].
+const (
+	RedisModeEmbedded = "embedded"
+	RedisModeSingle   = "single"
+	RedisModeCluster  = "cluster"
+	RedisModeSentinel = "sentinel"
+)
+
+// Default returns the built-in configuration: plain port :3001, no TLS, the
+// embedded store, info-level text logs, 8 MiB bodies, no history, and a node
+// name made of the host name and the process id.
+func Default() Config {
+	return Config{
+		Listen:          ":3001",
+		RedisPoolSize:   32,
+		LogLevel:        "info",
+		LogFormat:       "text",
+		MaxBody:         8 << 20,
+		MongoDB:         "popbox",
+		WaiterLease:     15 * time.Second,
+		RecheckInterval: 30 * time.Second,
+		ShutdownTimeout: 15 * time.Second,
+		NodeName:        defaultNodeName(),
+	}
+}
+
+func defaultNodeName() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "popbox"
+	}
+	host = strings.Map(func(r rune) rune {
+		if r <= ' ' || r == 0x7f {
+			return -1
+		}
+		return r
+	}, host)
+	return host + "-" + strconv.Itoa(os.Getpid())
+}
+
+// TLSEnabled reports whether the secure port is on (certificate and key
+// both set).
+func (c Config) TLSEnabled() bool { return c.TLSCert != "" && c.TLSKey != "" }
+
+// TLSAddr returns the effective secure listen address: "" when TLS is off,
+// else TLSListen when set, else the plain port + 1 on the same host
+// (":3001" gives ":3002", "127.0.0.1:8080" gives "127.0.0.1:8081"; port 0
+// stays 0, a random port). It returns "" when the address cannot be derived,
+// which [Config.Validate] reports.
+func (c Config) TLSAddr() string {
+	if !c.TLSEnabled() {
+		return ""
+	}
+	if c.TLSListen != "" {
+		return c.TLSListen
+	}
+	addr, err := nextPort(c.Listen)
+	if err != nil {
+		return ""
+	}
+	return addr
+}
+
+func nextPort(listen string) (string, error) {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "", err
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 0 || p > 65535 {
+		return "", fmt.Errorf("port %q is not a number in 0..65535", port)
+	}
+	if p == 0 {
+		return net.JoinHostPort(host, "0"), nil
+	}
+	if p == 65535 {
+		return "", fmt.Errorf("port %d has no next port", p)
+	}
+	return net.JoinHostPort(host, strconv.Itoa(p+1)), nil
+}
+
+// RedisMode returns how the node reaches Redis: [RedisModeCluster] when
+// cluster seeds are set, [RedisModeSentinel] when sentinels are set,
+// [RedisModeSingle] for a Redis URL and [RedisModeEmbedded] (in-process,
+// in-memory) otherwise.
+func (c Config) RedisMode() string {
+	switch {
+	case len(c.RedisCluster) > 0:
+		return RedisModeCluster
+	case len(c.RedisSentinels) > 0:
+		return RedisModeSentinel
+	case c.RedisURL != "":
+		return RedisModeSingle
+	default:
+		return RedisModeEmbedded
+	}
+}
+
+// HistoryEnabled reports whether events are recorded in MongoDB.
+func (c Config) HistoryEnabled() bool { return c.MongoURI != "" }
+
+// JWTEnabled reports whether a JWT key (secret or public key) is configured.
+func (c Config) JWTEnabled() bool { return c.JWTSecret != "" || c.JWTPublicKey != "" }
+
+// AdminEnabled reports whether admin credentials are configured.
+func (c Config) AdminEnabled() bool { return c.AdminUser != "" && c.AdminPassword != "" }
+
+// SlogLevel returns LogLevel as a [slog.Level] (info when unrecognised).
+func (c Config) SlogLevel() slog.Level {
+	switch strings.ToLower(c.LogLevel) {
+	case "debug":
+		return slog.LevelDebug
+	case "warn", "warning":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	default:
+		return slog.LevelInfo
+	}
+}

@@ -1,0 +1,117 @@
+// Package httpx holds the HTTP client settings shared by the events sinks
+// that call out to user-supplied URLs (webhook, delivery callbacks), and the
+// rate limiter they use for their logs.
+package httpx
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+)
+
+// ErrBadScheme is returned for URLs (or redirect targets) that are not
+// http or https.
+var ErrBadScheme = errors.New("only http and https URLs are allowed")
+
+// maxRedirects bounds how many redirects a request follows.
+const maxRedirects = 5
+
+// CheckURL verifies that raw is an absolute http(s) URL with a host.
+func CheckURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("parse url: %w", err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("url %q: %w", raw, ErrBadScheme)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("url %q: missing host", raw)
+	}
+	return u, nil
+}
+
+// NewClient returns an HTTP client with a whole-request timeout, dial, TLS
+// and header timeouts, a connection pool sized for maxConns concurrent
+// requests per host, and a redirect policy that follows at most five
+// redirects and never to a scheme other than http or https.
+func NewClient(timeout time.Duration, maxConns int) *http.Client {
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	if maxConns <= 0 {
+		maxConns = 16
+	}
+	dialer := &net.Dialer{Timeout: min(5*time.Second, timeout), KeepAlive: 30 * time.Second}
+	tr := &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           dialer.DialContext,
+		TLSHandshakeTimeout:   min(5*time.Second, timeout),
+		ResponseHeaderTimeout: timeout,
+		ExpectContinueTimeout: time.Second,
+		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConns:          maxConns * 4,
+		MaxIdleConnsPerHost:   maxConns,
+		ForceAttemptHTTP2:     true,
+	}
+	return &http.Client{
+		Transport:     tr,
+		Timeout:       timeout,
+		CheckRedirect: CheckRedirect,
+	}
+}
+
+// CheckRedirect is an http.Client CheckRedirect policy: at most five
+// redirects, only to http or https URLs.
+func CheckRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= maxRedirects {
+		return fmt.Errorf("stopped after %d redirects", maxRedirects)
+	}
+	if req.URL.Scheme != "http" && req.URL.Scheme != "https" {
+		return fmt.Errorf("redirect to %q: %w", req.URL.Scheme, ErrBadScheme)
+	}
+	return nil
+}
+
+// Retryable reports whether an HTTP status is worth retrying: 408, 425,
+// 429 and every 5xx. Other non-2xx answers are final.
+func Retryable(status int) bool {
+	switch {
+	case status == http.StatusRequestTimeout, status == http.StatusTooEarly, status == http.StatusTooManyRequests:
+		return true
+	case status >= 500:
+		return true
+	}
+	return false
+}
+
+// Limiter lets through at most one event per interval and counts the ones
+// it held back, for rate-limited logging.
+type Limiter struct {
+	interval time.Duration
+	mu       sync.Mutex
+	last     time.Time
+	held     int
+}
+
+// NewLimiter returns a Limiter with the given interval.
+func NewLimiter(interval time.Duration) *Limiter { return &Limiter{interval: interval} }
+
+// Allow reports whether to log now, and how many earlier events were held
+// back since the last time it said yes.
+func (l *Limiter) Allow() (ok bool, suppressed int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now()
+	if !l.last.IsZero() && now.Sub(l.last) < l.interval {
+		l.held++
+		return false, 0
+	}
+	l.last = now
+	suppressed, l.held = l.held, 0
+	return true, suppressed
+}

@@ -1,0 +1,528 @@
+// Package hub keeps a gateway node's local consumers ("waiters") per queue
+// and feeds them from Redis. One subscriber connection per Redis primary
+// brings wake-ups (keyspace notifications or explicit publishes); on a
+// wake-up the hub runs one atomic pop for the first waiter that has room,
+// so the number of Redis connections does not grow with the number of
+// consumers. A slow periodic re-check makes a lost wake-up delay a message
+// but never strand it.
+package hub
+
+import (
+	"context"
+	"hash/maphash"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/popbox/popbox/redisq"
+)
+
+// Store is what the hub needs from the Redis layer; *redisq.Store
+// implements it.
+type Store interface {
+	Pop(ctx context.Context, full string, max int, o redisq.PopOptions) ([]redisq.Message, error)
+	HandBack(ctx context.Context, full string, msgs []redisq.Message) error
+	HandBackReliable(ctx context.Context, full string, msgs []redisq.Message) error
+	NonEmpty(ctx context.Context, fulls []string) ([]bool, error)
+	SetWaiting(ctx context.Context, node string, on, off []string) error
+	Heartbeat(ctx context.Context, node string, ttl time.Duration) error
+	NodeGone(ctx context.Context, node string) error
+	Wakeups(ctx context.Context, wake redisq.WakeHandler, resync func()) error
+}
+
+var _ Store = (*redisq.Store)(nil)
+
+// Options tune a Hub.
+type Options struct {
+	Node            string        // this gateway node's id (unique per process)
+	Lease           time.Duration // how long this node's "blocked" registrations live without a heartbeat
+	RecheckInterval time.Duration // slow sweep for lost wake-ups
+	Logger          *slog.Logger
+}
+
+const shards = 64
+
+type queueState struct {
+	waiters  []*Waiter
+	draining bool
+	again    bool
+}
+
+type shard struct {
+	mu     sync.Mutex
+	queues map[string]*queueState
+}
+
+// Hub holds the local waiters of one gateway node.
+type Hub struct {
+	store Store
+	opts  Options
+	log   *slog.Logger
+	seed  maphash.Seed
+	sh    [shards]shard
+
+	ctx    context.Context // lives until Run ends; used by drains
+	cancel context.CancelFunc
+
+	dirtyMu sync.Mutex
+	dirty   map[string]struct{}
+	dirtyCh chan struct{}
+
+	shuttingDown atomic.Bool
+	drains       sync.WaitGroup
+
+	stats Stats
+}
+
+// Stats are counters of the hub's work.
+type Stats struct {
+	Waiters   atomic.Int64 // current local waiters
+	Pops      atomic.Int64 // pop calls that returned messages
+	Delivered atomic.Int64 // messages offered to and taken by waiters
+	HandBacks atomic.Int64 // messages handed back to Redis
+	Wakeups   atomic.Int64 // wake-ups received
+	Errors    atomic.Int64 // Redis errors while popping
+}
+
+// New makes a hub; call Run to start it.
+func New(store Store, opts Options) *Hub {
+	if opts.Lease <= 0 {
+		opts.Lease = 15 * time.Second
+	}
+	if opts.RecheckInterval <= 0 {
+		opts.RecheckInterval = 30 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &Hub{store: store, opts: opts, log: opts.Logger, seed: maphash.MakeSeed(),
+		ctx: ctx, cancel: cancel, dirty: map[string]struct{}{}, dirtyCh: make(chan struct{}, 1)}
+	for i := range h.sh {
+		h.sh[i].queues = map[string]*queueState{}
+	}
+	return h
+}
+
+// Stats returns the hub's counters.
+func (h *Hub) Stats() *Stats { return &h.stats }
+
+// Node is the node id this hub registers waiters under.
+func (h *Hub) Node() string { return h.opts.Node }
+
+func (h *Hub) shardOf(queue string) *shard {
+	return &h.sh[maphash.String(h.seed, queue)%shards]
+}
+
+// Add registers a waiter and looks for messages for it at once.
+func (h *Hub) Add(w *Waiter) {
+	if h.shuttingDown.Load() {
+		close(w.shutdown)
+		return
+	}
+	s := h.shardOf(w.queue)
+	s.mu.Lock()
+	q := s.queues[w.queue]
+	if q == nil {
+		q = &queueState{}
+		s.queues[w.queue] = q
+	}
+	q.waiters = append(q.waiters, w)
+	first := len(q.waiters) == 1
+	start := h.scheduleLocked(w.queue, q)
+	s.mu.Unlock()
+	h.stats.Waiters.Add(1)
+	if first {
+		h.markDirty(w.queue)
+	}
+	if start {
+		h.startDrain(w.queue)
+	}
+}
+
+// Remove unregisters a waiter. A one-shot waiter returns whether it was
+// removed before a batch was offered to it (if false, its batch is in
+// Batch() and the caller owns it). A stream waiter's unwritten messages are
+// handed back to the head of the queue.
+func (h *Hub) Remove(w *Waiter) (beforeOffer bool) {
+	before, left := w.cancel()
+	s := h.shardOf(w.queue)
+	s.mu.Lock()
+	last := false
+	if q := s.queues[w.queue]; q != nil {
+		for i, x := range q.waiters {
+			if x == w {
+				q.waiters = append(q.waiters[:i], q.waiters[i+1:]...)
+				h.stats.Waiters.Add(-1)
+				break
+			}
+		}
+		if len(q.waiters) == 0 {
+			last = true
+			if !q.draining {
+				delete(s.queues, w.queue)
+			}
+		}
+	}
+	s.mu.Unlock()
+	if last {
+		h.markDirty(w.queue)
+	}
+	if len(left) > 0 {
+		h.HandBack(w, left)
+	}
+	return before
+}
+
+// HandBack returns messages taken for w that were not written to its client
+// to the head of their queue (Pending again, or re-queued at once for
+// reliable waiters).
+func (h *Hub) HandBack(w *Waiter, msgs []redisq.Message) {
+	if len(msgs) == 0 {
+		return
+	}
+	h.handBack(w.queue, w.mode, msgs)
+}
+
+func (h *Hub) handBack(queue string, mode Mode, msgs []redisq.Message) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var err error
+	if mode.Reliable {
+		err = h.store.HandBackReliable(ctx, queue, msgs)
+	} else {
+		err = h.store.HandBack(ctx, queue, msgs)
+	}
+	h.stats.HandBacks.Add(int64(len(msgs)))
+	if err != nil {
+		// Reliable messages still come back after their ack deadline.
+		h.log.LogAttrs(ctx, slog.LevelError, "hand back failed", slog.String("queue", queue),
+			slog.Int("messages", len(msgs)), slog.Bool("reliable", mode.Reliable), slog.Any("err", err))
+	}
+}
+
+// Pulled tells the hub that a stream waiter wrote messages out; if its
+// outbox had been full, the hub looks for more.
+func (h *Hub) Pulled(w *Waiter) {
+	if w.kick.Swap(false) {
+		h.Wake(w.queue)
+	}
+}
+
+// Wake makes the hub look for messages on a queue that has local waiters.
+func (h *Hub) Wake(queue string) {
+	s := h.shardOf(queue)
+	s.mu.Lock()
+	q := s.queues[queue]
+	start := q != nil && h.scheduleLocked(queue, q)
+	s.mu.Unlock()
+	if start {
+		h.startDrain(queue)
+	}
+}
+
+// scheduleLocked marks q for draining; it returns true if the caller must
+// start the drain goroutine.
+func (h *Hub) scheduleLocked(queue string, q *queueState) bool {
+	if len(q.waiters) == 0 {
+		return false
+	}
+	if q.draining {
+		q.again = true
+		return false
+	}
+	q.draining = true
+	return true
+}
+
+func (h *Hub) startDrain(queue string) {
+	h.drains.Add(1)
+	go func() {
+		defer h.drains.Done()
+		h.drain(queue)
+	}()
+}
+
+// drain pops for the queue's waiters until none has room or the queue is
+// empty. Only one drain per queue runs at a time on a node; nodes race
+// through the atomic pop script.
+func (h *Hub) drain(queue string) {
+	s := h.shardOf(queue)
+	for {
+		h.drainOnce(queue, s)
+		s.mu.Lock()
+		q := s.queues[queue]
+		if q != nil && q.again && len(q.waiters) > 0 {
+			q.again = false
+			s.mu.Unlock()
+			continue
+		}
+		if q != nil {
+			q.draining = false
+			q.again = false
+			if len(q.waiters) == 0 {
+				delete(s.queues, queue)
+			}
+		}
+		s.mu.Unlock()
+		return
+	}
+}
+
+func (h *Hub) drainOnce(queue string, s *shard) {
+	for attempts := 0; attempts < 1000; attempts++ {
+		if h.ctx.Err() != nil {
+			return
+		}
+		w, n := h.pick(queue, s)
+		if w == nil {
+			return
+		}
+		msgs, err := h.store.Pop(h.ctx, queue, n, redisq.PopOptions{Reliable: w.mode.Reliable, AckTimeout: w.mode.AckTimeout})
+		if err != nil {
+			h.stats.Errors.Add(1)
+			h.log.LogAttrs(h.ctx, slog.LevelWarn, "pop failed", slog.String("queue", queue), slog.Any("err", err))
+			return // the sweep or the next wake-up retries
+		}
+		if len(msgs) == 0 {
+			return
+		}
+		h.stats.Pops.Add(1)
+		rest := w.offer(msgs)
+		h.stats.Delivered.Add(int64(len(msgs) - len(rest)))
+		if len(rest) > 0 {
+			// The waiter left (or filled up) meanwhile: try the others.
+			rest = h.offerOthers(queue, s, w, rest)
+			if len(rest) > 0 {
+				h.handBack(queue, w.mode, rest)
+			}
+		}
+	}
+}
+
+// pick returns the first waiter with room and how many messages it takes;
+// a stream served is moved to the back so streams share a queue fairly.
+func (h *Hub) pick(queue string, s *shard) (*Waiter, int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q := s.queues[queue]
+	if q == nil {
+		return nil, 0
+	}
+	for i, w := range q.waiters {
+		if n := w.want(); n > 0 {
+			if !w.oneShot && len(q.waiters) > 1 {
+				q.waiters = append(append(q.waiters[:i:i], q.waiters[i+1:]...), w)
+			}
+			return w, n
+		}
+	}
+	return nil, 0
+}
+
+// offerOthers offers messages to the queue's other waiters of the same mode.
+func (h *Hub) offerOthers(queue string, s *shard, skip *Waiter, msgs []redisq.Message) []redisq.Message {
+	s.mu.Lock()
+	var cands []*Waiter
+	if q := s.queues[queue]; q != nil {
+		for _, w := range q.waiters {
+			if w != skip && w.mode == skip.mode {
+				cands = append(cands, w)
+			}
+		}
+	}
+	s.mu.Unlock()
+	for _, w := range cands {
+		if len(msgs) == 0 {
+			break
+		}
+		if w.oneShot && len(msgs) > w.want() {
+			continue
+		}
+		before := len(msgs)
+		msgs = w.offer(msgs)
+		h.stats.Delivered.Add(int64(before - len(msgs)))
+	}
+	return msgs
+}
+
+// queues returns the names of all queues with local waiters.
+func (h *Hub) queues() []string {
+	var out []string
+	for i := range h.sh {
+		s := &h.sh[i]
+		s.mu.Lock()
+		for name, q := range s.queues {
+			if len(q.waiters) > 0 {
+				out = append(out, name)
+			}
+		}
+		s.mu.Unlock()
+	}
+	return out
+}
+
+func (h *Hub) waiting(queue string) bool {
+	s := h.shardOf(queue)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q := s.queues[queue]
+	return q != nil && len(q.waiters) > 0
+}
+
+func (h *Hub) markDirty(queue string) {
+	h.dirtyMu.Lock()
+	h.dirty[queue] = struct{}{}
+	h.dirtyMu.Unlock()
+	select {
+	case h.dirtyCh <- struct{}{}:
+	default:
+	}
+}
+
+// Recheck looks for messages on every queue with local waiters (used after
+// a wake-up subscription gap, and by the slow sweep).
+func (h *Hub) Recheck(ctx context.Context) {
+	qs := h.queues()
+	if len(qs) == 0 {
+		return
+	}
+	has, err := h.store.NonEmpty(ctx, qs)
+	if err != nil {
+		h.log.LogAttrs(ctx, slog.LevelWarn, "re-check failed", slog.Any("err", err))
+		return
+	}
+	for i, q := range qs {
+		if has[i] {
+			h.Wake(q)
+		}
+	}
+}
+
+// Run starts the wake-up subscription, the "blocked" registration, the
+// node heartbeat and the slow re-check, and blocks until ctx ends. Call
+// Shutdown first for a graceful stop.
+func (h *Hub) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Add(4)
+	go func() {
+		defer wg.Done()
+		err := h.store.Wakeups(ctx, func(full string) {
+			h.stats.Wakeups.Add(1)
+			h.Wake(full)
+		}, func() {
+			h.log.LogAttrs(ctx, slog.LevelInfo, "wake-up subscription (re)established; re-checking queues")
+			go h.Recheck(ctx)
+		})
+		if err != nil {
+			h.log.LogAttrs(ctx, slog.LevelError, "wake-up subscription ended", slog.Any("err", err))
+		}
+	}()
+	go func() { defer wg.Done(); h.registrations(ctx) }()
+	go func() { defer wg.Done(); h.heartbeats(ctx) }()
+	go func() { defer wg.Done(); h.sweep(ctx) }()
+	wg.Wait()
+	h.cancel()
+	h.drains.Wait()
+	cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := h.store.SetWaiting(cctx, h.opts.Node, nil, h.queues()); err != nil {
+		h.log.LogAttrs(cctx, slog.LevelWarn, "unregister waiters", slog.Any("err", err))
+	}
+	if err := h.store.NodeGone(cctx, h.opts.Node); err != nil {
+		h.log.LogAttrs(cctx, slog.LevelWarn, "remove heartbeat", slog.Any("err", err))
+	}
+}
+
+// Shutdown tells every waiter to end (ShuttingDown is closed) and refuses
+// new ones; the transports then hand back what they hold.
+func (h *Hub) Shutdown() {
+	if h.shuttingDown.Swap(true) {
+		return
+	}
+	for i := range h.sh {
+		s := &h.sh[i]
+		s.mu.Lock()
+		for _, q := range s.queues {
+			for _, w := range q.waiters {
+				select {
+				case <-w.shutdown:
+				default:
+					close(w.shutdown)
+				}
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+// registrations keeps "node waits on queue" in Redis in step with the local
+// waiters, batching changes.
+func (h *Hub) registrations(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-h.dirtyCh:
+		}
+		h.dirtyMu.Lock()
+		batch := h.dirty
+		h.dirty = map[string]struct{}{}
+		h.dirtyMu.Unlock()
+		var on, off []string
+		for q := range batch {
+			if h.waiting(q) {
+				on = append(on, q)
+			} else {
+				off = append(off, q)
+			}
+		}
+		if err := h.store.SetWaiting(ctx, h.opts.Node, on, off); err != nil && ctx.Err() == nil {
+			h.log.LogAttrs(ctx, slog.LevelWarn, "register waiters", slog.Any("err", err))
+			// Try again later with the same queues.
+			h.dirtyMu.Lock()
+			for q := range batch {
+				h.dirty[q] = struct{}{}
+			}
+			h.dirtyMu.Unlock()
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			select {
+			case h.dirtyCh <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+func (h *Hub) heartbeats(ctx context.Context) {
+	every := h.opts.Lease / 3
+	for {
+		if err := h.store.Heartbeat(ctx, h.opts.Node, h.opts.Lease); err != nil && ctx.Err() == nil {
+			h.log.LogAttrs(ctx, slog.LevelWarn, "heartbeat", slog.Any("err", err))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
+	}
+}
+
+func (h *Hub) sweep(ctx context.Context) {
+	for {
+		// Jitter so that many nodes do not sweep in lock-step.
+		d := h.opts.RecheckInterval/2 + rand.N(h.opts.RecheckInterval)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(d):
+		}
+		h.Recheck(ctx)
+	}
+}

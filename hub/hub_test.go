@@ -1,0 +1,168 @@
+package hub_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/popbox/popbox/hub"
+	"github.com/popbox/popbox/internal/testenv"
+	"github.com/popbox/popbox/redisq"
+)
+
+func newStore(t *testing.T, r *testenv.Redis) *redisq.Store {
+	c := r.Client()
+	t.Cleanup(func() { c.Close() })
+	s := redisq.New(c, redisq.Options{})
+	if ok, err := s.EnableNotifications(context.Background()); err != nil || !ok {
+		t.Fatalf("notifications: %v %v", ok, err)
+	}
+	return s
+}
+
+func startHub(t *testing.T, s *redisq.Store, node string) *hub.Hub {
+	h := hub.New(s, hub.Options{Node: node, Lease: time.Second, RecheckInterval: 500 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { h.Run(ctx); close(done) }()
+	t.Cleanup(func() { h.Shutdown(); cancel(); <-done })
+	return h
+}
+
+func push(t *testing.T, s *redisq.Store, queue, payload string, prio byte) string {
+	t.Helper()
+	tid := uuid.NewString()
+	exp := time.Now().Add(time.Hour).Unix()
+	err := s.Provision(context.Background(), &redisq.Transaction{ID: tid, NS: "UNSEC:", Queues: []string{queue}, Priority: prio,
+		ExpiresAt: exp, Meta: map[string]string{"payload": payload, "priority": string(prio)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tid
+}
+
+func TestPopWaiterWokenByLaterPush(t *testing.T) {
+	r := testenv.StartRedis(t)
+	s := newStore(t, r)
+	h := startHub(t, s, "n1")
+	w := hub.NewPop("UNSEC:q", 10, hub.Mode{}, "test")
+	h.Add(w)
+	defer h.Remove(w)
+	go func() {
+		time.Sleep(50 * time.Millisecond) // the push happens while the pop waits
+		push(t, s, "q", "hello", 'H')
+	}()
+	select {
+	case b := <-w.Batch():
+		if len(b) != 1 || b[0].Payload != "hello" {
+			t.Fatalf("batch = %+v", b)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("waiter not woken")
+	}
+}
+
+func TestTwoNodesEachMessageOnce(t *testing.T) {
+	r := testenv.StartRedis(t)
+	s1, s2 := newStore(t, r), newStore(t, r)
+	h1, h2 := startHub(t, s1, "n1"), startHub(t, s2, "n2")
+	const n = 200
+	var mu sync.Mutex
+	seen := map[string]int{}
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	consume := func(h *hub.Hub) {
+		defer wg.Done()
+		w := hub.NewStream("UNSEC:shared", 8, hub.Mode{}, "test")
+		h.Add(w)
+		defer h.Remove(w)
+		for {
+			select {
+			case m := <-w.Outbox():
+				mu.Lock()
+				seen[m.Payload]++
+				total := len(seen)
+				mu.Unlock()
+				h.Pulled(w)
+				if total == n {
+					cancel()
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+	wg.Add(2)
+	go consume(h1)
+	go consume(h2)
+	for i := 0; i < n; i++ {
+		push(t, s1, "shared", fmt.Sprint(i), 'L')
+	}
+	wg.Wait()
+	if len(seen) != n {
+		t.Fatalf("received %d distinct of %d", len(seen), n)
+	}
+	for p, c := range seen {
+		if c != 1 {
+			t.Fatalf("message %s delivered %d times", p, c)
+		}
+	}
+}
+
+func TestRemovedStreamHandsBack(t *testing.T) {
+	r := testenv.StartRedis(t)
+	s := newStore(t, r)
+	h := startHub(t, s, "n1")
+	for i := 0; i < 3; i++ {
+		push(t, s, "hb", fmt.Sprint(i), 'H')
+	}
+	w := hub.NewStream("UNSEC:hb", 8, hub.Mode{}, "test")
+	h.Add(w)
+	deadline := time.Now().Add(5 * time.Second)
+	for len(w.Outbox()) < 3 {
+		if time.Now().After(deadline) {
+			t.Fatal("stream did not fill")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	first := <-w.Outbox() // written to the client
+	h.Remove(w)           // the other two go back to the head, in order
+	got, err := s.Pop(context.Background(), "UNSEC:hb", 10, redisq.PopOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Payload != "0" || len(got) != 2 || got[0].Payload != "1" || got[1].Payload != "2" {
+		t.Fatalf("first=%q rest=%+v", first.Payload, got)
+	}
+}
+
+func TestBlockedRegistration(t *testing.T) {
+	r := testenv.StartRedis(t)
+	s := newStore(t, r)
+	h := startHub(t, s, "n1")
+	w := hub.NewPop("UNSEC:b", 1, hub.Mode{}, "test")
+	h.Add(w)
+	waitBlocked(t, s, "UNSEC:b", true)
+	h.Remove(w)
+	waitBlocked(t, s, "UNSEC:b", false)
+}
+
+func waitBlocked(t *testing.T, s *redisq.Store, q string, want bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		info, err := s.QueueInfo(context.Background(), q)
+		if err == nil && info.Blocked == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("blocked never became %v", want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

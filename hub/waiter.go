@@ -1,0 +1,130 @@
+package hub
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/popbox/popbox/redisq"
+)
+
+// Mode selects how a waiter takes messages.
+type Mode struct {
+	// Reliable pops keep messages Blocked (in flight) until acknowledged.
+	Reliable   bool
+	AckTimeout time.Duration
+}
+
+// Waiter is one local consumer of one queue: a long-poll pop (one-shot) or
+// a stream (HTTP stream, SSE, WebSocket). The hub offers it messages it has
+// taken from Redis; it never blocks on the consumer.
+type Waiter struct {
+	queue   string
+	oneShot bool
+	max     int // one-shot: messages wanted; stream: outbox capacity
+	mode    Mode
+	label   string // transport, for statistics
+
+	mu     sync.Mutex
+	closed bool
+	// one-shot: receives exactly one batch. stream: bounded outbox.
+	batch  chan []redisq.Message
+	outbox chan redisq.Message
+
+	kick     atomic.Bool   // the last offer filled the outbox: pull again after writing
+	shutdown chan struct{} // closed when the hub shuts down
+}
+
+// NewPop makes a one-shot waiter for a long-poll pop of up to max messages.
+func NewPop(queue string, max int, mode Mode, transport string) *Waiter {
+	return &Waiter{queue: queue, oneShot: true, max: max, mode: mode, label: transport,
+		batch: make(chan []redisq.Message, 1), shutdown: make(chan struct{})}
+}
+
+// NewStream makes a stream waiter with an outbox of capacity messages.
+func NewStream(queue string, capacity int, mode Mode, transport string) *Waiter {
+	if capacity <= 0 {
+		capacity = 16
+	}
+	return &Waiter{queue: queue, max: capacity, mode: mode, label: transport,
+		outbox: make(chan redisq.Message, capacity), shutdown: make(chan struct{})}
+}
+
+// Queue is the full queue name the waiter consumes.
+func (w *Waiter) Queue() string { return w.queue }
+
+// Mode is the waiter's pop mode.
+func (w *Waiter) Mode() Mode { return w.mode }
+
+// Batch delivers the one batch of a one-shot waiter.
+func (w *Waiter) Batch() <-chan []redisq.Message { return w.batch }
+
+// Outbox delivers a stream waiter's messages, in order.
+func (w *Waiter) Outbox() <-chan redisq.Message { return w.outbox }
+
+// ShuttingDown is closed when the hub shuts down: consumers should end
+// cleanly and hand back what they could not write.
+func (w *Waiter) ShuttingDown() <-chan struct{} { return w.shutdown }
+
+// want is how many messages the waiter can take now (0 = none).
+func (w *Waiter) want() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return 0
+	}
+	if w.oneShot {
+		return w.max
+	}
+	return cap(w.outbox) - len(w.outbox)
+}
+
+// offer gives msgs to the waiter; it returns those it could not take.
+func (w *Waiter) offer(msgs []redisq.Message) (rest []redisq.Message) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return msgs
+	}
+	if w.oneShot {
+		w.batch <- msgs
+		w.closed = true
+		return nil
+	}
+	for i, m := range msgs {
+		select {
+		case w.outbox <- m:
+		default:
+			return msgs[i:]
+		}
+	}
+	if len(w.outbox) == cap(w.outbox) {
+		w.kick.Store(true)
+	}
+	return nil
+}
+
+// cancel closes the waiter for further offers. For a one-shot waiter it
+// reports whether it was cancelled before a batch was offered (false: the
+// batch is in Batch()). For a stream it returns the messages still in the
+// outbox, which the caller must hand back.
+func (w *Waiter) cancel() (before bool, left []redisq.Message) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.oneShot {
+		if w.closed {
+			return false, nil
+		}
+		w.closed = true
+		return true, nil
+	}
+	w.closed = true
+	for {
+		select {
+		case m := <-w.outbox:
+			left = append(left, m)
+		default:
+			return true, left
+		}
+	}
+}

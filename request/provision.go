@@ -1,0 +1,321 @@
+package request
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Provision is a validated POST /trans body (API.md 1.1).
+type Provision struct {
+	// Payload is the message text. A payload given as a non-string JSON
+	// value is its compact JSON text. At most MaxPayload bytes.
+	Payload string
+	// Priority is "H" or "L".
+	Priority string
+	// Queues are the ids from `queue`, deduplicated, first occurrence order.
+	Queues []string
+	// Groups are the names from `groups`, deduplicated, first occurrence
+	// order. The caller expands them to their current members.
+	Groups []string
+	// Callback is the absolute http(s) URL to notify on delivery, or "".
+	Callback string
+	// ExpirationDate is the resolved expiry in unix seconds: expirationDate
+	// when given, else now+expirationDelay, else now+DefaultExpiration.
+	// Only a given expirationDate is bounded by MaxUnixTime.
+	ExpirationDate int64
+	// Delay is the given expirationDelay as decimal text ("" when absent),
+	// kept as the expirationDelay metadata field.
+	Delay string
+	// HasDelay reports whether expirationDelay was given.
+	HasDelay bool
+	// Extra holds every other top-level field, to be stored as metadata:
+	// strings as they are, other JSON values as compact JSON text. Fields
+	// whose value is null are dropped.
+	Extra map[string]string
+}
+
+// provisionFields are the top-level fields ParseProvision interprets; all
+// others go to Provision.Extra.
+var provisionFields = map[string]bool{
+	"payload": true, "priority": true, "queue": true, "groups": true,
+	"callback": true, "expirationDate": true, "expirationDelay": true,
+}
+
+// ParseProvision validates a POST /trans request. contentType is the
+// Content-Type header; now is the time used to resolve relative expiries.
+//
+// It returns the provision and nil, or nil and every problem found, using
+// the exact error strings of API.md 1.1. A bad Content-Type yields only
+// MsgInvalidContentType; malformed JSON yields a single "invalid JSON: ..."
+// message; an empty body is malformed JSON.
+func ParseProvision(contentType string, body []byte, now time.Time) (*Provision, []string) {
+	if !validContentType(contentType) {
+		return nil, []string{MsgInvalidContentType}
+	}
+	m, msg := decodeObject(body, false)
+	if msg != "" {
+		return nil, []string{msg}
+	}
+	p := &Provision{}
+	var errs []string
+
+	// priority
+	if raw, ok := present(m, "priority"); !ok {
+		errs = append(errs, MsgUndefinedPriority)
+	} else if s, ok := asString(raw); !ok || (s != "H" && s != "L") {
+		errs = append(errs, MsgInvalidPriority)
+	} else {
+		p.Priority = s
+	}
+
+	// queue and groups: at least one target list must be given, and the
+	// lists given must not all be empty.
+	queueGiven, groupsGiven, typeErr := false, false, false
+	elemCount := 0
+	if raw, ok := present(m, "queue"); ok {
+		queueGiven = true
+		elems, ok := asArray(raw)
+		if !ok {
+			typeErr = true
+			errs = append(errs, MsgInvalidQueueType)
+		} else {
+			elemCount += len(elems)
+			if len(elems) > MaxQueues {
+				errs = append(errs, MsgTooManyQueues)
+			}
+			ids, idErrs := queueElements(elems)
+			p.Queues = ids
+			errs = append(errs, idErrs...)
+		}
+	}
+	if raw, ok := present(m, "groups"); ok {
+		groupsGiven = true
+		elems, ok := asArray(raw)
+		if !ok {
+			typeErr = true
+			errs = append(errs, MsgInvalidGroupsType)
+		} else {
+			elemCount += len(elems)
+			if len(elems) > MaxQueues {
+				errs = append(errs, MsgTooManyGroups)
+			}
+			names, ok := groupNames(elems)
+			if !ok {
+				errs = append(errs, MsgInvalidGroupName)
+			}
+			p.Groups = names
+		}
+	}
+	if !queueGiven && !groupsGiven || !typeErr && elemCount == 0 {
+		errs = append(errs, MsgUndefinedQueue)
+	}
+
+	// payload
+	if raw, ok := present(m, "payload"); !ok {
+		errs = append(errs, MsgUndefinedPayload)
+	} else {
+		p.Payload = asText(raw)
+		if len(p.Payload) > MaxPayload {
+			errs = append(errs, MsgPayloadTooLarge)
+		}
+	}
+
+	// callback
+	if raw, ok := present(m, "callback"); ok {
+		s, ok := asString(raw)
+		switch {
+		case !ok:
+			errs = append(errs, MsgInvalidCallback)
+		case s == "":
+			// An empty callback means no callback.
+		case !validCallback(s):
+			errs = append(errs, MsgInvalidCallback)
+		default:
+			p.Callback = s
+		}
+	}
+
+	// expirationDate and expirationDelay
+	var date int64
+	hasDate := false
+	if raw, ok := present(m, "expirationDate"); ok {
+		v, res := unixSeconds(raw)
+		switch res {
+		case numNotNumber:
+			errs = append(errs, MsgExpDateNotNumber)
+		case numOutOfRange:
+			errs = append(errs, MsgExpDateOutOfRange)
+		default:
+			date, hasDate = v, true
+		}
+	}
+	var delay int64
+	if raw, ok := present(m, "expirationDelay"); ok {
+		v, res := unixSeconds(raw)
+		switch res {
+		case numNotNumber:
+			errs = append(errs, MsgExpDelayNotNumber)
+		case numOutOfRange:
+			errs = append(errs, MsgExpDelayOutOfRange)
+		default:
+			delay = v
+			p.HasDelay = true
+			p.Delay = strconv.FormatInt(v, 10)
+		}
+	}
+	switch {
+	case hasDate:
+		p.ExpirationDate = date
+	case p.HasDelay:
+		p.ExpirationDate = now.Unix() + delay
+	default:
+		p.ExpirationDate = now.Unix() + DefaultExpiration
+	}
+
+	// everything else is metadata
+	for k, raw := range m {
+		if provisionFields[k] {
+			continue
+		}
+		raw = bytes.TrimSpace(raw)
+		if string(raw) == "null" {
+			continue
+		}
+		if p.Extra == nil {
+			p.Extra = map[string]string{}
+		}
+		p.Extra[k] = asText(raw)
+	}
+
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return p, nil
+}
+
+// queueElements validates the elements of a provision `queue` array: each
+// must be an object with a string `id` holding a valid queue id.
+func queueElements(elems []json.RawMessage) ([]string, []string) {
+	l := queueIDList{elementError: MsgInvalidQueueElement}
+	for _, e := range elems {
+		e = bytes.TrimSpace(e)
+		if len(e) == 0 || e[0] != '{' {
+			l.badElem()
+			continue
+		}
+		var obj map[string]json.RawMessage
+		if err := json.Unmarshal(e, &obj); err != nil {
+			l.badElem()
+			continue
+		}
+		raw, ok := present(obj, "id")
+		if !ok {
+			l.badElem()
+			continue
+		}
+		id, ok := asString(raw)
+		if !ok {
+			l.badElem()
+			continue
+		}
+		l.add(id)
+	}
+	return l.ids, l.errors()
+}
+
+// groupNames validates and deduplicates the elements of a `groups` array.
+// ok is false when at least one element is not a valid group name.
+func groupNames(elems []json.RawMessage) (names []string, ok bool) {
+	ok = true
+	seen := map[string]struct{}{}
+	for _, e := range elems {
+		name, isStr := asString(bytes.TrimSpace(e))
+		if !isStr || !validGroupName(name) {
+			ok = false
+			continue
+		}
+		if _, dup := seen[name]; dup {
+			continue
+		}
+		seen[name] = struct{}{}
+		names = append(names, name)
+	}
+	return names, ok
+}
+
+// validCallback reports whether s is an absolute http or https URL with a
+// host.
+func validCallback(s string) bool {
+	u, err := url.Parse(s)
+	if err != nil || u.Opaque != "" || u.Hostname() == "" {
+		return false
+	}
+	scheme := strings.ToLower(u.Scheme)
+	return scheme == "http" || scheme == "https"
+}
+
+// Update is a validated PUT /trans/{tid} body (API.md 1.2). A nil field was
+// not given (or given as null) and must be left unchanged.
+type Update struct {
+	// Payload is the new payload text (non-string JSON as compact text).
+	Payload *string
+	// Callback is the new callback URL; "" removes the callback.
+	Callback *string
+	// ExpirationDate is the new expiry in unix seconds.
+	ExpirationDate *int64
+}
+
+// Empty reports whether the update changes nothing (the "empty data" case).
+func (u *Update) Empty() bool {
+	return u == nil || u.Payload == nil && u.Callback == nil && u.ExpirationDate == nil
+}
+
+// ParseUpdate validates a PUT /trans/{tid} request. Only payload, callback
+// and expirationDate are read; other fields are ignored. The content-type
+// rule, JSON rules and error strings are those of ParseProvision.
+func ParseUpdate(contentType string, body []byte) (*Update, []string) {
+	if !validContentType(contentType) {
+		return nil, []string{MsgInvalidContentType}
+	}
+	m, msg := decodeObject(body, false)
+	if msg != "" {
+		return nil, []string{msg}
+	}
+	u := &Update{}
+	var errs []string
+	if raw, ok := present(m, "payload"); ok {
+		s := asText(raw)
+		if len(s) > MaxPayload {
+			errs = append(errs, MsgPayloadTooLarge)
+		} else {
+			u.Payload = &s
+		}
+	}
+	if raw, ok := present(m, "callback"); ok {
+		s, ok := asString(raw)
+		if !ok || (s != "" && !validCallback(s)) {
+			errs = append(errs, MsgInvalidCallback)
+		} else {
+			u.Callback = &s
+		}
+	}
+	if raw, ok := present(m, "expirationDate"); ok {
+		v, res := unixSeconds(raw)
+		switch res {
+		case numNotNumber:
+			errs = append(errs, MsgExpDateNotNumber)
+		case numOutOfRange:
+			errs = append(errs, MsgExpDateOutOfRange)
+		default:
+			u.ExpirationDate = &v
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return u, nil
+}
