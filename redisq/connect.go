@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -91,6 +92,15 @@ func (s *Store) Topology(ctx context.Context) []NodeInfo {
 		n := NodeInfo{Addr: c.Options().Addr}
 		info, err := c.Info(ctx, "server", "memory", "replication").Result()
 		if err != nil {
+			// Servers that take no INFO sections (the embedded store).
+			if perr := c.Ping(ctx).Err(); perr == nil {
+				info, err = c.Info(ctx).Result()
+				if err != nil {
+					n.Reachable, info, err = true, "", nil
+				}
+			}
+		}
+		if err != nil {
 			n.Error = err.Error()
 		} else {
 			n.Reachable = true
@@ -117,11 +127,7 @@ func (s *Store) Topology(ctx context.Context) []NodeInfo {
 }
 
 func sortNodes(n []NodeInfo) {
-	for i := 1; i < len(n); i++ {
-		for j := i; j > 0 && n[j].Addr < n[j-1].Addr; j-- {
-			n[j], n[j-1] = n[j-1], n[j]
-		}
-	}
+	sort.Slice(n, func(i, j int) bool { return n[i].Addr < n[j].Addr })
 }
 
 func parseInfo(s string) map[string]string {

@@ -1,0 +1,226 @@
+package auth
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/sync/singleflight"
+)
+
+var (
+	// ErrUnauthorized means the credentials are missing or are neither the
+	// box's nor the administrator's (API.md 1.5: 401).
+	ErrUnauthorized = errors.New("auth: unauthorized")
+	// ErrBoxNotFound means the secure box does not exist (API.md 1.5: 500
+	// "ERROR: Secure Queue does not exist").
+	ErrBoxNotFound = errors.New("auth: secure box does not exist")
+)
+
+const (
+	// DefaultCacheSize is the default number of verified credentials that
+	// Boxes remembers.
+	DefaultCacheSize = 10000
+	// DefaultCacheTTL is how long Boxes trusts a verified credential
+	// without running bcrypt again.
+	DefaultCacheTTL = 60 * time.Second
+)
+
+// BoxStore reads secure boxes. *redisq.Store implements it; Box returns the
+// box's user name and bcrypt password hash, or the store's not-found
+// sentinel (redisq.ErrNotFound) when the box does not exist.
+type BoxStore interface {
+	Box(ctx context.Context, full string) (user, hash string, err error)
+}
+
+// AdminCredentials are the administrator's user name and password
+// (POPBOX_ADMIN_USER / POPBOX_ADMIN_PASSWORD). They open every existing
+// secure box. Admin access is off unless both fields are non-empty.
+type AdminCredentials struct {
+	User     string
+	Password string
+}
+
+// BoxesOption configures NewBoxes.
+type BoxesOption func(*boxesConfig)
+
+type boxesConfig struct {
+	cacheSize int
+	cacheTTL  time.Duration
+	now       func() time.Time
+}
+
+// WithCacheSize bounds the verification cache to n entries (default
+// DefaultCacheSize); n <= 0 switches the cache off.
+func WithCacheSize(n int) BoxesOption {
+	return func(c *boxesConfig) { c.cacheSize = n }
+}
+
+// WithCacheTTL sets how long a verified credential is trusted (default
+// DefaultCacheTTL); d <= 0 switches the cache off.
+func WithCacheTTL(d time.Duration) BoxesOption {
+	return func(c *boxesConfig) { c.cacheTTL = d }
+}
+
+// WithClock replaces time.Now for the cache's expiry (tests).
+func WithClock(now func() time.Time) BoxesOption {
+	return func(c *boxesConfig) { c.now = now }
+}
+
+// Boxes checks BasicAuth credentials against secure boxes and the
+// administrator's credentials. It is safe for concurrent use.
+//
+// A successful bcrypt verification is cached so a hot queue does not pay
+// the hash cost on every pop. The cache key is an HMAC-SHA-256 (keyed with a
+// random per-process key) of the full queue name, the user name, the
+// password and the stored hash, so:
+//   - only a combination that verified successfully is ever a hit (failures
+//     are never cached);
+//   - a box that is deleted, re-created or given a new password (new salt,
+//     new hash) misses at once, because the stored hash is read from the
+//     store on every check; the TTL bounds everything else;
+//   - no password or plain password digest is held in memory.
+//
+// Concurrent checks of the same credentials share one bcrypt run.
+type Boxes struct {
+	store    BoxStore
+	notFound error
+
+	adminOn   bool
+	adminUser [sha256.Size]byte
+	adminPass [sha256.Size]byte
+
+	macKey []byte
+	cache  *verifyCache // nil when off
+	flight singleflight.Group
+
+	// compare is bcrypt.CompareHashAndPassword; tests count calls.
+	compare func(hash, password []byte) error
+}
+
+// NewBoxes returns a credential checker reading boxes from store. notFound
+// is the error (matched with errors.Is) by which store reports a missing
+// box: pass redisq.ErrNotFound. A nil notFound recognises no missing box
+// (every store error is then returned as an internal error).
+func NewBoxes(store BoxStore, notFound error, admin AdminCredentials, opts ...BoxesOption) *Boxes {
+	cfg := boxesConfig{cacheSize: DefaultCacheSize, cacheTTL: DefaultCacheTTL, now: time.Now}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	b := &Boxes{
+		store:     store,
+		notFound:  notFound,
+		adminOn:   admin.User != "" && admin.Password != "",
+		adminUser: sha256.Sum256([]byte(admin.User)),
+		adminPass: sha256.Sum256([]byte(admin.Password)),
+		macKey:    make([]byte, 32),
+		compare:   bcrypt.CompareHashAndPassword,
+	}
+	// crypto/rand.Read never fails (it crashes the program instead).
+	_, _ = rand.Read(b.macKey)
+	if cfg.cacheSize > 0 && cfg.cacheTTL > 0 {
+		b.cache = newVerifyCache(cfg.cacheSize, cfg.cacheTTL, cfg.now)
+	}
+	return b
+}
+
+// Check returns nil when (user, password) are the credentials of secure box
+// full (the full namespaced queue name, e.g. "SEC:q1" or "acme:SEC:q1") or
+// the administrator's.
+//
+// Errors: ErrBoxNotFound (wrapped) when the box does not exist — also for
+// the administrator, since there is nothing to open (API.md 1.5 answers 500
+// "ERROR: Secure Queue does not exist" before looking at credentials);
+// ErrUnauthorized for missing or wrong credentials; any other error is a
+// store failure or an unusable stored hash, wrapped with the queue name.
+//
+// User names are compared in constant time (over SHA-256 digests, so the
+// length does not leak either); box passwords with bcrypt, which is run
+// even when the user name is wrong.
+func (b *Boxes) Check(ctx context.Context, full, user, password string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("auth: check box %s: %w", full, err)
+	}
+	boxUser, stored, err := b.store.Box(ctx, full)
+	switch {
+	case err == nil:
+	case b.notFound != nil && errors.Is(err, b.notFound):
+		return fmt.Errorf("auth: box %s: %w", full, ErrBoxNotFound)
+	default:
+		return fmt.Errorf("auth: box %s: %w", full, err)
+	}
+	if b.isAdmin(user, password) {
+		return nil
+	}
+	if password == "" || len(password) > MaxPasswordLen {
+		return ErrUnauthorized
+	}
+	key := b.cacheKey(full, user, password, stored)
+	if b.cache.hit(key) {
+		return nil
+	}
+	_, err, _ = b.flight.Do(string(key[:]), func() (any, error) {
+		if err := b.verify(full, boxUser, stored, user, password); err != nil {
+			return nil, err
+		}
+		b.cache.put(key)
+		return nil, nil
+	})
+	return err
+}
+
+// verify checks user and password against the box's user and hash.
+func (b *Boxes) verify(full, boxUser, stored, user, password string) error {
+	want := sha256.Sum256([]byte(boxUser))
+	got := sha256.Sum256([]byte(user))
+	userOK := subtle.ConstantTimeCompare(want[:], got[:]) == 1
+	err := b.compare([]byte(stored), []byte(password))
+	switch {
+	case err == nil && userOK:
+		return nil
+	case err == nil || errors.Is(err, bcrypt.ErrMismatchedHashAndPassword):
+		return ErrUnauthorized
+	default:
+		// bcrypt's errors name no part of the hash or password.
+		return fmt.Errorf("auth: box %s: stored password hash unusable: %w", full, err)
+	}
+}
+
+// isAdmin reports, in constant time, whether user and password are the
+// administrator's.
+func (b *Boxes) isAdmin(user, password string) bool {
+	if !b.adminOn {
+		return false
+	}
+	u := sha256.Sum256([]byte(user))
+	p := sha256.Sum256([]byte(password))
+	return subtle.ConstantTimeCompare(u[:], b.adminUser[:])&subtle.ConstantTimeCompare(p[:], b.adminPass[:]) == 1
+}
+
+// cacheKey is the HMAC-SHA-256 of the length-prefixed fields.
+func (b *Boxes) cacheKey(fields ...string) [sha256.Size]byte {
+	m := hmac.New(sha256.New, b.macKey)
+	for _, f := range fields {
+		writeField(m, f)
+	}
+	var k [sha256.Size]byte
+	m.Sum(k[:0])
+	return k
+}
+
+// writeField writes f with its length so that field boundaries are
+// unambiguous.
+func writeField(h hash.Hash, f string) {
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(len(f)))
+	h.Write(n[:])
+	h.Write([]byte(f))
+}

@@ -1,0 +1,91 @@
+package gateway
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/popbox/popbox/events"
+	"github.com/popbox/popbox/redisq"
+	"github.com/popbox/popbox/request"
+)
+
+func groupParam(c echo.Context) (string, error) {
+	name, err := pathParam(c, "name")
+	if err == nil {
+		err = request.ValidQueueID(name)
+	}
+	if err != nil {
+		return "", errorsJSON(c, http.StatusBadRequest, "invalid group name")
+	}
+	return name, nil
+}
+
+// createGroup is POST /group.
+func (s *Server) createGroup(c echo.Context) error {
+	body, err := s.readBody(c)
+	if err != nil {
+		return err
+	}
+	name, queues, errs := request.ParseGroupCreate(body)
+	if len(errs) > 0 {
+		return errorsJSON(c, http.StatusBadRequest, errs...)
+	}
+	if err := s.store.SetGroup(c.Request().Context(), namespace(c), name, queues); err != nil {
+		return s.storeError(c, err)
+	}
+	s.emit(events.Event{Kind: events.KindAction, Action: events.ActionGroup, Queue: name, Namespace: namespace(c), Count: len(queues)})
+	return c.JSON(http.StatusOK, map[string]string{"ok": "group stored"})
+}
+
+// getGroup is GET /group/{name}.
+func (s *Server) getGroup(c echo.Context) error {
+	name, err := groupParam(c)
+	if err != nil {
+		return err
+	}
+	m, err := s.store.Group(c.Request().Context(), namespace(c), name)
+	if err != nil {
+		return s.storeError(c, err)
+	}
+	return c.JSON(http.StatusOK, map[string]any{"name": name, "queues": m})
+}
+
+// modifyGroup is PUT /group/{name}.
+func (s *Server) modifyGroup(c echo.Context) error {
+	name, err := groupParam(c)
+	if err != nil {
+		return err
+	}
+	body, err := s.readBody(c)
+	if err != nil {
+		return err
+	}
+	add, remove, errs := request.ParseGroupModify(body)
+	if len(errs) > 0 {
+		return errorsJSON(c, http.StatusBadRequest, errs...)
+	}
+	err = s.store.ModifyGroup(c.Request().Context(), namespace(c), name, add, remove)
+	if errors.Is(err, redisq.ErrNotFound) {
+		return errorsJSON(c, http.StatusBadRequest, name+" does not exist")
+	}
+	if err != nil {
+		return s.storeError(c, err)
+	}
+	s.emit(events.Event{Kind: events.KindAction, Action: events.ActionGroup, Queue: name, Namespace: namespace(c), Count: len(add) + len(remove)})
+	return c.JSON(http.StatusOK, map[string]string{"ok": "group modified"})
+}
+
+// deleteGroup is DELETE /group/{name}.
+func (s *Server) deleteGroup(c echo.Context) error {
+	name, err := groupParam(c)
+	if err != nil {
+		return err
+	}
+	if err := s.store.DeleteGroup(c.Request().Context(), namespace(c), name); err != nil {
+		return s.storeError(c, err)
+	}
+	s.emit(events.Event{Kind: events.KindAction, Action: events.ActionGroup, Queue: name, Namespace: namespace(c)})
+	return c.JSON(http.StatusOK, map[string]string{"ok": "Group " + name + " removed"})
+}

@@ -1,0 +1,243 @@
+package testenv
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	buildPath string
+	buildErr  error
+)
+
+// RepoRoot returns the root of the popbox module (the folder with go.mod).
+func RepoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && bytes.Contains(b, []byte("module github.com/popbox/popbox\n")) {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("go.mod of github.com/popbox/popbox not found above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// GatewayBinary builds the popbox binary once per test process and returns
+// its path.
+func GatewayBinary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		root, err := RepoRoot()
+		if err != nil {
+			buildErr = err
+			return
+		}
+		dir, err := os.MkdirTemp("", "popbox-test-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		buildPath = filepath.Join(dir, "popbox")
+		cmd := exec.Command("go", "build", "-race", "-o", buildPath, "./cmd/popbox")
+		if os.Getenv("POPBOX_TEST_NORACE") != "" {
+			cmd = exec.Command("go", "build", "-o", buildPath, "./cmd/popbox")
+		}
+		cmd.Dir = root
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build ./cmd/popbox: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return buildPath
+}
+
+// Gateway is a popbox serve process started by a test.
+type Gateway struct {
+	URL    string // http://127.0.0.1:PORT
+	Addr   string
+	TLSURL string // https://127.0.0.1:PORT when TLS is configured
+	env    []string
+	args   []string
+	cmd    *exec.Cmd
+	done   chan struct{}
+	log    *bytes.Buffer
+	mu     sync.Mutex
+	tlsOn  bool
+	logDir string
+}
+
+// GatewayOption changes how a test gateway is started.
+type GatewayOption func(*Gateway)
+
+// WithEnv adds environment variables (KEY=VALUE).
+func WithEnv(kv ...string) GatewayOption { return func(g *Gateway) { g.env = append(g.env, kv...) } }
+
+// WithTLS gives the gateway a TLS port with the given cert and key files.
+func WithTLS(cert, key string) GatewayOption {
+	return func(g *Gateway) {
+		g.tlsOn = true
+		g.env = append(g.env, "POPBOX_TLS_CERT="+cert, "POPBOX_TLS_KEY="+key)
+	}
+}
+
+// StartGateway starts `popbox serve` on free loopback ports against the
+// given Redis URL ("" = embedded store) and waits until /healthz answers.
+// The process is killed when the test ends.
+func StartGateway(t testing.TB, redisURL string, opts ...GatewayOption) *Gateway {
+	t.Helper()
+	bin := GatewayBinary(t)
+	g := &Gateway{logDir: t.TempDir()}
+	for _, o := range opts {
+		o(g)
+	}
+	port := FreePort(t)
+	g.Addr = fmt.Sprintf("127.0.0.1:%d", port)
+	g.URL = "http://" + g.Addr
+	g.env = append(g.env, "POPBOX_LISTEN="+g.Addr, "POPBOX_REDIS_URL="+redisURL, "POPBOX_LOG_LEVEL=info",
+		"POPBOX_SHUTDOWN_TIMEOUT=10s")
+	if g.tlsOn {
+		tport := FreePort(t)
+		g.env = append(g.env, fmt.Sprintf("POPBOX_TLS_LISTEN=127.0.0.1:%d", tport))
+		g.TLSURL = fmt.Sprintf("https://127.0.0.1:%d", tport)
+	}
+	g.args = []string{"serve"}
+	g.start(t, bin)
+	t.Cleanup(func() {
+		g.Kill()
+		if t.Failed() {
+			t.Logf("gateway %s log:\n%s", g.Addr, g.Log())
+		}
+	})
+	return g
+}
+
+func (g *Gateway) start(t testing.TB, bin string) {
+	t.Helper()
+	cmd := exec.Command(bin, g.args...)
+	cmd.Env = append(os.Environ(), g.env...)
+	g.mu.Lock()
+	g.log = &bytes.Buffer{}
+	cmd.Stdout = &lockedWriter{mu: &g.mu, w: g.log}
+	cmd.Stderr = cmd.Stdout
+	g.mu.Unlock()
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start gateway: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	g.mu.Lock()
+	g.cmd, g.done = cmd, done
+	g.mu.Unlock()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(g.URL + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		select {
+		case <-done:
+			t.Fatalf("gateway exited during start:\n%s", g.Log())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gateway not ready: %v\n%s", err, g.Log())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// Log returns what the gateway wrote so far.
+func (g *Gateway) Log() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.log == nil {
+		return ""
+	}
+	return g.log.String()
+}
+
+// Pid is the process id of the gateway.
+func (g *Gateway) Pid() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.cmd == nil {
+		return 0
+	}
+	return g.cmd.Process.Pid
+}
+
+// Kill kills the gateway with SIGKILL (a crash) and waits for it.
+func (g *Gateway) Kill() { g.signal(os.Kill) }
+
+// Stop asks the gateway to shut down gracefully (SIGTERM) and waits.
+func (g *Gateway) Stop() { g.signal(os.Interrupt) }
+
+func (g *Gateway) signal(sig os.Signal) {
+	g.mu.Lock()
+	cmd, done := g.cmd, g.done
+	g.cmd = nil
+	g.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(sig)
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
+// Restart starts the gateway again with the same settings and ports.
+func (g *Gateway) Restart(t testing.TB) {
+	t.Helper()
+	g.Stop()
+	g.start(t, GatewayBinary(t))
+}
+
+// NodeName returns the node id the gateway logged at start ("" if not found).
+func (g *Gateway) NodeName() string {
+	for _, line := range strings.Split(g.Log(), "\n") {
+		if i := strings.Index(line, " node="); i >= 0 {
+			rest := line[i+len(" node="):]
+			if j := strings.IndexByte(rest, ' '); j >= 0 {
+				rest = rest[:j]
+			}
+			return rest
+		}
+	}
+	return ""
+}
