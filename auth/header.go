@@ -31,7 +31,11 @@ func ParseBasic(authorizationHeader string) (user, pass string, ok bool) {
 	if err != nil {
 		return "", "", false
 	}
-	return strings.Cut(string(raw), ":")
+	user, pass, ok = strings.Cut(string(raw), ":")
+	if !ok {
+		return "", "", false
+	}
+	return user, pass, true
 }
 
 // credentials returns what follows scheme and whitespace in an

@@ -17,7 +17,8 @@ func groupParam(c echo.Context) (string, error) {
 		err = request.ValidQueueID(name)
 	}
 	if err != nil {
-		return "", errorsJSON(c, http.StatusBadRequest, "invalid group name")
+		_ = errorsJSON(c, http.StatusBadRequest, request.MsgInvalidGroupName)
+		return "", errHandled
 	}
 	return name, nil
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -36,6 +37,9 @@ type Options struct {
 	MaxBody   int64  // request body limit in bytes (413 beyond)
 	// HistoryPayloads records payloads in history events.
 	HistoryPayloads bool
+	// WSOriginPatterns are the cross-origin hosts allowed to open
+	// WebSockets (the request's own host always is).
+	WSOriginPatterns []string
 }
 
 // Server serves the PopBox HTTP API.
@@ -47,6 +51,8 @@ type Server struct {
 	m       *Metrics
 	log     *slog.Logger
 	started time.Time
+	closing chan struct{} // closed by Shutdown
+	once    sync.Once
 }
 
 // New makes a Server.
@@ -63,7 +69,7 @@ func New(o Options) *Server {
 	if o.Bus == nil {
 		o.Bus = events.NewBus(o.Logger)
 	}
-	return &Server{opts: o, store: o.Store, hub: o.Hub, bus: o.Bus, m: o.Metrics, log: o.Logger, started: time.Now()}
+	return &Server{opts: o, store: o.Store, hub: o.Hub, bus: o.Bus, m: o.Metrics, log: o.Logger, started: time.Now(), closing: make(chan struct{})}
 }
 
 // ctxKey keys for values kept in the echo context.
@@ -118,6 +124,11 @@ func (s *Server) classicRoutes(g *echo.Group) {
 	g.GET("/queue/:id/peek", s.peek)
 	g.GET("/queue/:id", s.getQueue)
 	g.GET("/queue/:id/history", s.queueHistory)
+	g.POST("/queue/:id/subscribe", s.subscribe)
+	g.POST("/queue/:id/subscriberel", s.subscribeReliable)
+	g.GET("/queue/:id/events", s.events)
+	g.GET("/queue/:id/ws", s.queueWS)
+	g.GET("/ws", s.muxWS)
 
 	g.POST("/group", s.createGroup)
 	g.GET("/group/:name", s.getGroup)
@@ -316,5 +327,6 @@ func orgPrefix(org string) string {
 // that nothing taken from Redis is lost; call it before shutting down the
 // HTTP servers.
 func (s *Server) Shutdown(ctx context.Context) {
+	s.once.Do(func() { close(s.closing) })
 	s.hub.Shutdown()
 }

@@ -85,7 +85,8 @@ func (s *Server) provisioned(tx *redisq.Transaction) {
 func (s *Server) ProvisionDeferred(tx *redisq.Transaction) { s.provisioned(tx) }
 
 // targets resolves the queue list and groups of a provisioning into
-// deduplicated queue ids.
+// deduplicated queue ids. On failure it has written the answer and returns
+// errHandled.
 func (s *Server) targets(c echo.Context, ns string, p *request.Provision) ([]string, error) {
 	seen := make(map[string]struct{}, len(p.Queues))
 	out := make([]string, 0, len(p.Queues))
@@ -101,17 +102,20 @@ func (s *Server) targets(c echo.Context, ns string, p *request.Provision) ([]str
 	for _, g := range p.Groups {
 		members, err := s.store.Group(c.Request().Context(), ns, g)
 		if err != nil {
-			return nil, s.storeError(c, err)
+			_ = s.storeError(c, err)
+			return nil, errHandled
 		}
 		for _, q := range members {
 			add(q)
 		}
 	}
 	if len(out) == 0 {
-		return nil, errorsJSON(c, http.StatusBadRequest, request.MsgUndefinedQueue)
+		_ = errorsJSON(c, http.StatusBadRequest, request.MsgUndefinedQueue)
+		return nil, errHandled
 	}
 	if len(out) > request.MaxQueues {
-		return nil, errorsJSON(c, http.StatusBadRequest, request.MsgTooManyQueues)
+		_ = errorsJSON(c, http.StatusBadRequest, request.MsgTooManyQueues)
+		return nil, errHandled
 	}
 	return out, nil
 }

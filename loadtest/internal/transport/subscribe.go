@@ -1,0 +1,473 @@
+package transport
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// Kind names a consumer transport.
+type Kind string
+
+// The consumer transports of the gateway.
+const (
+	SSE      Kind = "sse"      // GET /queue/{id}/events
+	WS       Kind = "ws"       // GET /queue/{id}/ws
+	WSMux    Kind = "wsmux"    // GET /ws + {"op":"subscribe"} frames
+	Stream   Kind = "stream"   // POST /queue/{id}/subscribe
+	LongPoll Kind = "longpoll" // POST /queue/{id}/pop?timeout=T in a loop
+)
+
+// Kinds lists every transport in a fixed order.
+var Kinds = []Kind{SSE, WS, WSMux, Stream, LongPoll}
+
+// ParseKind validates a transport name.
+func ParseKind(s string) (Kind, error) {
+	for _, k := range Kinds {
+		if string(k) == s {
+			return k, nil
+		}
+	}
+	return "", fmt.Errorf("unknown transport %q (want one of sse, ws, wsmux, stream, longpoll)", s)
+}
+
+// Handler receives what one subscriber sees. Every field is optional. The
+// calls come from the subscriber's goroutine.
+type Handler struct {
+	// OnOpen is called once the subscription is established (response
+	// headers or WebSocket handshake received; for long-poll, the first
+	// pop request written).
+	OnOpen func()
+	// OnMessage is called for every payload; q indexes the queues given to
+	// Subscribe.
+	OnMessage func(q int, payload string)
+	// OnProblem reports a non-fatal problem (an error frame, an
+	// undecodable frame) as a short reason.
+	OnProblem func(reason string)
+}
+
+func (h *Handler) open() {
+	if h.OnOpen != nil {
+		h.OnOpen()
+	}
+}
+
+func (h *Handler) msg(q int, p string) {
+	if h.OnMessage != nil {
+		h.OnMessage(q, p)
+	}
+}
+
+func (h *Handler) problem(r string) {
+	if h.OnProblem != nil {
+		h.OnProblem(r)
+	}
+}
+
+// Client opens subscriptions against one gateway address.
+type Client struct {
+	// Base is the gateway URL: http://host:port with an optional path
+	// prefix such as /org/acme.
+	Base *url.URL
+	// Dialer makes every TCP connection.
+	Dialer *Dialer
+	// WSClient performs WebSocket handshakes; its transport should dial
+	// with Dialer (see NewWSClient).
+	WSClient *http.Client
+	// PollTimeout is the long-poll timeout in seconds (1..300).
+	PollTimeout int
+	// PollMax is the max parameter of long-poll pops.
+	PollMax int
+	// BufSize is the size of each read buffer (default 2048).
+	BufSize int
+	// HandshakeTimeout bounds connect + response headers (default 30 s).
+	HandshakeTimeout time.Duration
+}
+
+// NewWSClient returns an HTTP client for WebSocket handshakes over d.
+func NewWSClient(d *Dialer) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		DialContext:        d.DialContext,
+		DisableCompression: true,
+		MaxIdleConns:       1,
+		ForceAttemptHTTP2:  false,
+	}}
+}
+
+func (c *Client) bufSize() int {
+	if c.BufSize > 0 {
+		return c.BufSize
+	}
+	return 2048
+}
+
+func (c *Client) handshakeTimeout() time.Duration {
+	if c.HandshakeTimeout > 0 {
+		return c.HandshakeTimeout
+	}
+	return 30 * time.Second
+}
+
+func (c *Client) path(queue, suffix string) string {
+	return c.Base.Path + "/queue/" + url.PathEscape(queue) + suffix
+}
+
+// Subscribe runs one subscriber of the given kind until ctx ends (then it
+// returns nil) or the subscription fails or drops (then it returns the
+// error; whether OnOpen was called tells a failed connect from a drop).
+// queues must hold exactly one queue except for WSMux.
+func (c *Client) Subscribe(ctx context.Context, kind Kind, queues []string, h Handler) error {
+	if len(queues) == 0 || (len(queues) > 1 && kind != WSMux) {
+		return fmt.Errorf("transport %s: %d queues given", kind, len(queues))
+	}
+	var err error
+	switch kind {
+	case SSE:
+		err = c.sse(ctx, queues[0], &h)
+	case Stream:
+		err = c.stream(ctx, queues[0], &h)
+	case LongPoll:
+		err = c.longPoll(ctx, queues[0], &h)
+	case WS:
+		err = c.ws(ctx, queues[0], &h)
+	case WSMux:
+		err = c.wsMux(ctx, queues, &h)
+	default:
+		err = fmt.Errorf("unknown transport %q", kind)
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// rawConn is an HTTP/1.1 connection driven by hand.
+type rawConn struct {
+	c    *Client
+	conn net.Conn
+	br   *bufio.Reader
+	stop func() bool
+	wbuf []byte
+}
+
+func (c *Client) dialRaw(ctx context.Context) (*rawConn, error) {
+	dctx, cancel := context.WithTimeout(ctx, c.handshakeTimeout())
+	defer cancel()
+	conn, err := c.Dialer.DialContext(dctx, "tcp", c.Base.Host)
+	if err != nil {
+		return nil, err
+	}
+	// Closing the connection is how a blocked read learns that ctx ended.
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	return &rawConn{c: c, conn: conn, br: bufio.NewReaderSize(conn, c.bufSize()), stop: stop}, nil
+}
+
+func (r *rawConn) close() {
+	r.stop()
+	r.conn.Close()
+}
+
+// do writes one request and reads the response headers (within the
+// handshake timeout).
+func (r *rawConn) do(method, path, accept string, readTimeout time.Duration) (*http.Response, error) {
+	r.wbuf = r.wbuf[:0]
+	r.wbuf = append(r.wbuf, method...)
+	r.wbuf = append(r.wbuf, ' ')
+	r.wbuf = append(r.wbuf, path...)
+	r.wbuf = append(r.wbuf, " HTTP/1.1\r\nHost: "...)
+	r.wbuf = append(r.wbuf, r.c.Base.Host...)
+	r.wbuf = append(r.wbuf, "\r\nUser-Agent: popbox-loadtest\r\nAccept: "...)
+	r.wbuf = append(r.wbuf, accept...)
+	if method == http.MethodPost {
+		r.wbuf = append(r.wbuf, "\r\nContent-Length: 0"...)
+	}
+	r.wbuf = append(r.wbuf, "\r\n\r\n"...)
+	if err := r.conn.SetDeadline(time.Now().Add(readTimeout)); err != nil {
+		return nil, err
+	}
+	if _, err := r.conn.Write(r.wbuf); err != nil {
+		return nil, err
+	}
+	req := &http.Request{Method: method}
+	resp, err := http.ReadResponse(r.br, req)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.conn.SetDeadline(time.Time{}); err != nil {
+		resp.Body.Close()
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
+		resp.Body.Close()
+		return nil, &StatusError{Code: resp.StatusCode, Body: strings.TrimSpace(string(b))}
+	}
+	return resp, nil
+}
+
+// readLine reads one line (without the line ending) from br, growing into
+// scratch when the line is longer than the buffer.
+func readLine(br *bufio.Reader, scratch *[]byte) ([]byte, error) {
+	line, err := br.ReadSlice('\n')
+	if errors.Is(err, bufio.ErrBufferFull) {
+		*scratch = append((*scratch)[:0], line...)
+		for errors.Is(err, bufio.ErrBufferFull) {
+			line, err = br.ReadSlice('\n')
+			*scratch = append(*scratch, line...)
+		}
+		line = *scratch
+	}
+	if err != nil {
+		if err == io.EOF && len(line) > 0 {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	line = bytes.TrimSuffix(line, []byte("\n"))
+	return bytes.TrimSuffix(line, []byte("\r")), nil
+}
+
+func (c *Client) sse(ctx context.Context, queue string, h *Handler) error {
+	rc, err := c.dialRaw(ctx)
+	if err != nil {
+		return err
+	}
+	defer rc.close()
+	resp, err := rc.do(http.MethodGet, c.path(queue, "/events"), "text/event-stream", c.handshakeTimeout())
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	h.open()
+	body := bufio.NewReaderSize(resp.Body, c.bufSize())
+	var scratch, data []byte
+	event := ""
+	for {
+		line, err := readLine(body, &scratch)
+		if err != nil {
+			return err
+		}
+		switch {
+		case len(line) == 0: // dispatch
+			if len(data) > 0 {
+				if event == "" || event == "message" {
+					c.dispatch(data, []string{queue}, h)
+				} else {
+					h.problem("sse event " + truncate(event, 30))
+				}
+			}
+			data, event = data[:0], ""
+		case line[0] == ':': // comment / heartbeat
+		case bytes.HasPrefix(line, []byte("data:")):
+			v := bytes.TrimPrefix(line[5:], []byte(" "))
+			if len(data) > 0 {
+				data = append(data, '\n')
+			}
+			data = append(data, v...)
+		case bytes.HasPrefix(line, []byte("event:")):
+			event = string(bytes.TrimSpace(line[6:]))
+		}
+	}
+}
+
+func (c *Client) stream(ctx context.Context, queue string, h *Handler) error {
+	rc, err := c.dialRaw(ctx)
+	if err != nil {
+		return err
+	}
+	defer rc.close()
+	resp, err := rc.do(http.MethodPost, c.path(queue, "/subscribe"), "application/json", c.handshakeTimeout())
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	h.open()
+	body := bufio.NewReaderSize(resp.Body, c.bufSize())
+	var scratch []byte
+	for {
+		line, err := readLine(body, &scratch)
+		if err != nil {
+			return err
+		}
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue // keep-alive newline
+		}
+		c.dispatch(line, []string{queue}, h)
+	}
+}
+
+func (c *Client) longPoll(ctx context.Context, queue string, h *Handler) error {
+	timeout := c.PollTimeout
+	if timeout <= 0 {
+		timeout = 25
+	}
+	max := c.PollMax
+	if max <= 0 {
+		max = 1000
+	}
+	path := c.path(queue, "/pop") + "?timeout=" + strconv.Itoa(timeout) + "&max=" + strconv.Itoa(max)
+	readTimeout := time.Duration(timeout)*time.Second + c.handshakeTimeout()
+	var rc *rawConn
+	defer func() {
+		if rc != nil {
+			rc.close()
+		}
+	}()
+	opened := false
+	var body bytes.Buffer
+	for {
+		fresh := false
+		if rc == nil {
+			var err error
+			if rc, err = c.dialRaw(ctx); err != nil {
+				return err
+			}
+			fresh = true
+		}
+		if !opened {
+			opened = true
+			h.open()
+		}
+		resp, err := rc.do(http.MethodPost, path, "application/json", readTimeout)
+		if err != nil {
+			rc.close()
+			rc = nil
+			var se *StatusError
+			if !fresh && !errors.As(err, &se) && ctx.Err() == nil {
+				continue // a reused connection the server had closed: redial once
+			}
+			return err
+		}
+		body.Reset()
+		_, err = body.ReadFrom(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return err
+		}
+		c.dispatch(body.Bytes(), []string{queue}, h)
+		if resp.Close {
+			rc.close()
+			rc = nil
+		}
+	}
+}
+
+func (c *Client) wsURL(path string) string {
+	return "ws://" + c.Base.Host + path
+}
+
+func (c *Client) dialWS(ctx context.Context, path string) (*websocket.Conn, error) {
+	dctx, cancel := context.WithTimeout(ctx, c.handshakeTimeout())
+	defer cancel()
+	conn, resp, err := websocket.Dial(dctx, c.wsURL(path), &websocket.DialOptions{
+		HTTPClient:      c.WSClient,
+		CompressionMode: websocket.CompressionDisabled,
+	})
+	if err != nil {
+		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+			return nil, &StatusError{Code: resp.StatusCode}
+		}
+		return nil, err
+	}
+	conn.SetReadLimit(4 << 20)
+	return conn, nil
+}
+
+func (c *Client) ws(ctx context.Context, queue string, h *Handler) error {
+	conn, err := c.dialWS(ctx, c.path(queue, "/ws"))
+	if err != nil {
+		return err
+	}
+	defer conn.CloseNow()
+	h.open()
+	return c.readWS(ctx, conn, []string{queue}, h)
+}
+
+func (c *Client) wsMux(ctx context.Context, queues []string, h *Handler) error {
+	conn, err := c.dialWS(ctx, c.Base.Path+"/ws")
+	if err != nil {
+		return err
+	}
+	defer conn.CloseNow()
+	var buf []byte
+	for _, q := range queues {
+		buf = append(buf[:0], `{"op":"subscribe","queue":`...)
+		buf = appendJSONString(buf, q)
+		buf = append(buf, '}')
+		wctx, cancel := context.WithTimeout(ctx, c.handshakeTimeout())
+		err := conn.Write(wctx, websocket.MessageText, buf)
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
+	h.open()
+	return c.readWS(ctx, conn, queues, h)
+}
+
+func (c *Client) readWS(ctx context.Context, conn *websocket.Conn, queues []string, h *Handler) error {
+	var buf bytes.Buffer
+	for {
+		_, r, err := conn.Reader(ctx)
+		if err != nil {
+			return err
+		}
+		buf.Reset()
+		if _, err := buf.ReadFrom(r); err != nil {
+			return err
+		}
+		c.dispatch(buf.Bytes(), queues, h)
+	}
+}
+
+// dispatch decodes one frame and hands its payloads to h.
+func (c *Client) dispatch(b []byte, queues []string, h *Handler) {
+	f, err := DecodeFrame(b)
+	if err != nil {
+		h.problem("undecodable frame")
+		return
+	}
+	switch f.Op {
+	case "", "message":
+	case "error":
+		h.problem(f.ProblemText())
+		return
+	default:
+		return // other control frames (e.g. subscribed) carry no payload
+	}
+	q := 0
+	if len(queues) > 1 {
+		q = -1
+		for i, name := range queues {
+			if name == f.Queue {
+				q = i
+				break
+			}
+		}
+		if q < 0 {
+			h.problem("message for a queue not subscribed")
+			return
+		}
+	}
+	for _, p := range f.Data {
+		h.msg(q, p)
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
