@@ -300,6 +300,7 @@ type tokenError struct {
 	cause  error
 }
 
+// invalid returns an ErrInvalidToken with reason and the jwt error cause.
 func invalid(reason string, cause error) error { return &tokenError{reason: reason, cause: cause} }
 
 // Error returns "invalid token: <reason>".

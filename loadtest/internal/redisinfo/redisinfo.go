@@ -46,9 +46,6 @@ func ParseTarget(s string) (Target, error) {
 	if u.User != nil {
 		t.Username = u.User.Username()
 		t.Password, _ = u.User.Password()
-		if _, set := u.User.Password(); !set {
-			t.Password, t.Username = t.Username, ""
-		}
 	}
 	return t, nil
 }
