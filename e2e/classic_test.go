@@ -403,6 +403,50 @@ func TestClassicAPI(t *testing.T) {
 
 	// --- 1.3 queues ---
 
+	t.Run("PopSkipsManyGhosts", func(t *testing.T) {
+		t.Parallel()
+		// Many deleted or expired entries ahead of a live one must not make
+		// a pop come back empty (or wait) while the live one is there.
+		for _, tc := range []struct {
+			name     string
+			livePrio string
+			kill     func(tid string)
+		}{
+			{"deleted", "H", func(tid string) { expectJSON(t, n.delete(t, "/trans/"+tid), 200, map[string]any{"ok": true}) }},
+			{"expired", "L", func(tid string) {
+				expectJSON(t, n.putJSON(t, "/trans/"+tid, msg{"expirationDate": 1}), 200, map[string]any{"ok": true})
+			}},
+		} {
+			q := qn(t, tc.name)
+			for i := 0; i < 30; i++ {
+				tc.kill(n.send1(t, "ghost", "H", q))
+			}
+			live := n.send1(t, "live", tc.livePrio, q)
+			expectPop(t, n.peek(t, "", q, "max=1"), []string{"live"}, []string{live})
+			start := time.Now()
+			expectPop(t, n.pop(t, "", q, "max=1&timeout=3"), []string{"live"}, []string{live})
+			if took := time.Since(start); took > time.Second {
+				t.Errorf("%s ghosts: pop took %v with a live message in the queue", tc.name, took)
+			}
+		}
+	})
+
+	t.Run("PayloadRoundTrip", func(t *testing.T) {
+		t.Parallel()
+		q := qn(t, "")
+		payloads := []string{"héllo ✓ 😀", "  spaces  ", "quote \" backslash \\ newline \n tab \t", "<b>&amp;</b>", `{"looks":"like json"}`, "\u0000 nul \x00"}
+		var tids []string
+		for _, p := range payloads {
+			tid := n.send1(t, p, "H", q)
+			tids = append(tids, tid)
+			if got := object(t, n.get(t, "/trans/"+tid), 200)["payload"]; got != p {
+				t.Errorf("GET /trans payload %q, want %q", got, p)
+			}
+		}
+		expectPop(t, n.peek(t, "", q, ""), payloads, tids)
+		expectPop(t, n.pop(t, "", q, "timeout=1"), payloads, tids)
+	})
+
 	t.Run("PopPriorityAndOrder", func(t *testing.T) {
 		t.Parallel()
 		q := qn(t, "")
@@ -715,6 +759,8 @@ func TestClassicAPI(t *testing.T) {
 		expectJSON(t, post(map[string]any{"name": g}), 400, errs("missing queues"))
 		expectJSON(t, post(map[string]any{"name": g, "queues": []string{}}), 400, errs("missing queues"))
 		expectJSON(t, post(map[string]any{"name": "", "queues": nil}), 400, errs("missing name", "missing queues"))
+		expectJSON(t, post(map[string]any{"name": "bad name", "queues": []string{a}}), 400, errs("invalid group name"))
+		expectJSON(t, post(map[string]any{"name": g, "queues": []any{1}}), 400, errs("invalid queue element"))
 
 		expectJSON(t, n.get(t, "/group/"+g), 200, map[string]any{"name": g, "queues": []string{}})
 		expectJSON(t, post(map[string]any{"name": g, "queues": []string{b, a, a}}), 200, map[string]string{"ok": "group stored"})

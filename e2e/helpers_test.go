@@ -263,7 +263,14 @@ func target(ids ...string) []map[string]string {
 // provision POSTs body to <prefix>/trans and returns the transaction id.
 func (n *node) provision(t testing.TB, prefix string, body any) string {
 	t.Helper()
-	r := n.postJSON(t, prefix+"/trans", body)
+	return n.provisionAt(t, prefix+"/trans", body)
+}
+
+// provisionAt POSTs body to path (e.g. "/trans?delay=2") and returns the
+// transaction id.
+func (n *node) provisionAt(t testing.TB, path string, body any) string {
+	t.Helper()
+	r := n.postJSON(t, path, body)
 	m := object(t, r, http.StatusOK)
 	tid, _ := m["data"].(string)
 	if len(m) != 2 || m["ok"] != true || !uuidV4.MatchString(tid) {

@@ -268,12 +268,5 @@ func queueID(full string) string {
 // nsOf is the namespace part of a full queue name.
 func nsOf(full string) string { return full[:len(full)-len(queueID(full))] }
 
-// authorizeQueue checks the credentials a queue route needs (secure port,
-// JWT); it writes the error answer itself.
-func (s *Server) authorizeQueue(c echo.Context, full string) error { return nil }
-
 // validQueue checks a queue id from a client frame.
 func validQueue(id string) error { return request.ValidQueueID(id) }
-
-// authorizeMux checks that the connection may subscribe to queue full.
-func (s *Server) authorizeMux(c echo.Context, full string) error { return nil }

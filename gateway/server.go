@@ -16,6 +16,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/popbox/popbox/auth"
 	"github.com/popbox/popbox/events"
 	"github.com/popbox/popbox/history"
 	"github.com/popbox/popbox/hub"
@@ -40,6 +41,28 @@ type Options struct {
 	// WSOriginPatterns are the cross-origin hosts allowed to open
 	// WebSockets (the request's own host always is).
 	WSOriginPatterns []string
+
+	// Security (gateway/auth.go, gateway/limits.go, docs/SECURITY.md).
+	// Boxes checks BasicAuth credentials of secure boxes; nil: built
+	// from Store with Admin.
+	Boxes *auth.Boxes
+	// JWT verifies bearer tokens; nil: tokens are not accepted.
+	JWT *auth.Verifier
+	// Admin are the administrator's credentials (every secure box, and
+	// provisioning when ProvisionAuth is on).
+	Admin auth.AdminCredentials
+	// RequireAuth requires a JWT on the queue routes of the plain port.
+	RequireAuth bool
+	// ProvisionAuth requires a provision-scoped JWT or the admin
+	// credentials for provisioning, PUT/DELETE of transactions, groups
+	// and secure box creation.
+	ProvisionAuth bool
+	// MaxConnections caps the requests served at once (503 beyond);
+	// 0: unlimited.
+	MaxConnections int
+	// CORSOrigins are the allowed browser origins ("*" for any); empty:
+	// no CORS. WSOriginPatterns default to them.
+	CORSOrigins []string
 }
 
 // Server serves the PopBox HTTP API.
@@ -53,6 +76,7 @@ type Server struct {
 	started time.Time
 	closing chan struct{} // closed by Shutdown
 	once    sync.Once
+	sec     *security
 }
 
 // New makes a Server.
@@ -69,7 +93,9 @@ func New(o Options) *Server {
 	if o.Bus == nil {
 		o.Bus = events.NewBus(o.Logger)
 	}
-	return &Server{opts: o, store: o.Store, hub: o.Hub, bus: o.Bus, m: o.Metrics, log: o.Logger, started: time.Now(), closing: make(chan struct{})}
+	o.WSOriginPatterns = wsOriginPatterns(o.WSOriginPatterns, o.CORSOrigins)
+	return &Server{opts: o, store: o.Store, hub: o.Hub, bus: o.Bus, m: o.Metrics, log: o.Logger, started: time.Now(), closing: make(chan struct{}),
+		sec: newSecurity(o)}
 }
 
 // ctxKey keys for values kept in the echo context.
@@ -87,6 +113,10 @@ func (s *Server) Handler(secure bool) http.Handler {
 	e.HidePort = true
 	e.HTTPErrorHandler = s.errorHandler
 	e.Use(s.recoverer, s.accessLog)
+	if cors := corsMiddleware(s.opts.CORSOrigins); cors != nil {
+		e.Use(cors)
+	}
+	e.Use(s.connLimit)
 	e.Use(func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			c.Set(keySecure, secure)
@@ -110,13 +140,15 @@ func (s *Server) Handler(secure bool) http.Handler {
 // classicRoutes registers the routes that exist both at the root and under
 // /org/{org}.
 func (s *Server) classicRoutes(g *echo.Group) {
-	g.POST("/trans", s.provision)
+	g.POST("/trans", s.provision, s.requireProvision)
 	g.GET("/trans/:tid", s.getTrans)
 	g.GET("/trans/:tid/state", s.getTransState)
 	g.GET("/trans/:tid/state/:state", s.getTransState)
 	g.GET("/trans/:tid/history", s.transHistory)
-	g.PUT("/trans/:tid", s.updateTrans)
-	g.DELETE("/trans/:tid", s.deleteTrans)
+	g.PUT("/trans/:tid", s.updateTrans, s.requireProvision)
+	g.DELETE("/trans/:tid", s.deleteTrans, s.requireProvision)
+
+	g.POST("/queue", s.createBox, s.requireProvision)
 
 	g.POST("/queue/:id/pop", s.pop)
 	g.POST("/queue/:id/poprel", s.popReliable)
@@ -130,10 +162,10 @@ func (s *Server) classicRoutes(g *echo.Group) {
 	g.GET("/queue/:id/ws", s.queueWS)
 	g.GET("/ws", s.muxWS)
 
-	g.POST("/group", s.createGroup)
-	g.GET("/group/:name", s.getGroup)
-	g.PUT("/group/:name", s.modifyGroup)
-	g.DELETE("/group/:name", s.deleteGroup)
+	g.POST("/group", s.createGroup, s.requireProvision)
+	g.GET("/group/:name", s.getGroup, s.requireProvision)
+	g.PUT("/group/:name", s.modifyGroup, s.requireProvision)
+	g.DELETE("/group/:name", s.deleteGroup, s.requireProvision)
 }
 
 func (s *Server) orgMiddleware(next echo.HandlerFunc) echo.HandlerFunc {

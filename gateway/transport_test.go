@@ -391,6 +391,12 @@ func TestDisconnectLoop(t *testing.T) {
 						got[m.TID] = true
 						final.ack(m.TID)
 					case <-deadline:
+						rc := r.Client()
+						ctx := context.Background()
+						full := "UNSEC:" + q
+						t.Logf("h=%v l=%v inflight=%v idx=%v", rc.LRange(ctx, "pb:{q:"+full+"}:h", 0, -1).Val(), rc.LRange(ctx, "pb:{q:"+full+"}:l", 0, -1).Val(),
+							rc.ZRangeWithScores(ctx, "pb:{q:"+full+"}:inflight", 0, -1).Val(), rc.ZRangeWithScores(ctx, "pb:{sys}:inflight-queues", 0, -1).Val())
+						rc.Close()
 						t.Fatalf("reliable: %d of %d messages re-delivered", len(got), len(sent))
 					}
 				}

@@ -70,6 +70,7 @@ type WorkerResult struct {
 	SeriesProv    []int64                `json:"series_provisioned,omitempty"`
 	SeriesDeliv   []int64                `json:"series_delivered,omitempty"`
 	Errors        map[string]int64       `json:"errors,omitempty"`
+	OpenAtStop    int64                  `json:"open_at_stop"`
 	ConnectSecs   float64                `json:"connect_s"`
 	RunSecs       float64                `json:"run_s"`
 	CPUSecs       float64                `json:"cpu_s"`
@@ -196,6 +197,7 @@ type worker struct {
 	expect    atomic.Int64 // deliveries that complete the current phase (0: none)
 	connect   time.Duration
 	runFor    time.Duration
+	openStop  int64
 }
 
 type kindAtomics struct {
@@ -567,7 +569,7 @@ func (w *worker) result() *WorkerResult {
 		Subs: int64(len(w.subs)), Duplicates: w.dupes.Load(), ProvisionCall: w.provCall,
 		Latency: map[string]*hist.Hist{}, Rounds: w.rounds, SeriesProv: w.sProv.snapshot(),
 		SeriesDeliv: w.sDeliv.snapshot(), Errors: w.errs.snapshot(),
-		ConnectSecs: w.connect.Seconds(), RunSecs: w.runFor.Seconds(),
+		ConnectSecs: w.connect.Seconds(), RunSecs: w.runFor.Seconds(), OpenAtStop: w.openStop,
 	}
 	for k, h := range w.latency {
 		if h.Count() > 0 {
@@ -713,6 +715,7 @@ loop:
 			}
 		}
 	}
+	w.openStop = w.open.Load()
 	cancelSubs()
 	waitTimeout(&running, 10*time.Second)
 	stopProg()

@@ -14,7 +14,7 @@ import (
 // indexInflight records (or moves earlier) the earliest ack deadline of
 // queue full in the reaper's index.
 func (s *Store) indexInflight(ctx context.Context, full string, deadline int64) error {
-	err := inflightIndexScript.Run(ctx, s.rdb, []string{keyInflightQueues}, full, s.now().UnixMilli(), deadline).Err()
+	err := inflightIndexScript.Run(ctx, s.rdb, []string{keyInflightQueues}, full, "lt", deadline).Err()
 	if err != nil {
 		return fmt.Errorf("inflight index %s: %w", full, err)
 	}
@@ -95,12 +95,13 @@ type Requeued struct {
 // of nodes may run it concurrently: each expired entry is re-queued once.
 func (s *Store) ReapInflight(ctx context.Context, limit int) ([]Requeued, error) {
 	now := s.now().UnixMilli()
-	queues, err := s.rdb.ZRangeByScore(ctx, keyInflightQueues, &redis.ZRangeBy{Min: "-inf", Max: strconv.FormatInt(now, 10), Count: int64(limit)}).Result()
+	queues, err := s.rdb.ZRangeByScoreWithScores(ctx, keyInflightQueues, &redis.ZRangeBy{Min: "-inf", Max: strconv.FormatInt(now, 10), Count: int64(limit)}).Result()
 	if err != nil {
 		return nil, fmt.Errorf("reap: index: %w", err)
 	}
 	var out []Requeued
-	for _, full := range queues {
+	for _, zq := range queues {
+		full, _ := zq.Member.(string)
 		qk := KeysOfQueue(full)
 		raw, err := requeueScript.Run(ctx, s.rdb, []string{qk.High, qk.Low, qk.Inflight}, now, handBackTTL.Milliseconds()).StringSlice()
 		if err != nil {
@@ -109,10 +110,14 @@ func (s *Store) ReapInflight(ctx context.Context, limit int) ([]Requeued, error)
 		if len(raw) == 0 {
 			continue
 		}
-		next := raw[0]
-		nextMs, _ := strconv.ParseFloat(next, 64)
-		if err := inflightIndexScript.Run(ctx, s.rdb, []string{keyInflightQueues}, full, now, int64(nextMs)).Err(); err != nil {
+		nextMs, _ := strconv.ParseFloat(raw[0], 64)
+		if err := inflightIndexScript.Run(ctx, s.rdb, []string{keyInflightQueues}, full, "cas", zq.Score, int64(nextMs)).Err(); err != nil {
 			s.log.LogAttrs(ctx, slog.LevelWarn, "reap: index update", slog.String("queue", full), slog.Any("err", err))
+		}
+		// A reliable pop may have added an entry after the re-queue script
+		// ran: lower the index to the queue's earliest deadline now.
+		if first, err := s.rdb.ZRangeWithScores(ctx, qk.Inflight, 0, 0).Result(); err == nil && len(first) == 1 {
+			_ = s.indexInflight(ctx, full, int64(first[0].Score))
 		}
 		if len(raw) == 1 {
 			continue

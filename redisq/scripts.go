@@ -43,6 +43,25 @@ end
 return out
 `)
 
+// dropGhostsScript removes entries from the head of a queue list as long as
+// they are the given ids, in order: ghosts the caller found (their
+// transaction was deleted or has expired, so pops would skip them anyway).
+// It stops at the first head that is not the next expected id, so entries
+// popped or handed back meanwhile are never touched.
+//
+//	KEYS[1] high or low list
+//	ARGV[1..] transaction ids expected at the head, in order
+//	returns the number of entries removed.
+var dropGhostsScript = redis.NewScript(`
+local n = 0
+for _, tid in ipairs(ARGV) do
+  if redis.call('LINDEX', KEYS[1], 0) ~= tid then break end
+  redis.call('LPOP', KEYS[1])
+  n = n + 1
+end
+return n
+`)
+
 // transitionScript sets the state of one (transaction, queue) pair if the
 // transaction still exists, and optionally returns its metadata.
 //
@@ -150,22 +169,35 @@ return out
 `)
 
 // inflightIndexScript keeps the reaper's index of queues with in-flight
-// entries: member = full queue name, score = earliest ack deadline (ms).
+// entries: member = full queue name, score = an ack deadline (ms) no later
+// than the queue's earliest one.
 //
 //	KEYS[1] the index zset
-//	ARGV[1] member  ARGV[2] now (ms)  ARGV[3] deadline (ms), or "-1" for "none left"
-//	An entry whose score has passed (being reaped) is always overwritten by a
-//	new deadline, and only a passed score is removed for "none left", so a
-//	reliable pop racing with the reaper can never lose its index entry.
-//	returns 1.
+//	ARGV[1] member  ARGV[2] mode: "lt" or "cas"
+//	lt:  ARGV[3] deadline: add the member, or lower its score to deadline
+//	cas: ARGV[3] expected score, ARGV[4] new score or "-1" to remove: only
+//	     if the score is still the expected one (the reaper's update)
+//	returns 1 if the index changed, else 0.
+//
+// Pops only ever add or lower a score; only the reaper raises or removes one,
+// and only the score it read, then it re-reads the queue's earliest deadline
+// and lowers the index to it, so no interleaving strands an entry.
 var inflightIndexScript = redis.NewScript(`
 local cur = redis.call('ZSCORE', KEYS[1], ARGV[1])
-local now = tonumber(ARGV[2])
-local want = tonumber(ARGV[3])
 if cur then cur = tonumber(cur) end
+if ARGV[2] == 'lt' then
+  local want = tonumber(ARGV[3])
+  if (not cur) or cur > want then
+    redis.call('ZADD', KEYS[1], want, ARGV[1])
+    return 1
+  end
+  return 0
+end
+if cur ~= tonumber(ARGV[3]) then return 0 end
+local want = tonumber(ARGV[4])
 if want < 0 then
-  if cur and cur <= now then redis.call('ZREM', KEYS[1], ARGV[1]) end
-elseif (not cur) or cur <= now or cur > want then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+else
   redis.call('ZADD', KEYS[1], want, ARGV[1])
 end
 return 1
@@ -262,7 +294,7 @@ return out
 `)
 
 var allScripts = []*redis.Script{
-	popScript, transitionScript, provisionMetaScript, pushScript, handBackScript,
+	popScript, dropGhostsScript, transitionScript, provisionMetaScript, pushScript, handBackScript,
 	requeueScript, inflightIndexScript, ackScript, updateTransScript, extendScript,
 	modifyGroupScript, createBoxScript, claimDeferredScript,
 }

@@ -310,6 +310,15 @@ func (s *Store) Pop(ctx context.Context, full string, max int, o PopOptions) ([]
 		if len(taken) < want {
 			break
 		}
+		if len(got) < len(taken) && len(out) < max {
+			// Ghosts were taken: clear the ones still heading the lists
+			// so that the next round reaches the live entries behind them
+			// (a bounded number of rounds could otherwise come back empty
+			// with live messages still queued).
+			if err := s.dropLeadingGhosts(ctx, qk); err != nil {
+				s.log.LogAttrs(ctx, slog.LevelWarn, "drop ghosts", slog.String("queue", full), slog.Any("err", err))
+			}
+		}
 	}
 	if o.Reliable && len(out) > 0 {
 		// After the pop too: closes the race with a reaper that found the
@@ -319,6 +328,59 @@ func (s *Store) Pop(ctx context.Context, full string, max int, o PopOptions) ([]
 		}
 	}
 	return out, nil
+}
+
+// maxGhostScan bounds the entries one Pop or Peek call looks through per
+// list while skipping ghosts.
+const maxGhostScan = 1 << 20
+
+// ghostWindow is how many list entries are examined per round trip while
+// skipping ghosts.
+const ghostWindow = 256
+
+// dropLeadingGhosts removes the ghosts (entries whose transaction was
+// deleted or has expired) at the head of a queue's lists, high list first,
+// and stops at the first live entry.
+func (s *Store) dropLeadingGhosts(ctx context.Context, qk QueueKeys) error {
+	for _, key := range []string{qk.High, qk.Low} {
+		for scanned := 0; scanned < maxGhostScan; {
+			ids, err := s.rdb.LRange(ctx, key, 0, ghostWindow-1).Result()
+			if err != nil {
+				return fmt.Errorf("drop ghosts: %w", err)
+			}
+			if len(ids) == 0 {
+				break // empty: look at the next list
+			}
+			pipe := s.rdb.Pipeline()
+			exists := make([]*redis.IntCmd, len(ids))
+			for i, id := range ids {
+				exists[i] = pipe.Exists(ctx, KeysOfTrans(id).Meta)
+			}
+			if _, err := pipe.Exec(ctx); err != nil {
+				return fmt.Errorf("drop ghosts: %w", err)
+			}
+			k := 0
+			for k < len(ids) && exists[k].Val() == 0 {
+				k++
+			}
+			if k == 0 {
+				return nil // a live entry heads this list
+			}
+			args := make([]any, k)
+			for i := range args {
+				args[i] = ids[i]
+			}
+			n, err := dropGhostsScript.Run(ctx, s.rdb, []string{key}, args...).Int()
+			if err != nil {
+				return fmt.Errorf("drop ghosts: %w", err)
+			}
+			scanned += n
+			if n < k || k < len(ids) {
+				return nil // the list changed meanwhile, or a live entry heads it now
+			}
+		}
+	}
+	return nil
 }
 
 func boolArg(b bool) string {
@@ -463,29 +525,48 @@ func (s *Store) TouchLastPop(ctx context.Context, full string) error {
 }
 
 // Peek returns up to max messages of queue full without removing them or
-// changing any state. Ghosts are skipped.
+// changing any state, H before L. Ghosts are skipped (and looked past).
 func (s *Store) Peek(ctx context.Context, full string, max int) ([]Message, error) {
 	if max <= 0 {
 		return nil, nil
 	}
 	qk := KeysOfQueue(full)
-	pipe := s.rdb.Pipeline()
-	h := pipe.LRange(ctx, qk.High, 0, int64(max-1))
-	l := pipe.LRange(ctx, qk.Low, 0, int64(max-1))
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("peek %s: %w", full, err)
-	}
-	var entries []Message
-	for _, tid := range h.Val() {
-		entries = append(entries, Message{TID: tid, Queue: full, Priority: 'H'})
-	}
-	for _, tid := range l.Val() {
-		if len(entries) >= max {
-			break
+	var out []Message
+	for _, l := range []struct {
+		key  string
+		prio byte
+	}{{qk.High, 'H'}, {qk.Low, 'L'}} {
+		var start int64
+		for scanned := 0; len(out) < max && scanned < maxGhostScan; {
+			want := max - len(out)
+			window := int64(want)
+			if window < ghostWindow {
+				window = ghostWindow
+			}
+			ids, err := s.rdb.LRange(ctx, l.key, start, start+window-1).Result()
+			if err != nil && !errors.Is(err, redis.Nil) {
+				return nil, fmt.Errorf("peek %s: %w", full, err)
+			}
+			entries := make([]Message, len(ids))
+			for i, tid := range ids {
+				entries[i] = Message{TID: tid, Queue: full, Priority: l.prio}
+			}
+			got, err := s.readMeta(ctx, entries)
+			if err != nil {
+				return nil, fmt.Errorf("peek %s: %w", full, err)
+			}
+			if len(got) > want {
+				got = got[:want]
+			}
+			out = append(out, got...)
+			start += int64(len(ids))
+			scanned += len(ids)
+			if int64(len(ids)) < window {
+				break
+			}
 		}
-		entries = append(entries, Message{TID: tid, Queue: full, Priority: 'L'})
 	}
-	return s.readMeta(ctx, entries)
+	return out, nil
 }
 
 // readMeta fills payload, callback and expiry of entries, dropping ghosts.

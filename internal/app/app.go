@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/popbox/popbox/auth"
 	"github.com/popbox/popbox/config"
 	"github.com/popbox/popbox/events"
 	"github.com/popbox/popbox/events/callback"
@@ -105,11 +106,25 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(pl
 		log.Warn("Redis keyspace notifications unavailable (CONFIG not allowed or unsupported): gateways publish explicit wake-ups; writers that push straight into Redis must also PUBLISH the queue name on " + redisq.WakeChannel)
 	}
 
+	admin := auth.AdminCredentials{User: cfg.AdminUser, Password: cfg.AdminPassword}
+	boxes := auth.NewBoxes(store, redisq.ErrNotFound, admin)
+	verifier, err := jwtVerifier(cfg)
+	if err != nil {
+		return err
+	}
+	if verifier != nil {
+		log.Info("JWT enabled", "algorithms", verifier.Algorithms(), "require_auth", cfg.RequireAuth)
+	}
+
 	h := hub.New(store, hub.Options{Node: node, Lease: cfg.WaiterLease, RecheckInterval: cfg.RecheckInterval, Logger: log})
 	srv := gateway.New(gateway.Options{
 		Store: store, Hub: h, Bus: bus, History: hist, Metrics: metrics, Logger: log,
 		Version: version.Version, Node: node, RedisMode: mode, MaxBody: cfg.MaxBody,
 		HistoryPayloads: cfg.HistoryPayloads,
+
+		Boxes: boxes, JWT: verifier, Admin: admin,
+		RequireAuth: cfg.RequireAuth, ProvisionAuth: cfg.ProvisionAuth,
+		MaxConnections: cfg.MaxConnections, CORSOrigins: cfg.CORSOrigins,
 	})
 	runner := jobs.New(store, jobs.Options{Logger: log,
 		OnProvisioned: srv.ProvisionDeferred,
@@ -196,10 +211,41 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(pl
 	return runErr
 }
 
+// jwtVerifier builds the JWT verifier from the configuration; nil when no
+// key is configured. Errors name no key material.
+func jwtVerifier(cfg config.Config) (*auth.Verifier, error) {
+	if !cfg.JWTEnabled() {
+		return nil, nil
+	}
+	jc := auth.JWTConfig{Secret: []byte(cfg.JWTSecret), Audience: cfg.JWTAudience, Issuer: cfg.JWTIssuer}
+	if cfg.JWTPublicKey != "" {
+		pem, err := os.ReadFile(cfg.JWTPublicKey)
+		if err != nil {
+			return nil, fmt.Errorf("jwt public key: %w", err)
+		}
+		jc.PublicKeyPEM = pem
+	}
+	v, err := auth.NewVerifier(jc)
+	if err != nil {
+		return nil, fmt.Errorf("jwt: %w", err)
+	}
+	return v, nil
+}
+
+// readHeaderTimeout bounds the time a client may take to send its request
+// headers (slowloris): 10 s, or POPBOX_READ_HEADER_TIMEOUT (a Go duration,
+// used by tests to make it short).
+func readHeaderTimeout() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv("POPBOX_READ_HEADER_TIMEOUT")); err == nil && d > 0 {
+		return d
+	}
+	return 10 * time.Second
+}
+
 func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
 	return &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: readHeaderTimeout(),
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),

@@ -83,6 +83,57 @@ type Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
 
 // ListClients runs CLIENT LIST on t and counts the clients.
 func ListClients(ctx context.Context, dial Dialer, t Target) (Clients, error) {
+	list, err := command(ctx, dial, t, "CLIENT", "LIST")
+	if err != nil {
+		return Clients{}, fmt.Errorf("redis CLIENT LIST: %w", err)
+	}
+	return ParseClientList(list), nil
+}
+
+// CmdStat is one line of INFO commandstats.
+type CmdStat struct {
+	Calls int64 `json:"calls"`
+	Usec  int64 `json:"usec"`
+}
+
+// CommandStats runs INFO commandstats on t.
+func CommandStats(ctx context.Context, dial Dialer, t Target) (map[string]CmdStat, error) {
+	info, err := command(ctx, dial, t, "INFO", "commandstats")
+	if err != nil {
+		return nil, fmt.Errorf("redis INFO commandstats: %w", err)
+	}
+	return ParseCommandStats(info), nil
+}
+
+// ParseCommandStats parses "cmdstat_<name>:calls=N,usec=M,..." lines.
+func ParseCommandStats(info string) map[string]CmdStat {
+	out := map[string]CmdStat{}
+	for _, line := range strings.Split(info, "\n") {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || !strings.HasPrefix(name, "cmdstat_") {
+			continue
+		}
+		var st CmdStat
+		for _, kv := range strings.Split(rest, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				continue
+			}
+			switch k {
+			case "calls":
+				st.Calls = n
+			case "usec":
+				st.Usec = n
+			}
+		}
+		out[strings.TrimPrefix(name, "cmdstat_")] = st
+	}
+	return out
+}
+
+// command runs one command on a fresh connection and returns the reply.
+func command(ctx context.Context, dial Dialer, t Target, args ...string) (string, error) {
 	if dial == nil {
 		var d net.Dialer
 		dial = d.DialContext
@@ -91,7 +142,7 @@ func ListClients(ctx context.Context, dial Dialer, t Target) (Clients, error) {
 	defer cancel()
 	conn, err := dial(ctx, "tcp", t.Addr)
 	if err != nil {
-		return Clients{}, err
+		return "", err
 	}
 	defer conn.Close()
 	if dl, ok := ctx.Deadline(); ok {
@@ -99,19 +150,15 @@ func ListClients(ctx context.Context, dial Dialer, t Target) (Clients, error) {
 	}
 	br := bufio.NewReader(conn)
 	if t.Password != "" {
-		args := []string{"AUTH", t.Password}
+		auth := []string{"AUTH", t.Password}
 		if t.Username != "" {
-			args = []string{"AUTH", t.Username, t.Password}
+			auth = []string{"AUTH", t.Username, t.Password}
 		}
-		if _, err := call(conn, br, args...); err != nil {
-			return Clients{}, fmt.Errorf("redis AUTH: %w", err)
+		if _, err := call(conn, br, auth...); err != nil {
+			return "", fmt.Errorf("AUTH: %w", err)
 		}
 	}
-	list, err := call(conn, br, "CLIENT", "LIST")
-	if err != nil {
-		return Clients{}, fmt.Errorf("redis CLIENT LIST: %w", err)
-	}
-	return ParseClientList(list), nil
+	return call(conn, br, args...)
 }
 
 // ParseClientList counts the entries of a CLIENT LIST reply.

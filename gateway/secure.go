@@ -1,0 +1,56 @@
+package gateway
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/popbox/popbox/auth"
+	"github.com/popbox/popbox/events"
+	"github.com/popbox/popbox/redisq"
+	"github.com/popbox/popbox/request"
+)
+
+// msgBoxPlainPort is the answer to POST /queue on the plain port.
+const msgBoxPlainPort = "secure boxes can only be created on the secure (TLS) port"
+
+// createBox is POST /queue (API.md 1.5): on the secure port it creates the
+// secure box {"queue", "user", "password"} in the request's namespace
+// ([<org>:]SEC:), storing a bcrypt hash of the password, never the
+// password. 200 {"ok": true}; an existing box: 403 {"errors": ["Error:
+// SEC:q1 exists"]}; a bad body: 400 listing the problems.
+//
+// On the plain port the route answers 400 {"errors": [msgBoxPlainPort]}
+// without reading the body: a box created there would have no protection
+// (the plain namespace has no boxes) and its password would cross the
+// network in clear.
+func (s *Server) createBox(c echo.Context) error {
+	if !isSecure(c) {
+		return errorsJSON(c, http.StatusBadRequest, msgBoxPlainPort)
+	}
+	body, err := s.readBody(c)
+	if err != nil {
+		return err
+	}
+	b, errs := request.ParseSecureBox(body)
+	if len(errs) > 0 {
+		return errorsJSON(c, http.StatusBadRequest, errs...)
+	}
+	hash, err := auth.HashPassword(b.Password)
+	if err != nil {
+		// Only empty or over-long passwords fail, which ParseSecureBox
+		// already refused; the error names neither.
+		return errorsJSON(c, http.StatusBadRequest, err.Error())
+	}
+	full := namespace(c) + b.Queue
+	ctx := c.Request().Context()
+	switch err := s.store.CreateBox(ctx, full, b.User, hash); {
+	case errors.Is(err, redisq.ErrExists):
+		return errorsJSON(c, http.StatusForbidden, "Error: "+full+" exists")
+	case err != nil:
+		return s.storeError(c, err)
+	}
+	s.emit(events.Event{Kind: events.KindAction, Action: events.ActionQueueCreate, Queue: b.Queue, Namespace: namespace(c)})
+	return c.JSON(http.StatusOK, map[string]bool{"ok": true})
+}
