@@ -688,6 +688,33 @@ func TestClassicAPI(t *testing.T) {
 		}
 	})
 
+	t.Run("OrgCannotReachOtherNamespaces", func(t *testing.T) {
+		t.Parallel()
+		// Queue ids may hold ':', so an org named like a namespace marker
+		// must not open a door into the root (or secure) namespace:
+		// /org/UNSEC/queue/q would be the root queue "UNSEC:q", and
+		// /org/SEC/queue/q on the plain port the secure box "UNSEC:q".
+		q := qn(t, "")
+		tid := n.send1(t, "root only", "H", "UNSEC:"+q)
+		for _, org := range []string{"UNSEC", "SEC"} {
+			r := n.get(t, "/org/"+org+"/queue/"+q)
+			if r.Status == http.StatusOK {
+				if size := object(t, r, 200)["size"]; size != float64(0) {
+					t.Errorf("/org/%s/queue/%s sees the root queue UNSEC:%s (size %v)", org, q, q, size)
+				}
+				continue
+			}
+			if m := object(t, r, 400); len(m["errors"].([]any)) != 1 {
+				t.Errorf("/org/%s: %s", org, r)
+			}
+		}
+		pr := n.send(t, req{method: http.MethodPost, path: "/org/UNSEC/queue/" + q + "/pop?timeout=0"})
+		if pr.Status == http.StatusOK {
+			expectPop(t, parsePop(t, pr), nil, nil)
+		}
+		expectPop(t, n.pop(t, "", "UNSEC:"+q, "timeout=1"), []string{"root only"}, []string{tid})
+	})
+
 	t.Run("InvalidQueueIDOnRoutes", func(t *testing.T) {
 		t.Parallel()
 		t.Skip("BUG: gateway/server.go queueParam returns the nil result of errorsJSON, so after the 400 the handler goes on: " +

@@ -55,7 +55,6 @@ type Options struct {
 	Expire    int             `json:"expiration_delay_s"`
 	GwPIDs    []int           `json:"gateway_pids,omitempty"`
 	RedisAddr string          `json:"redis,omitempty"`
-	RedisPID  int             `json:"redis_pid,omitempty"`
 	Out       string          `json:"-"`
 	Chart     string          `json:"-"`
 	Quiet     bool            `json:"-"`
@@ -130,8 +129,7 @@ func newFlagSet(name string, o *Options, out io.Writer) (*flag.FlagSet, *flagTem
 	fs.IntVar(&o.SrcAfter, "source-addrs-after", 28_000, "above this many connections to one destination, bind client sockets to 127.0.0.2, 127.0.0.3, ...")
 	fs.IntVar(&o.Expire, "expiration-delay", 600, "expirationDelay (s) of provisioned transactions, so test data leaves Redis")
 	fs.StringVar(&t.pids, "gateway-pid", "", "gateway pid(s), comma-separated, for RSS/CPU (default: discover popbox serve processes listening on the target ports)")
-	fs.StringVar(&o.RedisAddr, "redis", "", "Redis host:port or redis:// URL: count the gateway's connections with CLIENT LIST")
-	fs.IntVar(&o.RedisPID, "redis-pid", 0, "redis-server pid: report its CPU too")
+	fs.StringVar(&o.RedisAddr, "redis", "", "Redis host:port or redis:// URL: count the gateway's connections (CLIENT LIST), Redis CPU and commands per message (INFO)")
 	fs.StringVar(&o.Out, "out", "", "write the result as JSON to this file")
 	fs.StringVar(&o.Chart, "chart", "", "write an SVG chart (latency percentiles, throughput over time) to this file")
 	fs.BoolVar(&o.Quiet, "quiet", false, "no progress line even on a terminal")

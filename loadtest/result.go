@@ -82,31 +82,36 @@ type RedisStats struct {
 	Error   string             `json:"error,omitempty"`
 	CPU     float64            `json:"cpu_cores,omitempty"` // redis-server during the load window
 	// Commands is the INFO commandstats delta over the measured phase
-	// (after the subscribers connected, until the last delivery).
+	// (after the subscribers connected, until the last delivery); calls
+	// made inside Lua scripts are counted too.
 	Commands map[string]redisinfo.CmdStat `json:"commands,omitempty"`
-	// CallsPerMsg and UsecPerMsg divide the delta by the messages delivered:
-	// the Redis work behind one delivery (and so the rate one Redis core
-	// allows: 1e6 / UsecPerMsg).
+	// CallsPerMsg and CPUPerMsg divide the deltas by the messages
+	// delivered: the Redis work behind one delivery. One Redis core allows
+	// about 1e6/CPUPerMsg deliveries per second.
 	CallsPerMsg float64 `json:"calls_per_message,omitempty"`
-	UsecPerMsg  float64 `json:"usec_per_message,omitempty"`
+	CPUPerMsg   float64 `json:"cpu_us_per_message,omitempty"`
+	EvalPerMsg  float64 `json:"scripts_per_message,omitempty"`
 }
 
-func (rs *RedisStats) setCommands(before, after map[string]redisinfo.CmdStat, delivered int64) {
+func (rs *RedisStats) perMessage(before, after *redisinfo.Snapshot, delivered int64) {
 	rs.Commands = map[string]redisinfo.CmdStat{}
-	var calls, usec int64
-	for name, a := range after {
-		b := before[name]
+	var calls, evals int64
+	for name, a := range after.Commands {
+		b := before.Commands[name]
 		d := redisinfo.CmdStat{Calls: a.Calls - b.Calls, Usec: a.Usec - b.Usec}
-		if d.Calls <= 0 || name == "info" || name == "client|list" || name == "client" {
+		if d.Calls <= 0 || name == "info" || strings.HasPrefix(name, "client") {
 			continue
 		}
 		rs.Commands[name] = d
 		calls += d.Calls
-		usec += d.Usec
+		if strings.HasPrefix(name, "eval") || strings.HasPrefix(name, "fcall") {
+			evals += d.Calls
+		}
 	}
 	if delivered > 0 {
 		rs.CallsPerMsg = float64(calls) / float64(delivered)
-		rs.UsecPerMsg = float64(usec) / float64(delivered)
+		rs.EvalPerMsg = float64(evals) / float64(delivered)
+		rs.CPUPerMsg = (after.CPU - before.CPU) * 1e6 / float64(delivered)
 	}
 }
 
@@ -311,8 +316,12 @@ func (r *Result) printSummary(w io.Writer) {
 			fmt.Fprintf(w, "redis-server CPU under load: %.2f cores\n", rd.CPU)
 		}
 		if rd.CallsPerMsg > 0 {
-			fmt.Fprintf(w, "redis work per delivered message: %.1f commands, %.1f µs of Redis CPU (one Redis core allows ~%.0f msg/s)\n",
-				rd.CallsPerMsg, rd.UsecPerMsg, 1e6/rd.UsecPerMsg)
+			fmt.Fprintf(w, "redis work per delivered message: %.1f scripts, %.1f commands (counting those inside scripts), %.1f µs of Redis CPU",
+				rd.EvalPerMsg, rd.CallsPerMsg, rd.CPUPerMsg)
+			if rd.CPUPerMsg > 0 {
+				fmt.Fprintf(w, " (one Redis core allows ~%.0f msg/s)", 1e6/rd.CPUPerMsg)
+			}
+			fmt.Fprintln(w)
 			fmt.Fprintf(w, "  top commands: %s\n", topCommands(rd.Commands, 5))
 		}
 	}

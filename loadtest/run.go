@@ -156,23 +156,19 @@ func runScenario(ctx context.Context, o *Options, stderr io.Writer) (*Result, er
 		}
 		r.Redis.Clients = &cl
 	}
-	commandStats := func() map[string]redisinfo.CmdStat {
+	redisInfo := func() *redisinfo.Snapshot {
 		if redisT == nil {
 			return nil
 		}
 		d := transport.NewDialer(nil, 5*time.Second)
-		cs, err := redisinfo.CommandStats(ctx, d.DialContext, *redisT)
+		s, err := redisinfo.Info(ctx, d.DialContext, *redisT)
 		if err != nil {
+			if r.Redis.Error == "" {
+				r.Redis.Error = err.Error()
+			}
 			return nil
 		}
-		return cs
-	}
-	redisCPU := func() time.Duration {
-		if o.RedisPID <= 0 {
-			return 0
-		}
-		c, _ := sysinfo.Proc{}.CPUTime(o.RedisPID)
-		return c
+		return s
 	}
 
 	f := newFleet(len(plan.Workers), o.Scenario, status)
@@ -193,21 +189,18 @@ func runScenario(ctx context.Context, o *Options, stderr io.Writer) (*Result, er
 		}
 		r.Conns.Open = f.total().Open
 		openSubs := f.total().OpenSubs
-		cs0 := commandStats()
+		s0 := redisInfo()
 		var err error
 		switch o.Scenario {
 		case "capacity":
 			err = runCapacity(ctx, o, f, r, gw, sampleRedis, openSubs)
 		case "throughput", "latency":
-			err = runLoad(ctx, o, f, r, gw, sampleRedis, redisCPU)
+			err = runLoad(ctx, o, f, r, gw, sampleRedis, redisInfo)
 		case "fanout":
-			err = runFanout(ctx, o, plan, f, r, gw, redisCPU, openSubs)
+			err = runFanout(ctx, o, plan, f, r, gw, redisInfo, openSubs)
 		}
-		if cs1 := commandStats(); cs0 != nil && cs1 != nil {
-			if r.Redis == nil {
-				r.Redis = &RedisStats{}
-			}
-			r.Redis.setCommands(cs0, cs1, f.total().Delivered)
+		if s1 := redisInfo(); s0 != nil && s1 != nil {
+			r.Redis.perMessage(s0, s1, f.total().Delivered)
 		}
 		return err
 	}()
@@ -255,22 +248,19 @@ func runCapacity(ctx context.Context, o *Options, f *fleet, r *Result, gw *gwWat
 	return nil
 }
 
-func runLoad(ctx context.Context, o *Options, f *fleet, r *Result, gw *gwWatch, sampleRedis func(), redisCPU func() time.Duration) error {
+func runLoad(ctx context.Context, o *Options, f *fleet, r *Result, gw *gwWatch, sampleRedis func(), redisInfo func() *redisinfo.Snapshot) error {
 	t0 := time.Now().Add(20 * time.Millisecond)
 	f.broadcast(Command{Cmd: "run", T0: t0.UnixNano()})
 	cw := startCPU(gw.cpu)
-	rw := startCPU(redisCPU)
+	rs0 := redisInfo()
 	if err := f.wait(ctx, o.Duration); err != nil {
 		return err
 	}
 	cw.stop()
-	rw.stop()
-	r.Gateway.LoadCPU, r.Gateway.LoadSecs = cw.cores, cw.secs
-	if o.RedisPID > 0 && r.Redis != nil {
-		r.Redis.CPU = rw.cores
-	} else if o.RedisPID > 0 {
-		r.Redis = &RedisStats{CPU: rw.cores}
+	if rs1 := redisInfo(); rs0 != nil && rs1 != nil {
+		r.Redis.CPU = redisCores(rs0, rs1)
 	}
+	r.Gateway.LoadCPU, r.Gateway.LoadSecs = cw.cores, cw.secs
 	m, _ := gw.mem()
 	r.Gateway.RSS, r.Gateway.HWM = m.RSS, m.HWM
 	sampleRedis()
@@ -280,7 +270,7 @@ func runLoad(ctx context.Context, o *Options, f *fleet, r *Result, gw *gwWatch, 
 	return nil
 }
 
-func runFanout(ctx context.Context, o *Options, plan *Plan, f *fleet, r *Result, gw *gwWatch, redisCPU func() time.Duration, openSubs int64) error {
+func runFanout(ctx context.Context, o *Options, plan *Plan, f *fleet, r *Result, gw *gwWatch, redisInfo func() *redisinfo.Snapshot, openSubs int64) error {
 	var queues []string
 	for _, s := range plan.Workers {
 		for i := 0; i < s.Subs(); i++ {
@@ -293,7 +283,7 @@ func runFanout(ctx context.Context, o *Options, plan *Plan, f *fleet, r *Result,
 	defer prov.Close()
 	r.Fanout = &FanoutStats{Queues: int64(len(queues)), Open: openSubs}
 	cw := startCPU(gw.cpu)
-	rw := startCPU(redisCPU)
+	rs0 := redisInfo()
 	var buf []byte
 	for round := 0; round < o.Rounds; round++ {
 		start := time.Now()
@@ -317,11 +307,10 @@ func runFanout(ctx context.Context, o *Options, plan *Plan, f *fleet, r *Result,
 		}
 	}
 	cw.stop()
-	rw.stop()
-	r.Gateway.LoadCPU, r.Gateway.LoadSecs = cw.cores, cw.secs
-	if o.RedisPID > 0 {
-		r.Redis = &RedisStats{CPU: rw.cores}
+	if rs1 := redisInfo(); rs0 != nil && rs1 != nil {
+		r.Redis.CPU = redisCores(rs0, rs1)
 	}
+	r.Gateway.LoadCPU, r.Gateway.LoadSecs = cw.cores, cw.secs
 	m, _ := gw.mem()
 	r.Gateway.RSS, r.Gateway.HWM = m.RSS, m.HWM
 	return nil
@@ -414,6 +403,14 @@ func finish(o *Options, r *Result, f *fleet, gw *gwWatch, basePer map[int]int64)
 	if r.Conns.Dropped > 0 {
 		r.Problems = append(r.Problems, fmt.Sprintf("%d connections dropped", r.Conns.Dropped))
 	}
+}
+
+// redisCores is the Redis CPU (cores) between two snapshots.
+func redisCores(a, b *redisinfo.Snapshot) float64 {
+	if dt := b.At.Sub(a.At).Seconds(); dt > 0 {
+		return (b.CPU - a.CPU) / dt
+	}
+	return 0
 }
 
 func sumPrefix(s []int64, n int) int64 {

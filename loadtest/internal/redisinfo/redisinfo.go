@@ -96,13 +96,34 @@ type CmdStat struct {
 	Usec  int64 `json:"usec"`
 }
 
-// CommandStats runs INFO commandstats on t.
-func CommandStats(ctx context.Context, dial Dialer, t Target) (map[string]CmdStat, error) {
-	info, err := command(ctx, dial, t, "INFO", "commandstats")
+// Snapshot is the part of INFO the load tool tracks.
+type Snapshot struct {
+	At       time.Time
+	CPU      float64            // used_cpu_sys + used_cpu_user, seconds
+	Commands map[string]CmdStat // INFO commandstats (script-internal calls included)
+}
+
+// Info takes a Snapshot of t (INFO cpu and INFO commandstats).
+func Info(ctx context.Context, dial Dialer, t Target) (*Snapshot, error) {
+	cpu, err := command(ctx, dial, t, "INFO", "cpu")
+	if err != nil {
+		return nil, fmt.Errorf("redis INFO cpu: %w", err)
+	}
+	cmds, err := command(ctx, dial, t, "INFO", "commandstats")
 	if err != nil {
 		return nil, fmt.Errorf("redis INFO commandstats: %w", err)
 	}
-	return ParseCommandStats(info), nil
+	s := &Snapshot{At: time.Now(), Commands: ParseCommandStats(cmds)}
+	for _, line := range strings.Split(cpu, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if ok && (k == "used_cpu_sys" || k == "used_cpu_user") {
+			f, err := strconv.ParseFloat(v, 64)
+			if err == nil {
+				s.CPU += f
+			}
+		}
+	}
+	return s, nil
 }
 
 // ParseCommandStats parses "cmdstat_<name>:calls=N,usec=M,..." lines.
