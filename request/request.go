@@ -174,8 +174,15 @@ func quoteShort(s string) string {
 }
 
 // ValidOrg reports whether org is a valid organisation (tenant) name:
-// 1–64 characters of A–Z, a–z, 0–9, '.', '_' and '-'.
+// 1–64 characters of A–Z, a–z, 0–9, '.', '_' and '-', other than the
+// namespace markers "SEC" and "UNSEC". Those are reserved because queue ids
+// may contain ':': org "UNSEC" with queue "q" would otherwise be the root
+// queue "UNSEC:q" ("UNSEC:UNSEC:q"), and org "SEC" on the plain port the
+// secure box "UNSEC:q" ("SEC:UNSEC:q").
 func ValidOrg(org string) error {
+	if org == "SEC" || org == "UNSEC" {
+		return fmt.Errorf("invalid org %q: reserved name", org)
+	}
 	ok := len(org) >= 1 && len(org) <= MaxOrgLen
 	for i := 0; ok && i < len(org); i++ {
 		c := org[i]

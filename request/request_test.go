@@ -68,6 +68,10 @@ func TestValidOrg(t *testing.T) {
 		{"a:b", false},
 		{"a/b", false},
 		{"ümlaut", false},
+		{"SEC", false},   // namespace marker
+		{"UNSEC", false}, // namespace marker
+		{"sec", true},
+		{"UNSECURE", true},
 	}
 	for _, tt := range tests {
 		err := ValidOrg(tt.org)
