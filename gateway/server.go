@@ -321,11 +321,8 @@ func (s *Server) emit(ev events.Event) {
 func (s *Server) emitStates(msgs []redisq.Message, state, transport string) {
 	now := time.Now()
 	for _, m := range msgs {
-		org, _, id, _ := redisq.SplitQueue(m.Queue)
-		ns := strings.TrimSuffix(m.Queue, id)
-		_ = org
 		ev := events.Event{Time: now, Kind: events.KindState, State: state, Transaction: m.TID,
-			Queue: id, Namespace: ns, Callback: m.Callback, Transport: transport}
+			Queue: queueID(m.Queue), Namespace: nsOf(m.Queue), Callback: m.Callback, Transport: transport}
 		if s.opts.HistoryPayloads {
 			ev.Payload = m.Payload
 		}

@@ -27,7 +27,7 @@ type Store interface {
 	HandBackReliable(ctx context.Context, full string, msgs []redisq.Message) error
 	NonEmpty(ctx context.Context, fulls []string) ([]bool, error)
 	SetWaiting(ctx context.Context, node string, on, off []string) error
-	Heartbeat(ctx context.Context, node string, ttl time.Duration) error
+	Heartbeat(ctx context.Context, node string, ttl time.Duration) (existed bool, err error)
 	NodeGone(ctx context.Context, node string) error
 	Wakeups(ctx context.Context, wake redisq.WakeHandler, resync func()) error
 }
@@ -405,6 +405,7 @@ func (h *Hub) Recheck(ctx context.Context) {
 // node heartbeat and the slow re-check, and blocks until ctx ends. Call
 // Shutdown first for a graceful stop.
 func (h *Hub) Run(ctx context.Context) {
+	h.beat(ctx) // alive before the first registration
 	var wg sync.WaitGroup
 	wg.Add(4)
 	go func() {
@@ -503,13 +504,29 @@ func (h *Hub) registrations(ctx context.Context) {
 func (h *Hub) heartbeats(ctx context.Context) {
 	every := h.opts.Lease / 3
 	for {
-		if err := h.store.Heartbeat(ctx, h.opts.Node, h.opts.Lease); err != nil && ctx.Err() == nil {
-			h.log.LogAttrs(ctx, slog.LevelWarn, "heartbeat", slog.Any("err", err))
-		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(every):
+		}
+		h.beat(ctx)
+	}
+}
+
+// beat refreshes the node's heartbeat; when it had lapsed (first beat, or a
+// Redis outage longer than the lease) readers may have dropped this node's
+// registrations, so every local queue is registered again.
+func (h *Hub) beat(ctx context.Context) {
+	existed, err := h.store.Heartbeat(ctx, h.opts.Node, h.opts.Lease)
+	if err != nil {
+		if ctx.Err() == nil {
+			h.log.LogAttrs(ctx, slog.LevelWarn, "heartbeat", slog.Any("err", err))
+		}
+		return
+	}
+	if !existed {
+		for _, q := range h.queues() {
+			h.markDirty(q)
 		}
 	}
 }

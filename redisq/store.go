@@ -693,12 +693,17 @@ func (s *Store) SetWaiting(ctx context.Context, node string, on, off []string) e
 
 // Heartbeat marks node alive for ttl. A node's "blocked" registrations only
 // count while its heartbeat key lives, so a crashed node's consumers stop
-// showing as blocked after ttl.
-func (s *Store) Heartbeat(ctx context.Context, node string, ttl time.Duration) error {
-	if err := s.rdb.Set(ctx, KeyOfNode(node), s.now().Unix(), ttl).Err(); err != nil {
-		return fmt.Errorf("heartbeat: %w", err)
+// showing as blocked after ttl. existed is false when the key had lapsed
+// (or on the first beat): readers may then have dropped the node's
+// registrations, and the node must register its queues again.
+func (s *Store) Heartbeat(ctx context.Context, node string, ttl time.Duration) (existed bool, err error) {
+	pipe := s.rdb.Pipeline()
+	old := pipe.Exists(ctx, KeyOfNode(node))
+	pipe.Set(ctx, KeyOfNode(node), s.now().Unix(), ttl)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return false, fmt.Errorf("heartbeat: %w", err)
 	}
-	return nil
+	return old.Val() == 1, nil
 }
 
 // NodeGone removes node's heartbeat (clean shutdown).

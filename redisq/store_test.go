@@ -253,7 +253,7 @@ func TestGroupsBoxesDeferred(t *testing.T) {
 func TestWaitersAndHeartbeat(t *testing.T) {
 	s, _ := realRedis(t)
 	ctx := context.Background()
-	if err := s.Heartbeat(ctx, "n1", 200*time.Millisecond); err != nil {
+	if _, err := s.Heartbeat(ctx, "n1", 200*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.SetWaiting(ctx, "n1", []string{"UNSEC:w"}, nil); err != nil {
