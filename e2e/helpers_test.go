@@ -97,6 +97,7 @@ type req struct {
 	ctype  string // Content-Type; "" sends none
 	body   []byte
 	accept string
+	host   string // Host header; "" = the gateway's address
 	ctx    context.Context
 }
 
@@ -127,6 +128,9 @@ func (n *node) try(r req) (response, error) {
 	}
 	if r.accept != "" {
 		hr.Header.Set("Accept", r.accept)
+	}
+	if r.host != "" {
+		hr.Host = r.host
 	}
 	resp, err := n.hc.Do(hr)
 	if err != nil {

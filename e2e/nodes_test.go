@@ -132,6 +132,24 @@ func TestTwoNodes(t *testing.T) {
 		tid := a.send1(t, "after the crash", "L", q)
 		expectPop(t, waitPop(t, ch, 10*time.Second).p, []string{"after the crash"}, []string{tid})
 	})
+
+	t.Run("GracefulStopAnswersWaitingPops", func(t *testing.T) {
+		t.Parallel()
+		d := startNode(t, r.URL())
+		q := qn(t, "")
+		ch := d.asyncPop(context.Background(), "", q, "timeout=60")
+		eventually(t, 5*time.Second, "pop on D shows as blocked on A", func() bool { return a.blocked(t, q) })
+		start := time.Now()
+		d.g.Stop()
+		o := waitPop(t, ch, 30*time.Second)
+		expectPop(t, o.p, nil, nil)
+		if took := time.Since(start); took > 5*time.Second {
+			t.Errorf("stopping a node with a waiting pop took %v", took)
+		}
+		eventually(t, 5*time.Second, "not blocked after the node stopped", func() bool { return !a.blocked(t, q) })
+		tid := a.send1(t, "after the stop", "H", q)
+		expectPop(t, a.pop(t, "", q, "timeout=1"), []string{"after the stop"}, []string{tid})
+	})
 }
 
 // longpolls reads popbox_connections{transport="longpoll"} from /metrics.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -82,9 +83,16 @@ func NewMetrics(extra ...prometheus.Collector) *Metrics {
 		m.Registry.MustRegister(c)
 	}
 	m.connectionsByName = map[string]prometheus.Gauge{}
+	// Every labelled series exists from the start (at zero), so scrapes,
+	// rate() and alerts see it before its first event.
 	for _, t := range Transports {
 		m.connectionsByName[t] = m.Connections.WithLabelValues(t)
 		m.Delivered.WithLabelValues(t)
+		m.HandedBack.WithLabelValues(t)
+		if t != TransportLongPoll { // streaming transports: write deadlines
+			m.SlowConsumers.WithLabelValues(t)
+			m.DeliveryLatency.WithLabelValues(t)
+		}
 	}
 	return m
 }
@@ -118,7 +126,7 @@ func (h redisHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		start := time.Now()
 		err := next(ctx, cmd)
 		h.m.RedisLatency.Observe(time.Since(start).Seconds())
-		if err != nil && !errors.Is(err, redis.Nil) && !isNoScript(err) {
+		if countedError(cmd, err) {
 			h.m.RedisErrors.Inc()
 		}
 		return err
@@ -130,11 +138,48 @@ func (h redisHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 		start := time.Now()
 		err := next(ctx, cmds)
 		h.m.RedisLatency.Observe(time.Since(start).Seconds())
-		if err != nil && !errors.Is(err, redis.Nil) && !isNoScript(err) {
+		if pipelineFailed(cmds, err) {
 			h.m.RedisErrors.Inc()
 		}
 		return err
 	}
+}
+
+// countedError reports whether err, the outcome of cmd, is a failure for
+// popbox_redis_errors_total: not an empty answer (redis.Nil), not NOSCRIPT
+// (the script is loaded again), and not the refused CLIENT SETINFO that
+// go-redis sends on every new connection and ignores (servers before Redis
+// 7.2 do not know it: counting it made every pooled connection an "error").
+func countedError(cmd redis.Cmder, err error) bool {
+	if err == nil || errors.Is(err, redis.Nil) || isNoScript(err) {
+		return false
+	}
+	if cmd != nil && cmd.Name() == "client" {
+		if args := cmd.Args(); len(args) > 1 {
+			if sub, ok := args[1].(string); ok && strings.EqualFold(sub, "setinfo") {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// pipelineFailed: one counted failure per pipeline whose commands failed
+// (or that failed as a whole without a command error).
+func pipelineFailed(cmds []redis.Cmder, err error) bool {
+	if err == nil {
+		return false
+	}
+	cmdErr := false
+	for _, c := range cmds {
+		if c.Err() != nil {
+			cmdErr = true
+			if countedError(c, c.Err()) {
+				return true
+			}
+		}
+	}
+	return !cmdErr && countedError(nil, err)
 }
 
 func isNoScript(err error) bool {

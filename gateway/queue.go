@@ -86,6 +86,10 @@ func (s *Server) longPoll(c echo.Context, reliable bool) error {
 		return nil
 	}
 	s.m.PopLatency.Observe(time.Since(start).Seconds())
+	if len(msgs) > 0 {
+		s.emit(events.Event{Kind: events.KindAction, Action: events.ActionPop, Count: len(msgs),
+			Queue: queueID(full), Namespace: nsOf(full), Transport: TransportLongPoll})
+	}
 	s.delivered(msgs, reliable, TransportLongPoll)
 	return nil
 }
@@ -173,6 +177,10 @@ func (s *Server) peek(c echo.Context) error {
 	msgs, err := s.store.Peek(c.Request().Context(), full, request.PeekMax(c.QueryParam("max")))
 	if err != nil {
 		return s.storeError(c, err)
+	}
+	if len(msgs) > 0 {
+		s.emit(events.Event{Kind: events.KindAction, Action: events.ActionPeek, Count: len(msgs),
+			Queue: queueID(full), Namespace: nsOf(full)})
 	}
 	return c.JSON(http.StatusOK, newPopResponse(msgs))
 }

@@ -262,7 +262,8 @@ func (s *Server) transPage(c echo.Context, tid string, meta map[string]string) e
 			v.Queues = append(v.Queues, byID[k])
 		}
 	}
-	c.Response().WriteHeader(http.StatusOK)
+	// No WriteHeader here: the renderer sets its headers (content type,
+	// nosniff) first, and the first write sends them with 200.
 	return web.RenderTrans(c.Response(), v)
 }
 

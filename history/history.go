@@ -283,8 +283,11 @@ func (s *Store) Transaction(ctx context.Context, tid string) ([]events.Event, er
 // So that no event is skipped, a page never ends in the middle of a
 // millisecond: when the event after the page shares the last
 // millisecond, the page's trailing events of that millisecond are left for
-// the next page (unless the whole page shares it), so a page may hold
-// fewer than limit events while more follow.
+// the next page, so a page may hold fewer than limit events while more
+// follow. When the whole page shares one millisecond (one pop delivering
+// more than limit messages stamps them all alike), the page is instead
+// extended to the last event of that millisecond, so it may hold more
+// than limit events (at most MaxTransactionEvents).
 func (s *Store) Queue(ctx context.Context, namespace, queue string, since time.Time, limit int) ([]events.Event, error) {
 	if limit <= 0 {
 		limit = DefaultQueueLimit
@@ -297,8 +300,9 @@ func (s *Store) Queue(ctx context.Context, namespace, queue string, since time.T
 	} else {
 		filter = append(filter, bson.E{Key: "namespace", Value: namespace})
 	}
+	base := filter
 	if !since.IsZero() {
-		filter = append(filter, bson.E{Key: "time", Value: bson.D{{Key: "$gt", Value: since}}})
+		filter = append(filter[:len(filter):len(filter)], bson.E{Key: "time", Value: bson.D{{Key: "$gt", Value: since}}})
 	}
 	// One more than asked, to tell whether the page ends inside a
 	// millisecond.
@@ -319,7 +323,18 @@ func (s *Store) Queue(ctx context.Context, namespace, queue string, since time.T
 		cut--
 	}
 	if cut > 0 {
-		out = out[:cut]
+		return out[:cut], nil
+	}
+	// The whole page shares one millisecond with the event after it:
+	// return that millisecond in full, or paging by since would skip the
+	// rest of it.
+	filter = append(base[:len(base):len(base)], bson.E{Key: "time", Value: next})
+	opts = options.Find().
+		SetSort(bson.D{{Key: "time", Value: 1}, {Key: "_id", Value: 1}}).
+		SetLimit(MaxTransactionEvents)
+	out, err = s.find(ctx, filter, opts)
+	if err != nil {
+		return nil, fmt.Errorf("history: queue %s%s: %w", namespace, queue, err)
 	}
 	return out, nil
 }

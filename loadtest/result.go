@@ -39,6 +39,7 @@ type Result struct {
 	Series      *Series                 `json:"series,omitempty"`
 	Errors      map[string]int64        `json:"errors"`
 	LoadTool    LoadToolStats           `json:"load_tool"`
+	Host        HostStats               `json:"host"`
 	Problems    []string                `json:"problems,omitempty"`
 }
 
@@ -162,6 +163,17 @@ type FanoutRound struct {
 type Series struct {
 	Provisioned []int64 `json:"provisioned"`
 	Delivered   []int64 `json:"delivered"`
+}
+
+// HostStats is how busy the whole machine was: figures measured on a box
+// that other work keeps busy are not comparable.
+type HostStats struct {
+	LoadAvgStart float64 `json:"loadavg_start"`
+	LoadAvgEnd   float64 `json:"loadavg_end"`
+	// BusyCores is the machine's average busy CPU (all processes) over the
+	// measured window (capacity: the idle window; others: the run).
+	BusyCores float64 `json:"busy_cores"`
+	Cores     int     `json:"cores"`
 }
 
 // LoadToolStats is the load tool's own cost.
@@ -371,6 +383,8 @@ func (r *Result) printSummary(w io.Writer) {
 		fmt.Fprintln(w, "errors: none")
 	}
 	fmt.Fprintf(w, "load tool: %.1f CPU-seconds, largest worker RSS %s\n", r.LoadTool.CPUSecs, mib(r.LoadTool.MaxRSS))
+	fmt.Fprintf(w, "machine: %.2f of %d cores busy (all processes) during the measured window; load average %.1f → %.1f\n",
+		r.Host.BusyCores, r.Host.Cores, r.Host.LoadAvgStart, r.Host.LoadAvgEnd)
 	for _, p := range r.Problems {
 		fmt.Fprintf(w, "PROBLEM: %s\n", p)
 	}

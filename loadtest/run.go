@@ -102,6 +102,15 @@ func (c *cpuWindow) stop() {
 	}
 }
 
+// machineBusy reads the machine's busy CPU time (0 when unreadable).
+func machineBusy() time.Duration {
+	b, _, err := sysinfo.Proc{}.MachineCPU()
+	if err != nil {
+		return 0
+	}
+	return b
+}
+
 func randomPrefix() string {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
@@ -129,6 +138,8 @@ func runScenario(ctx context.Context, o *Options, stderr io.Writer) (*Result, er
 		Scenario: o.Scenario, Started: started.UTC(), Command: os.Args, Options: o,
 		Machine: sysinfo.Proc{}.DescribeMachine(), Procs: len(plan.Workers), SourceAddrs: plan.Sources,
 	}
+	r.Host.Cores = r.Machine.Cores
+	r.Host.LoadAvgStart, _ = sysinfo.Proc{}.LoadAvg()
 	gw := newGwWatch(o)
 	base, basePer := gw.mem()
 	r.Gateway = &GatewayStats{PIDs: gw.pids, Found: gw.found, BaselineRSS: base.RSS}
@@ -211,6 +222,7 @@ func runScenario(ctx context.Context, o *Options, stderr io.Writer) (*Result, er
 	r.Problems = append(r.Problems, f.errs...)
 	r.merge(f.results)
 	finish(o, r, f, gw, basePer)
+	r.Host.LoadAvgEnd, _ = sysinfo.Proc{}.LoadAvg()
 	r.WallSecs = time.Since(started).Seconds()
 	if errors.Is(phaseErr, context.Canceled) {
 		return r, phaseErr
@@ -222,11 +234,13 @@ func runCapacity(ctx context.Context, o *Options, f *fleet, r *Result, gw *gwWat
 	if err := f.wait(ctx, o.Duration-o.Idle); err != nil {
 		return err
 	}
-	cw := startCPU(gw.cpu)
+	cw, hw := startCPU(gw.cpu), startCPU(machineBusy)
 	if err := f.wait(ctx, o.Idle); err != nil {
 		return err
 	}
 	cw.stop()
+	hw.stop()
+	r.Host.BusyCores = hw.cores
 	if o.Idle > 0 {
 		r.Gateway.IdleCPU, r.Gateway.IdleSecs = cw.cores, cw.secs
 	}
@@ -251,12 +265,15 @@ func runCapacity(ctx context.Context, o *Options, f *fleet, r *Result, gw *gwWat
 func runLoad(ctx context.Context, o *Options, f *fleet, r *Result, gw *gwWatch, sampleRedis func(), redisInfo func() *redisinfo.Snapshot) error {
 	t0 := time.Now().Add(20 * time.Millisecond)
 	f.broadcast(Command{Cmd: "run", T0: t0.UnixNano()})
-	cw := startCPU(gw.cpu)
+	cw, hw := startCPU(gw.cpu), startCPU(machineBusy)
 	rs0 := redisInfo()
-	if err := f.wait(ctx, o.Duration); err != nil {
+	// the run lasts o.Duration unless every worker finished early
+	if err := f.pump(ctx, o.Duration, func() bool { return f.all(f.phase) }); err != nil && !errors.Is(err, errTimeout) {
 		return err
 	}
 	cw.stop()
+	hw.stop()
+	r.Host.BusyCores = hw.cores
 	if rs1 := redisInfo(); rs0 != nil && rs1 != nil {
 		r.Redis.CPU = redisCores(rs0, rs1)
 	}
@@ -282,7 +299,7 @@ func runFanout(ctx context.Context, o *Options, plan *Plan, f *fleet, r *Result,
 	prov.ExpirationDelay = o.Expire
 	defer prov.Close()
 	r.Fanout = &FanoutStats{Queues: int64(len(queues)), Open: openSubs}
-	cw := startCPU(gw.cpu)
+	cw, hw := startCPU(gw.cpu), startCPU(machineBusy)
 	rs0 := redisInfo()
 	var buf []byte
 	for round := 0; round < o.Rounds; round++ {
@@ -307,6 +324,8 @@ func runFanout(ctx context.Context, o *Options, plan *Plan, f *fleet, r *Result,
 		}
 	}
 	cw.stop()
+	hw.stop()
+	r.Host.BusyCores = hw.cores
 	if rs1 := redisInfo(); rs0 != nil && rs1 != nil {
 		r.Redis.CPU = redisCores(rs0, rs1)
 	}

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -132,10 +133,22 @@ type scriptCall struct {
 // hit NOSCRIPT (e.g. after a failover to a server without the script) with
 // the script's own load-and-retry.
 func (s *Store) runScripts(ctx context.Context, calls []scriptCall) ([]*redis.Cmd, error) {
+	return runScriptsOn(ctx, s.rdb, calls)
+}
+
+// scriptRunner is what runScriptsOn needs: the client, or one dedicated
+// connection (*redis.Conn).
+type scriptRunner interface {
+	redis.Scripter
+	Pipeline() redis.Pipeliner
+}
+
+// runScriptsOn is runScripts on a given client or connection.
+func runScriptsOn(ctx context.Context, rc scriptRunner, calls []scriptCall) ([]*redis.Cmd, error) {
 	cmds := make([]*redis.Cmd, len(calls))
 	for start := 0; start < len(calls); start += pipelineChunk {
 		end := min(start+pipelineChunk, len(calls))
-		pipe := s.rdb.Pipeline()
+		pipe := rc.Pipeline()
 		for i := start; i < end; i++ {
 			c := calls[i]
 			cmds[i] = c.script.EvalSha(ctx, pipe, c.keys, c.args...)
@@ -144,7 +157,7 @@ func (s *Store) runScripts(ctx context.Context, calls []scriptCall) ([]*redis.Cm
 		for i := start; i < end; i++ {
 			if isNoScript(cmds[i].Err()) {
 				c := calls[i]
-				cmds[i] = c.script.Run(ctx, s.rdb, c.keys, c.args...)
+				cmds[i] = c.script.Run(ctx, rc, c.keys, c.args...)
 			}
 		}
 	}
@@ -178,7 +191,21 @@ func (s *Store) Provision(ctx context.Context, tx *Transaction) error {
 	for _, q := range tx.Queues {
 		args = append(args, tx.NS+q, StatePending)
 	}
-	if err := provisionMetaScript.Run(ctx, s.rdb, []string{tk.Meta, tk.State}, args...).Err(); err != nil {
+	// With WaitReplicas every write goes through one dedicated connection
+	// per primary: WAIT only counts the writes made on its own connection.
+	var pin *pinnedConns
+	var metaRunner scriptRunner = s.rdb
+	if s.opts.WaitReplicas > 0 {
+		pin = &pinnedConns{rdb: s.rdb, conns: map[string]*redis.Conn{}}
+		defer pin.close()
+		cn, err := pin.conn(ctx, tk.Meta)
+		if err != nil {
+			return fmt.Errorf("provision %s: metadata: %w", tx.ID, err)
+		}
+		metaRunner = cn
+	}
+	if err := provisionMetaScript.Run(ctx, metaRunner, []string{tk.Meta, tk.State}, args...).Err(); err != nil {
+		pin.failed(ctx)
 		return fmt.Errorf("provision %s: metadata: %w", tx.ID, err)
 	}
 	ttl := s.listTTL(tx.ExpiresAt)
@@ -191,7 +218,14 @@ func (s *Store) Provision(ctx context.Context, tx *Transaction) error {
 		}
 		calls[i] = scriptCall{pushScript, []string{key}, []any{tx.ID, ttl}}
 	}
-	if _, err := s.runScripts(ctx, calls); err != nil {
+	var err error
+	if pin != nil {
+		err = pin.runScripts(ctx, calls)
+	} else {
+		_, err = s.runScripts(ctx, calls)
+	}
+	if err != nil {
+		pin.failed(ctx)
 		if derr := s.rdb.Del(context.WithoutCancel(ctx), tk.Meta, tk.State).Err(); derr != nil {
 			s.log.LogAttrs(ctx, slog.LevelError, "provision rollback failed", slog.String("tid", tx.ID), slog.Any("err", derr))
 		}
@@ -202,8 +236,8 @@ func (s *Store) Provision(ctx context.Context, tx *Transaction) error {
 		full[i] = tx.NS + q
 	}
 	s.wake(ctx, full...)
-	if s.opts.WaitReplicas > 0 {
-		if err := s.waitReplicas(ctx); err != nil {
+	if pin != nil {
+		if err := pin.wait(ctx, s.opts.WaitReplicas, s.opts.WaitTimeout); err != nil {
 			return fmt.Errorf("provision %s: %w", tx.ID, err)
 		}
 	}
@@ -217,25 +251,103 @@ func (s *Store) listTTL(expiresAt int64) int64 {
 	return max(ms, 60_000)
 }
 
-// waitReplicas runs WAIT on every primary.
-func (s *Store) waitReplicas(ctx context.Context) error {
-	wait := func(ctx context.Context, c *redis.Client) error {
-		n, err := c.Do(ctx, "WAIT", s.opts.WaitReplicas, s.opts.WaitTimeout.Milliseconds()).Int()
-		if err != nil {
-			return fmt.Errorf("wait replicas: %w", err)
-		}
-		if n < s.opts.WaitReplicas {
-			return fmt.Errorf("wait replicas: %d of %d acknowledged", n, s.opts.WaitReplicas)
-		}
-		return nil
-	}
-	switch c := s.rdb.(type) {
+// pinnedConns holds one dedicated connection per Redis primary for the
+// writes of one provisioning. Redis' WAIT blocks until the writes made *on
+// its own connection* reach N replicas: run on some other pooled connection
+// it would cover nothing (or older writes) and answer at once. So with
+// WaitReplicas the metadata and the pushes are written through these
+// connections, and WAIT runs on each of them afterwards.
+type pinnedConns struct {
+	rdb   redis.UniversalClient
+	conns map[string]*redis.Conn // primary address ("" for a single server) -> connection
+}
+
+// conn returns the connection to the primary that serves key.
+func (p *pinnedConns) conn(ctx context.Context, key string) (*redis.Conn, error) {
+	var addr string
+	var node *redis.Client
+	switch c := p.rdb.(type) {
 	case *redis.ClusterClient:
-		return c.ForEachMaster(ctx, wait)
+		n, err := c.MasterForKey(ctx, key)
+		if err != nil {
+			return nil, err
+		}
+		addr, node = n.Options().Addr, n
 	case *redis.Client:
-		return wait(ctx, c)
+		node = c
 	default:
-		return errors.New("wait replicas: unsupported client")
+		return nil, errors.New("wait replicas: unsupported client")
+	}
+	if cn := p.conns[addr]; cn != nil {
+		return cn, nil
+	}
+	cn := node.Conn()
+	p.conns[addr] = cn
+	return cn, nil
+}
+
+// runScripts runs the calls pipelined, grouped by primary, each group on
+// its pinned connection.
+func (p *pinnedConns) runScripts(ctx context.Context, calls []scriptCall) error {
+	groups := map[*redis.Conn][]scriptCall{}
+	for _, c := range calls {
+		cn, err := p.conn(ctx, c.keys[0])
+		if err != nil {
+			return err
+		}
+		groups[cn] = append(groups[cn], c)
+	}
+	for cn, g := range groups {
+		if _, err := runScriptsOn(ctx, cn, g); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// wait runs WAIT on every pinned connection, concurrently.
+func (p *pinnedConns) wait(ctx context.Context, replicas int, timeout time.Duration) error {
+	errs := make([]error, 0, len(p.conns))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for addr, cn := range p.conns {
+		wg.Go(func() {
+			n, err := cn.Do(ctx, "WAIT", replicas, timeout.Milliseconds()).Int()
+			if err == nil && n < replicas {
+				err = fmt.Errorf("%d of %d replicas acknowledged within %v", n, replicas, timeout)
+			}
+			if err != nil {
+				if addr != "" {
+					err = fmt.Errorf("%s: %w", addr, err)
+				}
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		p.failed(ctx)
+		return fmt.Errorf("wait replicas: %w", err)
+	}
+	return nil
+}
+
+// failed makes a Cluster client re-read the slot map after a failure on a
+// pinned connection (the slots may have moved: failover, resharding).
+func (p *pinnedConns) failed(ctx context.Context) {
+	if p == nil {
+		return
+	}
+	if c, ok := p.rdb.(*redis.ClusterClient); ok {
+		c.ReloadState(ctx)
+	}
+}
+
+func (p *pinnedConns) close() {
+	for _, cn := range p.conns {
+		_ = cn.Close()
 	}
 }
 
@@ -781,10 +893,14 @@ func (s *Store) UpdateTrans(ctx context.Context, tid string, fields map[string]s
 }
 
 // DeleteTrans deletes a transaction; its queue entries become ghosts that
-// pops skip.
+// pops skip. A deferred provisioning of it (?delay=) that is not due yet is
+// cancelled too (one already claimed by a node may still go through).
 func (s *Store) DeleteTrans(ctx context.Context, tid string) error {
 	tk := KeysOfTrans(tid)
 	if err := s.rdb.Del(ctx, tk.Meta, tk.State).Err(); err != nil {
+		return fmt.Errorf("delete %s: %w", tid, err)
+	}
+	if err := s.FinishDeferred(ctx, tid); err != nil {
 		return fmt.Errorf("delete %s: %w", tid, err)
 	}
 	return nil

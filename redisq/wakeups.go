@@ -133,9 +133,20 @@ func (s *Store) nodeWakeups(ctx context.Context, c *redis.Client, wake WakeHandl
 		case *redis.Subscription:
 			if m.Kind == "subscribe" {
 				subscribed++
-				// Each (re)subscription reports every channel; after the
-				// first full set, any new one means a reconnect.
-				if subscribed > len(wakeChannels(0)) && subscribed%len(wakeChannels(0)) == 0 {
+				// Each (re)subscription reports every channel. A full
+				// set means the subscription is live: wake-ups may have
+				// been missed before it (a reconnect, or a primary that
+				// is new to a Cluster subscription), so re-check only
+				// now; a re-check started before the subscription is
+				// confirmed leaves a window where a push wakes nobody.
+				if subscribed%len(wakeChannels(0)) == 0 {
+					// The server may be another one now (Sentinel
+					// failover) or a restarted one: CONFIG SET is not
+					// persisted, so turn the keyevents on again before
+					// re-checking, or no push would wake anyone.
+					if !s.ExplicitWake() && !enableOn(ctx, c) {
+						s.log.LogAttrs(ctx, slog.LevelWarn, "could not enable keyspace notifications after reconnect", slog.String("addr", c.Options().Addr))
+					}
 					resync()
 				}
 			}
@@ -198,8 +209,9 @@ func (s *Store) clusterWakeups(ctx context.Context, c *redis.ClusterClient, wake
 			}
 		}
 		if changed && len(subs) > 0 {
+			// Each new subscription re-checks once it is confirmed
+			// (nodeWakeups).
 			s.log.LogAttrs(ctx, slog.LevelInfo, "wake-up subscriptions", slog.Int("primaries", len(subs)))
-			resync()
 		}
 		select {
 		case <-ctx.Done():

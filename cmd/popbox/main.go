@@ -29,6 +29,7 @@ Usage:
   popbox serve [flags]      run a gateway node (popbox serve --help for flags)
   popbox version            print the version
 `, version.Version)
+	fmt.Fprint(w, clientUsage) // client.go
 }
 
 func run(args []string, stdout, stderr io.Writer) int {

@@ -322,3 +322,50 @@ func (p Proc) DescribeMachine() Machine {
 	}
 	return m
 }
+
+// MachineCPU returns the busy and total CPU time of the whole machine since
+// boot, from the first line of /proc/stat (busy excludes idle and iowait).
+func (p Proc) MachineCPU() (busy, total time.Duration, err error) {
+	b, err := os.ReadFile(filepath.Join(p.root(), "stat"))
+	if err != nil {
+		return 0, 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return 0, 0, fmt.Errorf("/proc/stat: unexpected first line %q", line)
+	}
+	var ticks []uint64
+	for _, s := range f[1:] {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("/proc/stat: %w", err)
+		}
+		ticks = append(ticks, v)
+	}
+	var all, idle uint64
+	for i, v := range ticks {
+		if i >= 8 { // guest time is already counted in user
+			break
+		}
+		all += v
+		if i == 3 || i == 4 { // idle, iowait
+			idle += v
+		}
+	}
+	tick := time.Second / ClockTicks
+	return time.Duration(all-idle) * tick, time.Duration(all) * tick, nil
+}
+
+// LoadAvg returns the 1-minute load average.
+func (p Proc) LoadAvg() (float64, error) {
+	b, err := os.ReadFile(filepath.Join(p.root(), "loadavg"))
+	if err != nil {
+		return 0, err
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0, errors.New("/proc/loadavg: empty")
+	}
+	return strconv.ParseFloat(f[0], 64)
+}

@@ -68,6 +68,7 @@ type StatusError struct {
 	Body string // the start of the response body
 }
 
+// Error says which status (and the start of the body).
 func (e *StatusError) Error() string {
 	if e.Body == "" {
 		return fmt.Sprintf("http status %d", e.Code)

@@ -9,6 +9,7 @@ import (
 // strList decodes a JSON string or an array of strings.
 type strList []string
 
+// UnmarshalJSON accepts a string, an array of strings or null.
 func (s *strList) UnmarshalJSON(b []byte) error {
 	b = bytes.TrimSpace(b)
 	switch {

@@ -178,9 +178,17 @@ func (r *rawConn) close() {
 	r.conn.Close()
 }
 
-// do writes one request and reads the response headers (within the
-// handshake timeout).
+// do writes one request and reads the response headers (within
+// readTimeout).
 func (r *rawConn) do(method, path, accept string, readTimeout time.Duration) (*http.Response, error) {
+	if err := r.write(method, path, accept, readTimeout); err != nil {
+		return nil, err
+	}
+	return r.read(method)
+}
+
+// write sends one request and sets the deadline for its response.
+func (r *rawConn) write(method, path, accept string, readTimeout time.Duration) error {
 	r.wbuf = r.wbuf[:0]
 	r.wbuf = append(r.wbuf, method...)
 	r.wbuf = append(r.wbuf, ' ')
@@ -194,13 +202,16 @@ func (r *rawConn) do(method, path, accept string, readTimeout time.Duration) (*h
 	}
 	r.wbuf = append(r.wbuf, "\r\n\r\n"...)
 	if err := r.conn.SetDeadline(time.Now().Add(readTimeout)); err != nil {
-		return nil, err
+		return err
 	}
-	if _, err := r.conn.Write(r.wbuf); err != nil {
-		return nil, err
-	}
-	req := &http.Request{Method: method}
-	resp, err := http.ReadResponse(r.br, req)
+	_, err := r.conn.Write(r.wbuf)
+	return err
+}
+
+// read reads the response headers of the request written last and clears
+// the deadline; a status other than 200 is a *StatusError.
+func (r *rawConn) read(method string) (*http.Response, error) {
+	resp, err := http.ReadResponse(r.br, &http.Request{Method: method})
 	if err != nil {
 		return nil, err
 	}
@@ -214,6 +225,24 @@ func (r *rawConn) do(method, path, accept string, readTimeout time.Duration) (*h
 		return nil, &StatusError{Code: resp.StatusCode, Body: strings.TrimSpace(string(b))}
 	}
 	return resp, nil
+}
+
+// answersAtOnce reports whether a response starts arriving within d (for
+// long-poll: a pop on an empty queue answers only at its timeout, so an
+// immediate answer is a message or a refusal). It restores deadline.
+func (r *rawConn) answersAtOnce(d time.Duration, deadline time.Time) (bool, error) {
+	if err := r.conn.SetReadDeadline(time.Now().Add(d)); err != nil {
+		return false, err
+	}
+	_, err := r.br.Peek(1)
+	if derr := r.conn.SetReadDeadline(deadline); derr != nil {
+		return false, derr
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // readLine reads one line (without the line ending) from br, growing into
@@ -307,6 +336,10 @@ func (c *Client) stream(ctx context.Context, queue string, h *Handler) error {
 	}
 }
 
+// longPollProbe is how long a long-poll subscriber waits for an immediate
+// answer to its first pop before it counts as open.
+const longPollProbe = 50 * time.Millisecond
+
 func (c *Client) longPoll(ctx context.Context, queue string, h *Handler) error {
 	timeout := c.PollTimeout
 	if timeout <= 0 {
@@ -335,19 +368,30 @@ func (c *Client) longPoll(ctx context.Context, queue string, h *Handler) error {
 			}
 			fresh = true
 		}
-		if !opened {
-			opened = true
-			h.open()
+		err := rc.write(http.MethodPost, path, "application/json", readTimeout)
+		if err == nil && !opened {
+			var now bool
+			if now, err = rc.answersAtOnce(longPollProbe, time.Now().Add(readTimeout)); err == nil && !now {
+				opened = true
+				h.open()
+			}
 		}
-		resp, err := rc.do(http.MethodPost, path, "application/json", readTimeout)
+		var resp *http.Response
+		if err == nil {
+			resp, err = rc.read(http.MethodPost)
+		}
 		if err != nil {
 			rc.close()
 			rc = nil
 			var se *StatusError
-			if !fresh && !errors.As(err, &se) && ctx.Err() == nil {
+			if opened && !fresh && !errors.As(err, &se) && ctx.Err() == nil {
 				continue // a reused connection the server had closed: redial once
 			}
 			return err
+		}
+		if !opened {
+			opened = true
+			h.open()
 		}
 		body.Reset()
 		_, err = body.ReadFrom(resp.Body)

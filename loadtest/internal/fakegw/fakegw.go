@@ -1,0 +1,288 @@
+// Package fakegw is a small in-memory stand-in for the PopBox gateway,
+// used by the load tool's tests: POST /trans and the five consumer
+// transports (SSE, per-queue WebSocket, multiplexed WebSocket, HTTP
+// streaming, long-poll pop) with the wire formats of the API, and none of
+// the durability. It is not used by the load tool itself.
+package fakegw
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// Msg is one queued message.
+type Msg struct {
+	Payload, TID, Queue, Priority string
+}
+
+// Server is a fake gateway on a loopback port.
+type Server struct {
+	*httptest.Server
+	mu      sync.Mutex
+	queues  map[string]chan Msg
+	remotes map[string]int
+	nextTID atomic.Int64
+	// Provisions counts POST /trans calls that succeeded.
+	Provisions atomic.Int64
+	// FailProvision makes POST /trans answer 500 while set.
+	FailProvision atomic.Bool
+}
+
+// New starts a fake gateway; it is closed when the test ends.
+func New(t interface{ Cleanup(func()) }) *Server {
+	s := &Server{queues: map[string]chan Msg{}, remotes: map[string]int{}}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /trans", s.provision)
+	mux.HandleFunc("GET /queue/{id}/events", s.sse)
+	mux.HandleFunc("POST /queue/{id}/subscribe", s.stream)
+	mux.HandleFunc("POST /queue/{id}/pop", s.pop)
+	mux.HandleFunc("GET /queue/{id}/ws", s.ws)
+	mux.HandleFunc("GET /ws", s.wsMux)
+	s.Server = httptest.NewUnstartedServer(mux)
+	s.Server.Config.ConnState = func(c net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+			s.mu.Lock()
+			s.remotes[host]++
+			s.mu.Unlock()
+		}
+	}
+	s.Start()
+	t.Cleanup(s.Close)
+	return s
+}
+
+// Remotes returns how many connections came from each client IP.
+func (s *Server) Remotes() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]int{}
+	for k, v := range s.remotes {
+		out[k] = v
+	}
+	return out
+}
+
+func (s *Server) queue(id string) chan Msg {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q := s.queues[id]
+	if q == nil {
+		q = make(chan Msg, 4096)
+		s.queues[id] = q
+	}
+	return q
+}
+
+// Push queues a message directly.
+func (s *Server) Push(queue, payload string) {
+	tid := strconv.FormatInt(s.nextTID.Add(1), 10)
+	s.queue(queue) <- Msg{Payload: payload, TID: tid, Queue: queue, Priority: "H"}
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (s *Server) provision(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Content-Type") != "application/json" {
+		writeJSON(w, 400, map[string]any{"errors": []string{"invalid content-type header"}})
+		return
+	}
+	var body struct {
+		Payload  *string `json:"payload"`
+		Priority string  `json:"priority"`
+		Queue    []struct {
+			ID string `json:"id"`
+		} `json:"queue"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&body); err != nil || body.Payload == nil || len(body.Queue) == 0 {
+		writeJSON(w, 400, map[string]any{"errors": []string{fmt.Sprint("bad request: ", err)}})
+		return
+	}
+	if s.FailProvision.Load() {
+		writeJSON(w, 500, map[string]any{"errors": []string{"storage down"}})
+		return
+	}
+	tid := fmt.Sprintf("00000000-0000-4000-8000-%012d", s.nextTID.Add(1))
+	for _, q := range body.Queue {
+		s.queue(q.ID) <- Msg{Payload: *body.Payload, TID: tid, Queue: q.ID, Priority: body.Priority}
+	}
+	s.Provisions.Add(1)
+	writeJSON(w, 200, map[string]any{"ok": true, "data": tid})
+}
+
+func eventJSON(m Msg) []byte {
+	b, _ := json.Marshal(map[string]string{"data": m.Payload, "transaction": m.TID, "queue": m.Queue, "priority": m.Priority})
+	return b
+}
+
+func (s *Server) sse(w http.ResponseWriter, r *http.Request) {
+	q := s.queue(r.PathValue("id"))
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.WriteHeader(200)
+	fmt.Fprint(w, "retry: 2000\n: connected\n\n")
+	rc := http.NewResponseController(w)
+	_ = rc.Flush()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case m := <-q:
+			fmt.Fprintf(w, "id: %s\nevent: message\ndata: %s\n\n", m.TID, eventJSON(m))
+			if err := rc.Flush(); err != nil {
+				return
+			}
+		}
+	}
+}
+
+func streamJSON(ms []Msg) []byte {
+	var data, tids []string
+	for _, m := range ms {
+		data = append(data, m.Payload)
+		tids = append(tids, m.TID)
+	}
+	if data == nil {
+		data, tids = []string{}, []string{}
+	}
+	b, _ := json.Marshal(map[string]any{"ok": true, "data": data, "transactions": tids})
+	return b
+}
+
+func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
+	q := s.queue(r.PathValue("id"))
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	rc := http.NewResponseController(w)
+	_ = rc.Flush()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case m := <-q:
+			w.Write(append(streamJSON([]Msg{m}), '\n'))
+			if err := rc.Flush(); err != nil {
+				return
+			}
+		}
+	}
+}
+
+func (s *Server) pop(w http.ResponseWriter, r *http.Request) {
+	q := s.queue(r.PathValue("id"))
+	timeout, err := strconv.Atoi(r.URL.Query().Get("timeout"))
+	if err != nil || timeout <= 0 {
+		timeout = 5
+	}
+	t := time.NewTimer(time.Duration(timeout) * time.Second)
+	defer t.Stop()
+	var got []Msg
+	select {
+	case <-r.Context().Done():
+		return
+	case <-t.C:
+	case m := <-q:
+		got = append(got, m)
+	more:
+		for {
+			select {
+			case m := <-q:
+				got = append(got, m)
+			default:
+				break more
+			}
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(streamJSON(got))
+}
+
+func (s *Server) ws(w http.ResponseWriter, r *http.Request) {
+	q := s.queue(r.PathValue("id"))
+	c, err := websocket.Accept(w, r, nil)
+	if err != nil {
+		return
+	}
+	defer c.CloseNow()
+	ctx := c.CloseRead(r.Context())
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case m := <-q:
+			if err := c.Write(ctx, websocket.MessageText, eventJSON(m)); err != nil {
+				return
+			}
+		}
+	}
+}
+
+func (s *Server) wsMux(w http.ResponseWriter, r *http.Request) {
+	c, err := websocket.Accept(w, r, nil)
+	if err != nil {
+		return
+	}
+	defer c.CloseNow()
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	out := make(chan Msg, 64)
+	var wmu sync.Mutex
+	go func() {
+		defer cancel()
+		for {
+			_, b, err := c.Read(ctx)
+			if err != nil {
+				return
+			}
+			var f struct{ Op, Queue string }
+			if json.Unmarshal(b, &f) != nil || f.Op != "subscribe" {
+				wmu.Lock()
+				_ = c.Write(ctx, websocket.MessageText, []byte(`{"op":"error","code":"bad_frame","message":"unknown op"}`))
+				wmu.Unlock()
+				continue
+			}
+			q := s.queue(f.Queue)
+			go func() {
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case m := <-q:
+						select {
+						case out <- m:
+						case <-ctx.Done():
+							return
+						}
+					}
+				}
+			}()
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case m := <-out:
+			b, _ := json.Marshal(map[string]string{"op": "message", "queue": m.Queue, "data": m.Payload, "transaction": m.TID, "priority": m.Priority})
+			wmu.Lock()
+			err := c.Write(ctx, websocket.MessageText, b)
+			wmu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}
+}
