@@ -133,7 +133,7 @@ func shellWords(s string) ([]string, error) {
 				cur.Reset()
 				inW = false
 			}
-		case r == ';' || r == '&' || r == '|' || r == '$' && false:
+		case r == ';' || r == '&' || r == '|':
 			return nil, fmt.Errorf("not a simple command: %q", s)
 		default:
 			cur.WriteRune(r)

@@ -52,6 +52,7 @@ func (s *Server) deployInfo(c echo.Context) error {
 			"provisioned": int64(counterValue(s.m.Provisioned)),
 			"delivered":   int64(s.sumDelivered()),
 			"requeued":    int64(counterValue(s.m.Requeued)),
+			"expired":     int64(counterValue(s.m.Expired)),
 		},
 		History: s.opts.History != nil,
 	}

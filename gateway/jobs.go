@@ -14,3 +14,11 @@ func (s *Server) Requeued(items []redisq.Requeued) {
 			Queue: queueID(it.Queue), Namespace: nsOf(it.Queue), Error: "ack deadline passed"})
 	}
 }
+
+// Skipped records a queue entry a pop skipped because its transaction
+// expired or was deleted: the Expired state of that (transaction, queue).
+func (s *Server) Skipped(queue, tid string) {
+	s.m.Expired.Inc()
+	s.emit(events.Event{Kind: events.KindState, State: events.StateExpired, Transaction: tid,
+		Queue: queueID(queue), Namespace: nsOf(queue), Error: "transaction expired or deleted"})
+}

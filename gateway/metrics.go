@@ -22,6 +22,7 @@ type Metrics struct {
 	Delivered         *prometheus.CounterVec // messages delivered by transport
 	HandedBack        *prometheus.CounterVec // messages taken but handed back (client gone)
 	Requeued          prometheus.Counter     // reliable messages re-queued after their ack deadline
+	Expired           prometheus.Counter     // queue entries skipped at pop: transaction expired or deleted
 	SlowConsumers     *prometheus.CounterVec // consumers cut off for being too slow
 	PopLatency        prometheus.Histogram   // long-poll pop: request to answer
 	DeliveryLatency   *prometheus.HistogramVec
@@ -59,6 +60,8 @@ func NewMetrics(extra ...prometheus.Collector) *Metrics {
 			Help: "Messages delivered to consumers, by transport."}, []string{"transport"}),
 		HandedBack: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "popbox_messages_handed_back_total",
 			Help: "Messages taken for a consumer that went away and put back at the head of their queue."}, []string{"transport"}),
+		Expired: prometheus.NewCounter(prometheus.CounterOpts{Name: "popbox_messages_expired_total",
+			Help: "Queue entries skipped at pop because their transaction expired or was deleted."}),
 		Requeued: prometheus.NewCounter(prometheus.CounterOpts{Name: "popbox_messages_requeued_total",
 			Help: "Reliable messages put back after their ack deadline passed."}),
 		SlowConsumers: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "popbox_slow_consumer_disconnects_total",
@@ -76,7 +79,7 @@ func NewMetrics(extra ...prometheus.Collector) *Metrics {
 		RejectedConns: prometheus.NewCounter(prometheus.CounterOpts{Name: "popbox_rejected_connections_total",
 			Help: "Connections refused with 503 because the node was at its connection limit."}),
 	}
-	m.Registry.MustRegister(m.Connections, m.Provisioned, m.Transactions, m.Delivered, m.HandedBack, m.Requeued,
+	m.Registry.MustRegister(m.Connections, m.Provisioned, m.Transactions, m.Delivered, m.HandedBack, m.Requeued, m.Expired,
 		m.SlowConsumers, m.PopLatency, m.DeliveryLatency, m.RedisErrors, m.RedisLatency, m.HTTPRequests, m.RejectedConns,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, c := range extra {

@@ -224,6 +224,7 @@ func (s *Server) muxWS(c echo.Context) error {
 			}
 			hb.Reset(jittered(heartbeatInterval))
 		case it := <-out:
+			start := time.Now()
 			if err := t.writeJSON(ctx, muxFrame{Op: "message", Queue: it.sub.id, Data: it.m.Payload, Transaction: it.m.TID,
 				Priority: it.m.PriorityString()}, time.Now().Add(writeTimeout)); err != nil {
 				s.handBack(it.sub.w, TransportWSMux, it.m)
@@ -233,6 +234,7 @@ func (s *Server) muxWS(c echo.Context) error {
 				}
 				return nil
 			}
+			s.m.DeliveryLatency.WithLabelValues(TransportWSMux).Observe(time.Since(start).Seconds())
 			s.delivered([]redisq.Message{it.m}, it.sub.w.Mode().Reliable, TransportWSMux)
 			s.hub.Pulled(it.sub.w)
 		case f := <-frames:

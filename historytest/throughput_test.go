@@ -83,13 +83,21 @@ func TestHistoryThroughput(t *testing.T) {
 			if n == on {
 				c0, m0 := procCPU(on.g.Pid()), procCPU(mpid)
 				tOn += run(on, "on", perRound)
+				c1 := procCPU(on.g.Pid())
 				published += float64(perRound * eventsPerRoundTrip)
 				on.settle(t, "history", published, 120*time.Second)
+				t.Logf("DEBUG run cpu %v settle cpu %v", c1-c0, procCPU(on.g.Pid())-c1)
 				cpuOn += procCPU(on.g.Pid()) - c0
 				cpuMongo += procCPU(mpid) - m0
 			} else {
 				c0 := procCPU(off.g.Pid())
 				tOff += run(off, "off", perRound)
+				c1 := procCPU(off.g.Pid())
+				for range 8 {
+					off.sink(t, "callback")
+					time.Sleep(50 * time.Millisecond)
+				}
+				t.Logf("DEBUG off run cpu %v idle+scrape cpu %v", c1-c0, procCPU(off.g.Pid())-c1)
 				cpuOff += procCPU(off.g.Pid()) - c0
 			}
 		}

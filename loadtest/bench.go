@@ -119,9 +119,9 @@ type RedisBenchRow struct {
 }
 
 type benchOpts struct {
-	full, renderOnly, redisBench, reuseport, quiet   bool
-	gatewayBin, redisServer, results, writeDoc, only string
-	scale                                            float64
+	full, renderOnly, redisBench, reuseport, quiet, profile bool
+	gatewayBin, redisServer, results, writeDoc, only        string
+	scale                                                   float64
 }
 
 func runBenchMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -138,6 +138,7 @@ func runBenchMain(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.BoolVar(&bo.redisBench, "redis-benchmark", true, "also measure Redis itself with redis-benchmark")
 	fs.BoolVar(&bo.reuseport, "reuseport", true, "full suite: the 6 gateways share one port (SO_REUSEPORT; client sockets then use several loopback source addresses)")
 	fs.BoolVar(&bo.quiet, "quiet", false, "no progress line")
+	fs.BoolVar(&bo.profile, "profile", false, "build the gateway with the profiler (./loadtest/pprofgw) and save CPU/heap profiles of each case next to its results")
 	fs.Float64Var(&bo.scale, "scale", 1, "multiply connection counts and durations by this factor (a quick trial: 0.05)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "usage: go run ./loadtest bench [flags]\n\nRuns the benchmark suite against gateways and a redis-server it starts itself on free\nloopback ports, writes JSON results to --results and, with --write-doc, the tables of\ndocs/BENCHMARKS.md.\n\nflags:\n")
@@ -190,8 +191,12 @@ func runSuite(ctx context.Context, bo *benchOpts, stdout, stderr io.Writer) erro
 			return errors.New("cannot find the popbox module root (go.mod); run from the repository or give --gateway-bin")
 		}
 		bin = filepath.Join(tmp, "popbox")
-		fmt.Fprintf(stdout, "building the gateway: go build -o %s ./cmd/popbox\n", bin)
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/popbox")
+		pkg := "./cmd/popbox"
+		if bo.profile {
+			bin, pkg = filepath.Join(tmp, "popbox-pprof"), "./loadtest/pprofgw"
+		}
+		fmt.Fprintf(stdout, "building the gateway: go build -o %s %s\n", bin, pkg)
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, pkg)
 		cmd.Dir, cmd.Stdout, cmd.Stderr = root, stderr, stderr
 		if err := cmd.Run(); err != nil {
 			return fmt.Errorf("building the gateway: %w", err)
@@ -264,7 +269,15 @@ func runBenchCase(ctx context.Context, bo *benchOpts, c benchCase, bin, redisBin
 		return fail(err)
 	}
 	defer rd.stop(10 * time.Second)
-	gws, targets, err := startGateways(ctx, bin, c, rd.addr, bo.results)
+	pprofAddr := ""
+	if bo.profile {
+		p, err := freePort()
+		if err != nil {
+			return fail(err)
+		}
+		pprofAddr = fmt.Sprintf("127.0.0.1:%d", p)
+	}
+	gws, targets, err := startGateways(ctx, bin, c, rd.addr, bo.results, pprofAddr)
 	defer func() {
 		for _, g := range gws {
 			g.stop(20 * time.Second)
@@ -282,6 +295,9 @@ func runBenchCase(ctx context.Context, bo *benchOpts, c benchCase, bin, redisBin
 		"--redis", rd.addr, "--out", filepath.Join(bo.results, c.Name+".json"), "--chart", filepath.Join(bo.results, c.Name+".svg"))
 	if bo.quiet {
 		args = append(args, "--quiet")
+	}
+	if pprofAddr != "" {
+		args = append(args, "--pprof", "http://"+pprofAddr, "--pprof-out", filepath.Join(bo.results, c.Name))
 	}
 	cm.Command = "go run ./loadtest " + c.Scenario + " " + strings.Join(c.Args, " ") +
 		" --target " + placeholderTargets(c) + " --gateway-pid PID --redis 127.0.0.1:REDIS_PORT"
@@ -460,7 +476,8 @@ func waitFor(ctx context.Context, timeout time.Duration, c *child, ok func() boo
 
 // startGateways starts c.Gateways gateway processes against redisAddr and
 // returns them with the target URLs.
-func startGateways(ctx context.Context, bin string, c benchCase, redisAddr, logDir string) ([]*child, []string, error) {
+// With pprofAddr set, the first gateway serves its profiler there.
+func startGateways(ctx context.Context, bin string, c benchCase, redisAddr, logDir, pprofAddr string) ([]*child, []string, error) {
 	var gws []*child
 	var targets []string
 	shared := 0
@@ -487,7 +504,11 @@ func startGateways(ctx context.Context, bin string, c benchCase, redisAddr, logD
 		if c.ReusePort {
 			args = append(args, "--reuseport")
 		}
-		g, err := startChild(fmt.Sprintf("gateway %d", i), bin, args, nil, filepath.Join(logDir, fmt.Sprintf("%s-gateway-%d.log", c.Name, i)))
+		var env []string
+		if i == 0 && pprofAddr != "" {
+			env = []string{"POPBOX_PPROF_LISTEN=" + pprofAddr}
+		}
+		g, err := startChild(fmt.Sprintf("gateway %d", i), bin, args, env, filepath.Join(logDir, fmt.Sprintf("%s-gateway-%d.log", c.Name, i)))
 		if err != nil {
 			return gws, nil, err
 		}

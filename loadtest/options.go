@@ -55,6 +55,8 @@ type Options struct {
 	Expire    int             `json:"expiration_delay_s"`
 	GwPIDs    []int           `json:"gateway_pids,omitempty"`
 	RedisAddr string          `json:"redis,omitempty"`
+	Pprof     string          `json:"pprof,omitempty"`
+	PprofOut  string          `json:"-"`
 	Out       string          `json:"-"`
 	Chart     string          `json:"-"`
 	Quiet     bool            `json:"-"`
@@ -62,6 +64,7 @@ type Options struct {
 	targetURL []*url.URL      // checked and normalised
 	targetIPs [][]netip.Addr  // resolved addresses per target
 	kinds     map[string]bool // transports in the mix
+	pprofURL  *url.URL
 }
 
 // scenarioDefaults are the per-scenario flag defaults.
@@ -130,6 +133,8 @@ func newFlagSet(name string, o *Options, out io.Writer) (*flag.FlagSet, *flagTem
 	fs.IntVar(&o.Expire, "expiration-delay", 600, "expirationDelay (s) of provisioned transactions, so test data leaves Redis")
 	fs.StringVar(&t.pids, "gateway-pid", "", "gateway pid(s), comma-separated, for RSS/CPU (default: discover popbox serve processes listening on the target ports)")
 	fs.StringVar(&o.RedisAddr, "redis", "", "Redis host:port or redis:// URL: count the gateway's connections (CLIENT LIST), Redis CPU and commands per message (INFO)")
+	fs.StringVar(&o.Pprof, "pprof", "", "gateway profiler base URL (net/http/pprof, e.g. the pprofgw build): CPU profile of the measured window, heap profile after the capacity hold")
+	fs.StringVar(&o.PprofOut, "pprof-out", "gateway", "file prefix of the profiles: PREFIX-cpu.pprof, PREFIX-heap.pprof")
 	fs.StringVar(&o.Out, "out", "", "write the result as JSON to this file")
 	fs.StringVar(&o.Chart, "chart", "", "write an SVG chart (latency percentiles, throughput over time) to this file")
 	fs.BoolVar(&o.Quiet, "quiet", false, "no progress line even on a terminal")
@@ -244,6 +249,13 @@ func (o *Options) validate(ctx context.Context) error {
 		if _, err := safety.CheckAddr(ctx, nil, addr); err != nil {
 			return fmt.Errorf("--redis: %w", err)
 		}
+	}
+	if o.Pprof != "" {
+		u, _, err := safety.CheckURL(ctx, nil, o.Pprof)
+		if err != nil {
+			return fmt.Errorf("--pprof: %w", err)
+		}
+		o.pprofURL = u
 	}
 	switch {
 	case o.Conns < 1:

@@ -40,6 +40,7 @@ type Result struct {
 	Errors      map[string]int64        `json:"errors"`
 	LoadTool    LoadToolStats           `json:"load_tool"`
 	Host        HostStats               `json:"host"`
+	Profiles    []string                `json:"profiles,omitempty"`
 	Problems    []string                `json:"problems,omitempty"`
 }
 
@@ -385,6 +386,9 @@ func (r *Result) printSummary(w io.Writer) {
 	fmt.Fprintf(w, "load tool: %.1f CPU-seconds, largest worker RSS %s\n", r.LoadTool.CPUSecs, mib(r.LoadTool.MaxRSS))
 	fmt.Fprintf(w, "machine: %.2f of %d cores busy (all processes) during the measured window; load average %.1f → %.1f\n",
 		r.Host.BusyCores, r.Host.Cores, r.Host.LoadAvgStart, r.Host.LoadAvgEnd)
+	for _, p := range r.Profiles {
+		fmt.Fprintf(w, "gateway profile: %s (go tool pprof -top %s)\n", p, p)
+	}
 	for _, p := range r.Problems {
 		fmt.Fprintf(w, "PROBLEM: %s\n", p)
 	}

@@ -182,6 +182,7 @@ func runScenario(ctx context.Context, o *Options, stderr io.Writer) (*Result, er
 		return s
 	}
 
+	prof := newProfiler(o)
 	f := newFleet(len(plan.Workers), o.Scenario, status)
 	inProc := len(plan.Workers) == 1
 	for i, spec := range plan.Workers {
@@ -204,11 +205,11 @@ func runScenario(ctx context.Context, o *Options, stderr io.Writer) (*Result, er
 		var err error
 		switch o.Scenario {
 		case "capacity":
-			err = runCapacity(ctx, o, f, r, gw, sampleRedis, openSubs)
+			err = runCapacity(ctx, o, f, r, gw, sampleRedis, openSubs, prof)
 		case "throughput", "latency":
-			err = runLoad(ctx, o, f, r, gw, sampleRedis, redisInfo)
+			err = runLoad(ctx, o, f, r, gw, sampleRedis, redisInfo, prof)
 		case "fanout":
-			err = runFanout(ctx, o, plan, f, r, gw, redisInfo, openSubs)
+			err = runFanout(ctx, o, plan, f, r, gw, redisInfo, openSubs, prof)
 		}
 		if s1 := redisInfo(); s0 != nil && s1 != nil {
 			r.Redis.perMessage(s0, s1, f.total().Delivered)
@@ -223,6 +224,10 @@ func runScenario(ctx context.Context, o *Options, stderr io.Writer) (*Result, er
 	r.merge(f.results)
 	finish(o, r, f, gw, basePer)
 	r.Host.LoadAvgEnd, _ = sysinfo.Proc{}.LoadAvg()
+	if prof != nil {
+		r.Profiles = prof.files
+		r.Problems = append(r.Problems, prof.errs...)
+	}
 	r.WallSecs = time.Since(started).Seconds()
 	if errors.Is(phaseErr, context.Canceled) {
 		return r, phaseErr
@@ -230,7 +235,7 @@ func runScenario(ctx context.Context, o *Options, stderr io.Writer) (*Result, er
 	return r, nil
 }
 
-func runCapacity(ctx context.Context, o *Options, f *fleet, r *Result, gw *gwWatch, sampleRedis func(), openSubs int64) error {
+func runCapacity(ctx context.Context, o *Options, f *fleet, r *Result, gw *gwWatch, sampleRedis func(), openSubs int64, prof *gwProfiler) error {
 	if err := f.wait(ctx, o.Duration-o.Idle); err != nil {
 		return err
 	}
@@ -241,6 +246,7 @@ func runCapacity(ctx context.Context, o *Options, f *fleet, r *Result, gw *gwWat
 	cw.stop()
 	hw.stop()
 	r.Host.BusyCores = hw.cores
+	prof.heap(ctx)
 	if o.Idle > 0 {
 		r.Gateway.IdleCPU, r.Gateway.IdleSecs = cw.cores, cw.secs
 	}
@@ -262,10 +268,12 @@ func runCapacity(ctx context.Context, o *Options, f *fleet, r *Result, gw *gwWat
 	return nil
 }
 
-func runLoad(ctx context.Context, o *Options, f *fleet, r *Result, gw *gwWatch, sampleRedis func(), redisInfo func() *redisinfo.Snapshot) error {
+func runLoad(ctx context.Context, o *Options, f *fleet, r *Result, gw *gwWatch, sampleRedis func(), redisInfo func() *redisinfo.Snapshot, prof *gwProfiler) error {
 	t0 := time.Now().Add(20 * time.Millisecond)
 	f.broadcast(Command{Cmd: "run", T0: t0.UnixNano()})
 	cw, hw := startCPU(gw.cpu), startCPU(machineBusy)
+	waitProf := prof.cpu(ctx, o.Duration-time.Second)
+	defer waitProf()
 	rs0 := redisInfo()
 	// the run lasts o.Duration unless every worker finished early
 	if err := f.pump(ctx, o.Duration, func() bool { return f.all(f.phase) }); err != nil && !errors.Is(err, errTimeout) {
@@ -287,7 +295,7 @@ func runLoad(ctx context.Context, o *Options, f *fleet, r *Result, gw *gwWatch, 
 	return nil
 }
 
-func runFanout(ctx context.Context, o *Options, plan *Plan, f *fleet, r *Result, gw *gwWatch, redisInfo func() *redisinfo.Snapshot, openSubs int64) error {
+func runFanout(ctx context.Context, o *Options, plan *Plan, f *fleet, r *Result, gw *gwWatch, redisInfo func() *redisinfo.Snapshot, openSubs int64, prof *gwProfiler) error {
 	var queues []string
 	for _, s := range plan.Workers {
 		for i := 0; i < s.Subs(); i++ {
@@ -332,6 +340,7 @@ func runFanout(ctx context.Context, o *Options, plan *Plan, f *fleet, r *Result,
 	r.Gateway.LoadCPU, r.Gateway.LoadSecs = cw.cores, cw.secs
 	m, _ := gw.mem()
 	r.Gateway.RSS, r.Gateway.HWM = m.RSS, m.HWM
+	prof.heap(ctx)
 	return nil
 }
 

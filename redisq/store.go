@@ -55,11 +55,16 @@ type Options struct {
 
 // Store runs the gateway's operations on Redis. It is safe for concurrent use.
 type Store struct {
-	rdb  redis.UniversalClient
-	opts Options
-	log  *slog.Logger
-	now  func() time.Time
+	rdb    redis.UniversalClient
+	opts   Options
+	log    *slog.Logger
+	now    func() time.Time
+	onSkip func(queue, tid string)
 }
+
+// OnSkip sets a function called for every queue entry a pop skips because
+// its transaction expired or was deleted; call it before serving traffic.
+func (s *Store) OnSkip(fn func(queue, tid string)) { s.onSkip = fn }
 
 // New wraps a go-redis client. The caller owns the client.
 func New(rdb redis.UniversalClient, opts Options) *Store {
@@ -520,6 +525,9 @@ func (s *Store) fetchAndMark(ctx context.Context, taken []Message, state string)
 		vals, err := c.Slice()
 		if errors.Is(err, redis.Nil) || len(vals) < 3 {
 			ghosts = append(ghosts, string(taken[i].Priority)+taken[i].TID)
+			if s.onSkip != nil {
+				s.onSkip(taken[i].Queue, taken[i].TID)
+			}
 			continue
 		}
 		m := taken[i]

@@ -126,6 +126,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(pl
 		RequireAuth: cfg.RequireAuth, ProvisionAuth: cfg.ProvisionAuth,
 		MaxConnections: cfg.MaxConnections, CORSOrigins: cfg.CORSOrigins,
 	})
+	store.OnSkip(srv.Skipped)
 	runner := jobs.New(store, jobs.Options{Logger: log,
 		OnProvisioned: srv.ProvisionDeferred,
 		OnRequeued:    srv.Requeued,
