@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -219,6 +220,32 @@ func TestClassicAPI(t *testing.T) {
 		n.send1(t, "p", "H", long)
 		if got := n.pop(t, "", long, "timeout=1"); len(got.Data) != 1 {
 			t.Fatalf("256-byte queue id: %+v", got)
+		}
+	})
+
+	t.Run("SpecialCharacterQueueIDs", func(t *testing.T) {
+		t.Parallel()
+		base := qn(t, "")
+		for _, suffix := range []string{":colon", "%percent", "&amp=eq", "+plus", ";semi", "@at", "~tilde", "!bang'quote\"dq", "(paren)*star", "$dollar,comma", "[br]{ace}|pipe^caret`tick\\bs<lt>"} {
+			id := base + suffix
+			path := "/queue/" + url.PathEscape(id)
+			tid := n.send1(t, "special "+suffix, "L", id)
+			info := object(t, n.get(t, path), 200)
+			if info["size"] != float64(1) {
+				t.Errorf("id %q: GET %s: %v", id, path, info)
+				continue
+			}
+			st := object(t, n.get(t, "/trans/"+tid+"?queues=All"), 200)["queues"]
+			want := map[string]any{id: map[string]string{"state": "Pending", "href": "http://" + n.host + path}}
+			if d := diffJSON(t, want, st); d != "" {
+				t.Errorf("id %q: queues (-want +got):\n%s", id, d)
+			}
+			// The href works as a link.
+			href := want[id].(map[string]string)["href"]
+			if got := object(t, n.get(t, strings.TrimPrefix(href, "http://"+n.host)), 200)["size"]; got != float64(1) {
+				t.Errorf("id %q: href %s leads to a queue of size %v", id, href, got)
+			}
+			expectPop(t, parsePop(t, n.send(t, req{method: http.MethodPost, path: path + "/pop?timeout=1"})), []string{"special " + suffix}, []string{tid})
 		}
 	})
 
@@ -539,12 +566,16 @@ func TestClassicAPI(t *testing.T) {
 
 	t.Run("PopNonNumericTimeoutIsDefault", func(t *testing.T) {
 		t.Parallel()
-		q := qn(t, "")
-		for _, tv := range []string{"abc", "-1"} {
-			start := time.Now()
-			expectPop(t, n.pop(t, "", q, "timeout="+tv), nil, nil)
-			if took := time.Since(start); took < 4900*time.Millisecond || took > 7*time.Second {
-				t.Errorf("timeout=%s took %v, want the 5 s default", tv, took)
+		vals := []string{"abc", "5s", ""}
+		var chans []<-chan popOutcome
+		for i, tv := range vals {
+			chans = append(chans, n.asyncPop(context.Background(), "", qn(t, strconv.Itoa(i)), "timeout="+tv))
+		}
+		for i, ch := range chans {
+			o := waitPop(t, ch, 20*time.Second)
+			expectPop(t, o.p, nil, nil)
+			if o.took < 4900*time.Millisecond || o.took > 8*time.Second {
+				t.Errorf("timeout=%s took %v, want the 5 s default", vals[i], o.took)
 			}
 		}
 	})
@@ -748,6 +779,13 @@ func TestClassicAPI(t *testing.T) {
 		expectPop(t, n.pop(t, other, q, "timeout=0"), nil, nil)
 		expectPop(t, n.pop(t, "", q, "timeout=1"), []string{"root msg"}, []string{tRoot})
 		expectPop(t, n.pop(t, acme, q, "timeout=1"), []string{"acme msg"}, []string{tAcme})
+		// blocked is per namespace as well.
+		ch := n.asyncPop(context.Background(), acme, q, "timeout=2")
+		eventually(t, 5*time.Second, "org queue blocked", func() bool { return n.queueInfo(t, acme, q)["blocked"] == true })
+		if n.queueInfo(t, "", q)["blocked"] != false {
+			t.Errorf("a pop on /org/acme/queue/%s shows the root queue as blocked", q)
+		}
+		waitPop(t, ch, 10*time.Second)
 		// Transactions are global.
 		if got := object(t, n.get(t, "/trans/"+tAcme), 200)["payload"]; got != "acme msg" {
 			t.Errorf("GET /trans of an org transaction: payload %v", got)

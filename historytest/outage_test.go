@@ -57,7 +57,7 @@ func (n *node) settle(t testing.TB, name string, want float64, timeout time.Dura
 // MongoDB is back new events are stored again without a gateway restart.
 // Every event published is either written or counted as dropped.
 func TestMongoOutage(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it measures latency.
 	r := testenv.StartRedis(t)
 	m := testenv.StartMongo(t, testenv.OwnMongo())
 	n := startNode(t, r.URL(), mongoEnv(m)...)

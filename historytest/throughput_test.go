@@ -3,6 +3,7 @@ package historytest
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -13,8 +14,9 @@ import (
 
 // TestHistoryThroughput measures provision+pop round trips through two
 // gateways on the same Redis, one recording history in MongoDB and one
-// not, and reports the throughput ratio (the goal is ≥ 0.9). The runs
-// alternate in rounds so that other load on the machine hits both alike;
+// not, and reports the throughput ratio (the goal is ≥ 0.9): the median
+// of the ratios of 8 rounds. The runs alternate in rounds so that other
+// load on the machine hits both alike;
 // after each history round the test waits (untimed) until the history
 // sink has written everything, so no MongoDB work of one round spills into
 // the next. MongoDB runs on the same machine and its CPU use counts against
@@ -31,7 +33,7 @@ func TestHistoryThroughput(t *testing.T) {
 	if v, err := strconv.Atoi(os.Getenv("POPBOX_TEST_THROUGHPUT_N")); err == nil && v > 0 {
 		total = v
 	}
-	const rounds, workers = 4, 4
+	const rounds, workers = 8, 4
 	perRound := total / rounds
 
 	r := testenv.StartRedis(t)
@@ -74,51 +76,53 @@ func TestHistoryThroughput(t *testing.T) {
 	mpid := mongoPid(m.URI)
 	var tOn, tOff time.Duration
 	var cpuOn, cpuOff, cpuMongo time.Duration
+	var ratios []float64
 	for round := range rounds {
-		first, second := on, off
+		var dOn, dOff time.Duration
+		order := []*node{on, off}
 		if round%2 == 1 {
-			first, second = off, on
+			order = []*node{off, on}
 		}
-		for _, n := range []*node{first, second} {
+		for _, n := range order {
+			c0, m0 := procCPU(n.g.Pid()), procCPU(mpid)
 			if n == on {
-				c0, m0 := procCPU(on.g.Pid()), procCPU(mpid)
-				tOn += run(on, "on", perRound)
-				c1 := procCPU(on.g.Pid())
+				dOn = run(on, "on", perRound)
+				cpuOn += procCPU(on.g.Pid()) - c0
+				// Untimed: let the history sink store the round (its
+				// /metrics scrapes would blur the gateway's CPU count).
 				published += float64(perRound * eventsPerRoundTrip)
 				on.settle(t, "history", published, 120*time.Second)
-				t.Logf("DEBUG run cpu %v settle cpu %v", c1-c0, procCPU(on.g.Pid())-c1)
-				cpuOn += procCPU(on.g.Pid()) - c0
 				cpuMongo += procCPU(mpid) - m0
 			} else {
-				c0 := procCPU(off.g.Pid())
-				tOff += run(off, "off", perRound)
-				c1 := procCPU(off.g.Pid())
-				for range 8 {
-					off.sink(t, "callback")
-					time.Sleep(50 * time.Millisecond)
-				}
-				t.Logf("DEBUG off run cpu %v idle+scrape cpu %v", c1-c0, procCPU(off.g.Pid())-c1)
+				dOff = run(off, "off", perRound)
 				cpuOff += procCPU(off.g.Pid()) - c0
 			}
 		}
+		tOn += dOn
+		tOff += dOff
+		ratios = append(ratios, dOff.Seconds()/dOn.Seconds())
 	}
 	n := float64(perRound * rounds)
 	thrOn, thrOff := n/tOn.Seconds(), n/tOff.Seconds()
-	ratio := thrOn / thrOff
+	slices.Sort(ratios)
+	median := (ratios[(len(ratios)-1)/2] + ratios[len(ratios)/2]) / 2
 	c := on.sink(t, "history")
-	t.Logf("provision+pop round trips: %d per gateway, %d workers; history off %.0f/s, on %.0f/s", int(n), workers, thrOff, thrOn)
+	t.Logf("provision+pop round trips: %d per gateway, %d workers, %d alternating rounds; history off %.0f/s, on %.0f/s (overall ratio %.3f; per round %.3f)",
+		int(n), workers, rounds, thrOff, thrOn, thrOn/thrOff, ratios)
 	t.Logf("history sink: %v", c)
 	if mpid != 0 {
-		// Where the time goes (CPU per 1000 round trips, history writes
-		// included for the history gateway and MongoDB).
+		// Where the time goes: CPU per 1000 round trips of each gateway
+		// (while serving) and of MongoDB (storing them).
 		per := func(d time.Duration) time.Duration { return (d * 1000 / time.Duration(n)).Round(time.Millisecond) }
 		t.Logf("CPU per 1000 round trips: gateway history off %v, on %v; %s %v", per(cpuOff), per(cpuOn), m.Kind, per(cpuMongo))
 	}
-	t.Log("HISTORY on/off throughput ratio:", fmt.Sprintf("%.3f", ratio))
+	// The median of the per-round ratios resists bursts of load from
+	// elsewhere on the machine better than the overall one.
+	t.Log("HISTORY on/off throughput ratio:", fmt.Sprintf("%.3f", median))
 	if c.dropped != 0 || c.written != published {
 		t.Errorf("history sink dropped events under load: %v (published %v)", c, published)
 	}
-	if ratio < 0.6 {
-		t.Errorf("history on/off throughput ratio %.3f < 0.6 (goal ≥ 0.9)", ratio)
+	if median < 0.6 {
+		t.Errorf("history on/off throughput ratio %.3f < 0.6 (goal ≥ 0.9)", median)
 	}
 }

@@ -52,28 +52,41 @@ type workerEvent struct {
 	err error
 }
 
-// readEvents forwards the JSON lines of r as events.
-func readEvents(idx int, r io.Reader, out chan<- workerEvent) {
+// readEvents forwards the JSON lines of r as events until r ends or quit
+// closes.
+func readEvents(idx int, r io.Reader, out chan<- workerEvent, quit <-chan struct{}) {
+	send := func(ev workerEvent) bool {
+		select {
+		case out <- ev:
+			return true
+		case <-quit:
+			return false
+		}
+	}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<16), 256<<20)
 	for sc.Scan() {
 		var ev Event
 		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
-			out <- workerEvent{idx: idx, err: fmt.Errorf("worker %d: bad output line: %.100s", idx, sc.Text())}
+			if !send(workerEvent{idx: idx, err: fmt.Errorf("worker %d: bad output line: %.100s", idx, sc.Text())}) {
+				return
+			}
 			continue
 		}
-		out <- workerEvent{idx: idx, ev: ev}
+		if !send(workerEvent{idx: idx, ev: ev}) {
+			return
+		}
 	}
 	err := sc.Err()
 	if err == nil {
 		err = io.EOF
 	}
-	out <- workerEvent{idx: idx, err: err}
+	send(workerEvent{idx: idx, err: err})
 }
 
 // startWorker starts worker idx with spec: in this process when inProc,
 // else as a child process of this executable.
-func startWorker(ctx context.Context, idx int, spec *WorkerSpec, inProc bool, events chan<- workerEvent) (*workerConn, error) {
+func startWorker(ctx context.Context, idx int, spec *WorkerSpec, inProc bool, events chan<- workerEvent, quit <-chan struct{}) (*workerConn, error) {
 	b, err := json.Marshal(spec)
 	if err != nil {
 		return nil, err
@@ -89,7 +102,7 @@ func startWorker(ctx context.Context, idx int, spec *WorkerSpec, inProc bool, ev
 			outW.CloseWithError(err)
 			c.done <- err
 		}()
-		go readEvents(idx, outR, events)
+		go readEvents(idx, outR, events, quit)
 	} else {
 		exe, err := os.Executable()
 		if err != nil {
@@ -111,7 +124,7 @@ func startWorker(ctx context.Context, idx int, spec *WorkerSpec, inProc bool, ev
 			return nil, fmt.Errorf("starting worker %d: %w", idx, err)
 		}
 		c.in, c.cmd = in, cmd
-		go readEvents(idx, out, events)
+		go readEvents(idx, out, events, quit)
 		go func() { c.done <- cmd.Wait() }()
 	}
 	if _, err := c.in.Write(append(b, '\n')); err != nil {
@@ -124,6 +137,7 @@ func startWorker(ctx context.Context, idx int, spec *WorkerSpec, inProc bool, ev
 type fleet struct {
 	workers  []*workerConn
 	events   chan workerEvent
+	quit     chan struct{} // closed by stop: event readers give up
 	prog     []Progress
 	ready    []bool
 	phase    []bool
@@ -142,7 +156,7 @@ type fleet struct {
 
 func newFleet(n int, scenario string, status *statusLine) *fleet {
 	return &fleet{
-		events: make(chan workerEvent, 64*n+64), prog: make([]Progress, n), ready: make([]bool, n),
+		events: make(chan workerEvent, 64*n+64), quit: make(chan struct{}), prog: make([]Progress, n), ready: make([]bool, n),
 		phase: make([]bool, n), results: make([]*WorkerResult, n), ended: make([]bool, n),
 		started: time.Now(), status: status, scenario: scenario,
 	}
@@ -302,6 +316,7 @@ func (f *fleet) stop(ctx context.Context) {
 			}
 		}
 	}
+	close(f.quit)
 	f.status.clear()
 }
 

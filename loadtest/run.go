@@ -186,7 +186,7 @@ func runScenario(ctx context.Context, o *Options, stderr io.Writer) (*Result, er
 	f := newFleet(len(plan.Workers), o.Scenario, status)
 	inProc := len(plan.Workers) == 1
 	for i, spec := range plan.Workers {
-		w, err := startWorker(ctx, i, spec, inProc, f.events)
+		w, err := startWorker(ctx, i, spec, inProc, f.events, f.quit)
 		if err != nil {
 			f.stop(ctx)
 			return nil, err
@@ -217,7 +217,12 @@ func runScenario(ctx context.Context, o *Options, stderr io.Writer) (*Result, er
 		return err
 	}()
 	f.stop(ctx)
-	if phaseErr != nil {
+	switch {
+	case errors.Is(phaseErr, context.Canceled):
+		r.Problems = append(r.Problems, "interrupted: partial results")
+	case errors.Is(phaseErr, context.DeadlineExceeded):
+		r.Problems = append(r.Problems, "stopped at the hard time limit: partial results")
+	case phaseErr != nil:
 		r.Problems = append(r.Problems, phaseErr.Error())
 	}
 	r.Problems = append(r.Problems, f.errs...)

@@ -144,7 +144,7 @@ func (s *Store) nodeWakeups(ctx context.Context, c *redis.Client, wake WakeHandl
 					// failover) or a restarted one: CONFIG SET is not
 					// persisted, so turn the keyevents on again before
 					// re-checking, or no push would wake anyone.
-					if false {
+					if !s.ExplicitWake() && !enableOn(ctx, c) {
 						s.log.LogAttrs(ctx, slog.LevelWarn, "could not enable keyspace notifications after reconnect", slog.String("addr", c.Options().Addr))
 					}
 					resync()

@@ -20,8 +20,8 @@ func TestGatewayCrash(t *testing.T) {
 	b := startNode(t, "B", r.URL())
 	queues := queueNames("gc", 20)
 	o := runScenario(t, scenario{
-		fault: "kill -9 gateway node", setting: "reliable subscribers (at-least-once), acks every 300 ms",
-		nodes: []*node{a, b}, queues: queues, reliable: true, timeoutACK: 2, ackDelay: 300 * time.Millisecond,
+		fault: "kill -9 gateway node", setting: "reliable subscribers (at-least-once), acks sent every 1 s",
+		nodes: []*node{a, b}, queues: queues, reliable: true, timeoutACK: 3, ackDelay: time.Second,
 		producers: 4, every: 20 * time.Millisecond,
 		warmup: 3 * time.Second, after: 4 * time.Second, drain: 60 * time.Second,
 		inject: func(t *testing.T) string {

@@ -323,6 +323,18 @@ func (l *ledger) abandonedNotRedelivered() []string {
 	return out
 }
 
+func (l *ledger) perNode() map[string]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[string]int{}
+	for _, m := range l.msgs {
+		for _, n := range m.nodes {
+			out[n]++
+		}
+	}
+	return out
+}
+
 func (l *ledger) abandonedCount() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -802,8 +814,8 @@ func runScenario(t *testing.T, sc scenario) outcome {
 	r := led.count()
 	r.Fault, r.Setting, r.Recovery = sc.fault, sc.setting, recovery
 	report(t, r)
-	t.Logf("load: %d producers for %v, %d subscribers (%d sessions), %d acks abandoned by dead connections",
-		sc.producers, loadTook.Round(100*time.Millisecond), len(subs), totalSessions(subs), led.abandonedCount())
+	t.Logf("load: %d producers for %v, %d subscribers (%d sessions), deliveries per node %v, %d acks abandoned by dead connections",
+		sc.producers, loadTook.Round(100*time.Millisecond), len(subs), totalSessions(subs), led.perNode(), led.abandonedCount())
 	if e := prod.errorSummary(); e != "" {
 		t.Logf("provisions not acknowledged:\n%s", e)
 	}

@@ -36,40 +36,43 @@ const (
 // clientUsage is the part of `popbox help` about the client commands.
 const clientUsage = `
 Client commands (talk to a running gateway over HTTP):
-  popbox push [flags] PAYLOAD        provision a message: -q QUEUE (repeatable, a,b,c) and/or -g GROUP;
-                                     -p H|L, --callback URL, --expires-in D, --expires-at T, --delay D,
-                                     --meta k=v; PAYLOAD "-" reads stdin; prints the transaction id
-  popbox pop [flags] QUEUE           take messages (--max N, --timeout D; --reliable [--ack-timeout D]
-                                     leaves them Blocked until 'popbox ack'); prints one payload a line
-  popbox peek [flags] QUEUE          show the messages at the head of a queue without taking them
-  popbox queue [flags] QUEUE         show a queue: size, blocked, last pop, H and L transactions
-  popbox ack [flags] QUEUE TID...    acknowledge reliably popped messages
-  popbox trans [flags] TID           show a transaction and the state of each queue (--state S)
+  popbox push [flags] PAYLOAD      provision a message; prints its transaction id
+        -q QUEUE (repeatable or a,b,c) and/or -g GROUP; -p H|L (default L);
+        --callback URL, --expires-in D, --expires-at T, --delay D, --meta k=v;
+        PAYLOAD "-" reads standard input
+  popbox pop [flags] QUEUE         take messages, one payload a line (--max N,
+        --timeout D; --reliable [--ack-timeout D] keeps them Blocked until
+        'popbox ack'; --tids prefixes each line with the transaction id)
+  popbox peek [flags] QUEUE        show the head of a queue without taking it
+  popbox queue [flags] QUEUE       size, blocked, last pop, H and L transactions
+  popbox ack [flags] QUEUE TID...  acknowledge reliably popped messages
+  popbox trans [flags] TID         a transaction and the state of each queue
+        (--state All|Pending|Blocked|Delivered|summary|none)
   popbox group get|set|add|remove|delete [flags] NAME [QUEUE...]
-                                     read, store, change or delete a group of queues
+                                   read, store, change or delete a group
   popbox box create [flags] QUEUE --box-user U --box-password P
-                                     create a secure box (TLS port; default server https://127.0.0.1:3002)
-  popbox subscribe [flags] QUEUE     print messages as they arrive (Server-Sent Events) until Ctrl-C
-                                     or --count N; --reliable acknowledges each one once printed
-  popbox health [--ready]            check /healthz (or /readyz); for container health checks
+                                   create a secure box on the TLS port
+                                   (default server https://127.0.0.1:3002)
+  popbox subscribe [flags] QUEUE   print messages as they arrive (Server-Sent
+        Events) until Ctrl-C or --count N; --reliable acks each once printed
+  popbox health [--ready]          check /healthz (/readyz): container checks
 
 Flags of every client command (before or after the arguments):
-  --server URL        gateway (default http://127.0.0.1:3001, or $POPBOX_SERVER)
-  --user U --password P
-                      HTTP Basic credentials: a secure box's, or the administrator's
-                      (the password may come from $POPBOX_PASSWORD)
-  --token JWT         Bearer token (or $POPBOX_TOKEN)
-  --org ORG           tenant: paths get the /org/ORG prefix
-  --cacert FILE       trust this PEM CA (e.g. a self-signed gateway certificate)
-  --insecure          do not verify the server's TLS certificate
-  --json              machine-readable output (messages: one JSON object a line)
+  --server URL           gateway (default http://127.0.0.1:3001; $POPBOX_SERVER)
+  --user U --password P  HTTP Basic: a secure box's or the administrator's
+                         (the password may come from $POPBOX_PASSWORD)
+  --token JWT            Bearer token (or $POPBOX_TOKEN)
+  --org ORG              tenant: paths get the /org/ORG prefix
+  --cacert FILE          trust this PEM CA (e.g. a self-signed certificate)
+  --insecure             do not verify the server's TLS certificate
+  --json                 JSON output (messages: one JSON object a line)
   popbox COMMAND --help shows a command's own flags.
 
 Exit codes of the client commands:
   0  done
-  1  the server refused the request or could not be reached (the reason is on stderr)
+  1  server or network error: refused, unreachable (the reason is on stderr)
   2  usage error (bad flag or argument)
-  3  nothing there: pop returned no message, trans found no such transaction
+  3  nothing there: pop got no message, trans found no such transaction
 `
 
 // runClient runs the command-line client subcommands; ok is false for an
