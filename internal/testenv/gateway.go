@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -20,48 +19,38 @@ var (
 )
 
 // RepoRoot returns the root of the popbox module (the folder with go.mod).
-func RepoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && bytes.Contains(b, []byte("module github.com/popbox/popbox\n")) {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("go.mod of github.com/popbox/popbox not found above the working directory")
-		}
-		dir = parent
-	}
-}
+func RepoRoot() (string, error) { return popboxModuleRoot() }
 
-// GatewayBinary builds the popbox binary once per test process and returns
-// its path.
+// GatewayBinary returns the popbox binary built from the current sources
+// (with -race unless POPBOX_TEST_NORACE is set), building it once into the
+// test binary cache keyed by a hash of the sources, so the test packages
+// that start gateways share one build.
 func GatewayBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
-		root, err := RepoRoot()
+		root, err := popboxModuleRoot()
 		if err != nil {
 			buildErr = err
 			return
 		}
-		dir, err := os.MkdirTemp("", "popbox-test-bin-")
+		race := os.Getenv("POPBOX_TEST_NORACE") == ""
+		key, err := hashSources(root, []string{"tools", "loadtest", "e2e", "uitest", "scaletest", "historytest", "deploy"}, fmt.Sprintf("race=%v", race))
 		if err != nil {
 			buildErr = err
 			return
 		}
-		buildPath = filepath.Join(dir, "popbox")
-		cmd := exec.Command("go", "build", "-race", "-o", buildPath, "./cmd/popbox")
-		if os.Getenv("POPBOX_TEST_NORACE") != "" {
-			cmd = exec.Command("go", "build", "-o", buildPath, "./cmd/popbox")
-		}
-		cmd.Dir = root
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/popbox: %v\n%s", err, out)
-		}
+		args := []string{"build", "-o"}
+		buildPath, _, buildErr = cachedBuild("popbox", key, func(out string) error {
+			a := append(args, out)
+			if race {
+				a = append(a, "-race")
+			}
+			cmd := goCommand(root, append(a, "./cmd/popbox")...)
+			if b, err := cmd.CombinedOutput(); err != nil {
+				return fmt.Errorf("go build ./cmd/popbox: %w\n%s", err, b)
+			}
+			return nil
+		})
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)

@@ -13,11 +13,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
-	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -288,80 +285,17 @@ func buildFerretDB() (string, bool, error) {
 		return "", false, err
 	}
 	src := filepath.Join(root, "tools", "ferretdb")
-	key, err := hashFerretSources(src)
+	key, err := hashSources(src, nil, "ferretdb_no_postgresql")
 	if err != nil {
 		return "", false, fmt.Errorf("hash %s: %w", src, err)
 	}
-	cache, err := os.UserCacheDir()
-	if err != nil {
-		cache = os.TempDir()
-	}
-	dir := filepath.Join(cache, "popbox-test-bin")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", false, err
-	}
-	bin := filepath.Join(dir, "ferretdb-"+key)
-	if _, err := os.Stat(bin); err == nil {
-		return bin, false, nil
-	}
-
-	lock, err := os.OpenFile(filepath.Join(dir, "ferretdb.lock"), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return "", false, err
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return "", false, fmt.Errorf("lock %s: %w", lock.Name(), err)
-	}
-	defer func() { _ = syscall.Flock(int(lock.Fd()), syscall.LOCK_UN) }()
-	if _, err := os.Stat(bin); err == nil {
-		return bin, false, nil // another process built it meanwhile
-	}
-
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	tmp := bin + ".tmp" + fmt.Sprint(os.Getpid())
-	cmd := exec.Command(goBin, "build", "-trimpath", "-tags", "ferretdb_no_postgresql", "-o", tmp, ".")
-	cmd.Dir = src
-	env := slices.DeleteFunc(os.Environ(), func(kv string) bool {
-		return strings.HasPrefix(kv, "GOFLAGS=") || strings.HasPrefix(kv, "GOWORK=")
+	return cachedBuild("ferretdb", key, func(out string) error {
+		cmd := goCommand(src, "build", "-trimpath", "-tags", "ferretdb_no_postgresql", "-o", out, ".")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("go build tools/ferretdb: %w\n%s", err, b)
+		}
+		return nil
 	})
-	cmd.Env = append(env, "GOFLAGS=-buildvcs=false -mod=readonly", "GOWORK=off")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		_ = os.Remove(tmp)
-		return "", false, fmt.Errorf("go build tools/ferretdb: %w\n%s", err, out)
-	}
-	if err := os.Rename(tmp, bin); err != nil {
-		return "", false, err
-	}
-	return bin, true, nil
-}
-
-// hashFerretSources hashes the Go sources, go.mod and go.sum of dir (not
-// recursive), plus the Go version and target, into a short hex key.
-func hashFerretSources(dir string) (string, error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return "", err
-	}
-	h := sha256.New()
-	fmt.Fprintf(h, "%s %s/%s\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
-	for _, e := range entries { // ReadDir sorts by name
-		name := e.Name()
-		if e.IsDir() || !(strings.HasSuffix(name, ".go") || name == "go.mod" || name == "go.sum") {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(dir, name))
-		if err != nil {
-			return "", err
-		}
-		fmt.Fprintf(h, "%s %d\n", name, len(b))
-		h.Write(b)
-	}
-	return hex.EncodeToString(h.Sum(nil)[:8]), nil
 }
 
 // popboxModuleRoot walks up from the working directory to the directory whose
