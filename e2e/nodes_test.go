@@ -168,7 +168,9 @@ func longpolls(t testing.TB, n *node) int {
 // another one.
 func TestDeferredProvisioningSurvivesRestart(t *testing.T) {
 	t.Parallel()
-	r := testenv.StartRedis(t)
+	// A private server: with POPBOX_TEST_REDIS_URL the shared one is
+	// flushed by TestClassicAPI, which runs at the same time.
+	r := testenv.StartRedis(t, testenv.OwnRedis())
 	n := startNode(t, r.URL())
 
 	bad := n.send(t, req{method: http.MethodPost, path: "/trans?delay=abc", ctype: jsonCT,

@@ -459,7 +459,12 @@ func (r *runner) flush(batch []Event) {
 		if !r.failing {
 			r.failing = true
 			r.failedSince = time.Now()
+			r.log.LogAttrs(context.Background(), slog.LevelWarn, "events sink write failed",
+				slog.Int("events", n), slog.Bool("permanent", IsPermanent(err)), slog.String("error", err.Error()))
 		}
+		// Drops while this batch is retried (the buffer filling up) are
+		// logged too, at the log interval.
+		r.maybeLog(false)
 		if hard.Err() != nil {
 			r.drop(DropClosed, n)
 			return

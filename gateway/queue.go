@@ -222,7 +222,6 @@ func (s *Server) getQueue(c echo.Context) error {
 		for _, t := range info.Low {
 			v.Low = append(v.Low, web.EntryView{ID: t, Href: "/trans/" + t})
 		}
-		c.Response().WriteHeader(http.StatusOK)
 		return web.RenderQueue(c.Response(), v)
 	}
 	out := map[string]any{

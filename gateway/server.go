@@ -205,7 +205,8 @@ func queueParam(c echo.Context) (id, full string, err error) {
 		err = request.ValidQueueID(id)
 	}
 	if err != nil {
-		return "", "", errorsJSON(c, http.StatusBadRequest, err.Error())
+		_ = errorsJSON(c, http.StatusBadRequest, err.Error())
+		return "", "", errHandled
 	}
 	return id, namespace(c) + id, nil
 }

@@ -3,9 +3,11 @@
 //
 // The Store is an events.Sink: the events.Bus feeds it asynchronously in
 // batches (InsertMany, unordered), so a slow or unreachable MongoDB never
-// slows delivery; failed writes become counted drops on the Bus, and
-// writing resumes by itself when MongoDB is back (the driver reconnects in
-// the background). Reads serve the history endpoints.
+// slows delivery. While MongoDB is unreachable the batch in hand is
+// retried and new events wait in the Bus's buffer; what does not fit is
+// dropped and counted, and writing resumes by itself when MongoDB is back
+// (the driver reconnects in the background). See DefaultSinkConfig.
+// Reads serve the history endpoints.
 //
 // Documents live in one collection (default "events"), one per event: the
 // events.Event fields under their BSON names plus an ObjectID _id assigned
@@ -19,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"time"
 
@@ -26,6 +29,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/topology"
 
 	"github.com/popbox/popbox/events"
 )
@@ -356,9 +360,14 @@ func (s *Store) find(ctx context.Context, filter bson.D, opts *options.FindOptio
 func (s *Store) Sink() events.Sink { return s.sink }
 
 // DefaultSinkConfig is the SinkConfig recommended for the history sink:
-// batches of up to 500 events, flushed at least every 200ms, a buffer of
-// 20000 events, and a failed batch retried for up to ~10s before it is
-// dropped (the buffer keeps filling meanwhile, then drops are counted).
+// batches of up to 500 events, flushed at least every 200ms, and a buffer
+// of 20000 events. A batch that fails because MongoDB is unreachable or
+// slow (network errors, timeouts, no server to select) is retried until it
+// is written, every 2s at most, while the buffer keeps filling; once the
+// buffer is full further events are dropped and counted (buffer_full).
+// So an outage loses nothing until 20500 events are waiting, and writing
+// resumes by itself, oldest events first, when MongoDB is back. A batch
+// MongoDB refuses is given up after 3 attempts (write_failed).
 func DefaultSinkConfig() events.SinkConfig {
 	return events.SinkConfig{
 		Buffer:        20000,
@@ -366,13 +375,16 @@ func DefaultSinkConfig() events.SinkConfig {
 		FlushInterval: 200 * time.Millisecond,
 		WriteTimeout:  5 * time.Second,
 		Retry: events.RetryPolicy{
-			MaxAttempts:    3,
+			MaxAttempts:    math.MaxInt32, // the sink gives up on refused batches itself
 			InitialBackoff: 200 * time.Millisecond,
 			MaxBackoff:     2 * time.Second,
-			MaxElapsed:     10 * time.Second,
 		},
 	}
 }
+
+// refusedAttempts is how often a batch MongoDB refuses (an error other
+// than unreachable or slow) is tried before it is given up.
+const refusedAttempts = 3
 
 // record is the stored form of an event.
 type record struct {
@@ -425,7 +437,26 @@ func (k *sink) Write(ctx context.Context, batch []events.Event) error {
 	if err == nil || onlyDuplicates(err) {
 		return nil
 	}
-	return fmt.Errorf("history: insert %d events: %w", len(batch), err)
+	werr := fmt.Errorf("history: insert %d events: %w", len(batch), err)
+	if !unreachable(err) && (!ok || bi.Attempt >= refusedAttempts) {
+		return events.Permanent(werr)
+	}
+	return werr
+}
+
+// unreachable reports whether a write failed because MongoDB could not be
+// reached or answered too slowly (or is between primaries), rather than
+// because it refused the documents: such writes succeed later as they are.
+func unreachable(err error) bool {
+	if mongo.IsNetworkError(err) || mongo.IsTimeout(err) || errors.Is(err, context.Canceled) {
+		return true
+	}
+	var sse topology.ServerSelectionError
+	if errors.As(err, &sse) {
+		return true
+	}
+	var le mongo.LabeledError
+	return errors.As(err, &le) && le.HasErrorLabel("RetryableWriteError")
 }
 
 // onlyDuplicates reports whether err is a bulk write error made only of

@@ -3,6 +3,7 @@ package historytest
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -53,9 +54,11 @@ func (n *node) settle(t testing.TB, name string, want float64, timeout time.Dura
 }
 
 // TestMongoOutage: with MongoDB stopped in the middle of a run, clients
-// see no errors and no slowdown, the lost events are counted, and once
-// MongoDB is back new events are stored again without a gateway restart.
-// Every event published is either written or counted as dropped.
+// see no errors and no slowdown. The history sink retries the batch in
+// hand and buffers what follows (20000 events); beyond that events are
+// dropped and counted. Once MongoDB is back the buffered events and new
+// ones are stored without a gateway restart, and every event published is
+// either written or counted as dropped.
 func TestMongoOutage(t *testing.T) {
 	// Not parallel: it measures latency.
 	r := testenv.StartRedis(t)
@@ -71,6 +74,8 @@ func TestMongoOutage(t *testing.T) {
 	if c.dropped != 0 || c.written != published {
 		t.Fatalf("before the outage: %v, want all %v written", c, published)
 	}
+	writtenBefore := c.written
+	buffer := c.capa
 
 	m.Stop()
 	t.Logf("%s stopped", m.Kind)
@@ -79,18 +84,49 @@ func TestMongoOutage(t *testing.T) {
 	published += rounds * eventsPerRoundTrip
 	// History reads fail cleanly while MongoDB is down.
 	code, body, err := n.do("GET", "/queue/outage/history", "")
-	if err != nil || code != 503 {
-		t.Errorf("GET /queue/outage/history while MongoDB is down = %d %s %v, want 503", code, body, err)
+	if err != nil || code != 503 || !strings.Contains(string(body), "history unavailable") {
+		t.Errorf("GET /queue/outage/history while MongoDB is down = %d %s %v, want 503 history unavailable", code, body, err)
 	}
-	// The failing batches exhaust their retries and are counted.
-	waitFor(t, 60*time.Second, func() (bool, string) {
+	// The sink retries and buffers; nothing is lost yet.
+	waitFor(t, 30*time.Second, func() (bool, string) {
 		c = n.sink(t, "history")
-		return c.writeFailed > 0, fmt.Sprintf("no write_failed drops counted while MongoDB is down: %v", c)
+		return c.retries > 0 && c.queued > 0, fmt.Sprintf("history sink not retrying while MongoDB is down: %v", c)
 	})
-	t.Logf("first drops counted %v after the stop: %v", time.Since(outageStart).Round(time.Millisecond), c)
-	// Requests keep succeeding at the same speed while the sink fails.
+	if c.dropped != 0 {
+		t.Errorf("dropped with room in the buffer: %v", c)
+	}
+	t.Logf("%v into the outage: %v", time.Since(outageStart).Round(time.Millisecond), c)
+
+	// Overflow the buffer: fan-outs to 1000 queues publish 1001 events
+	// each (the provision action and one Pending per queue).
+	const fanQueues = 1000
+	var fan []string
+	for i := range fanQueues {
+		fan = append(fan, fmt.Sprint("outage-fan-", i))
+	}
+	fanouts := int(buffer)/fanQueues + 2
+	for range fanouts {
+		n.provision(t, "fan", fan, "")
+	}
+	published += float64(fanouts * (fanQueues + 1))
+	waitFor(t, 10*time.Second, func() (bool, string) {
+		c = n.sink(t, "history")
+		return c.bufferFull > 0, fmt.Sprintf("no buffer_full drops with the buffer overflowing: %v", c)
+	})
+	// Requests keep succeeding at the same speed with the sink failing and
+	// its buffer full.
 	during = append(during, n.latencies(t, "outage", rounds)...)
 	published += rounds * eventsPerRoundTrip
+	c = n.sink(t, "history")
+	t.Logf("%v into the outage, %v events published since it began: %v", time.Since(outageStart).Round(time.Millisecond),
+		published-writtenBefore, c)
+	if c.queued != buffer || c.writeFailed != 0 {
+		t.Errorf("want a full buffer (%v) and no write_failed drops: %v", buffer, c)
+	}
+	// At most the buffer and the batch in hand are kept.
+	if kept := published - writtenBefore - c.dropped; kept > buffer+500 || kept < buffer {
+		t.Errorf("%v events kept during the outage, want between %v and %v", kept, buffer, buffer+500)
+	}
 
 	p50b, p50d := percentile(before, 50), percentile(during, 50)
 	p99b, p99d := percentile(before, 99), percentile(during, 99)
@@ -102,7 +138,8 @@ func TestMongoOutage(t *testing.T) {
 
 	m.Restart(t)
 	t.Logf("%s restarted after %v down", m.Kind, time.Since(outageStart).Round(time.Millisecond))
-	// New events are stored again, without touching the gateway.
+	// The buffered events are written, oldest first, then new ones,
+	// without touching the gateway.
 	tid := n.provision(t, "after", []string{"outage-after"}, "")
 	if got := n.pop(t, "/queue/outage-after/pop?timeout=5"); !slices.Equal(got, []string{tid}) {
 		t.Fatalf("pop after restart = %v", got)
@@ -117,21 +154,40 @@ func TestMongoOutage(t *testing.T) {
 	})
 	t.Logf("events stored again %v after the restart", time.Since(back).Round(time.Millisecond))
 
-	// Nothing is lost silently: each event is written or counted.
+	// Nothing is lost silently: each event is written or counted, and the
+	// log says so, at a rate limit.
 	c = n.settle(t, "history", published, 60*time.Second)
 	t.Logf("published %v events; history sink: %v", published, c)
 	if c.written+c.dropped != published {
 		t.Errorf("written %v + dropped %v != published %v", c.written, c.dropped, published)
 	}
-	if c.dropped == 0 || c.dropped >= published {
-		t.Errorf("dropped %v of %v: want some (the outage) but not all", c.dropped, published)
+	var failed, dropped, again int
+	for _, line := range strings.Split(n.g.Log(), "\n") {
+		if !strings.Contains(line, "sink=history") {
+			continue
+		}
+		switch {
+		case strings.Contains(line, `msg="events sink write failed"`):
+			failed++
+		case strings.Contains(line, `msg="events dropped"`):
+			dropped++
+		case strings.Contains(line, `msg="events sink writing again"`):
+			again++
+		}
 	}
-	// What was written is really there: the queue's history has exactly
-	// the written events of queue "outage" (all but the provision
-	// actions, which name no queue).
+	if failed != 1 || dropped < 1 || dropped > 3 || again != 1 {
+		t.Errorf("gateway log: %d 'write failed' (want 1), %d 'events dropped' (want 1 to 3), %d 'writing again' (want 1) lines for the history sink:\n%s",
+			failed, dropped, again, n.g.Log())
+	}
+	// The round trips before the buffer filled are all stored, in order.
 	stored, _ := n.queueHistory(t, "outage", 1000)
-	t.Logf("queue outage: %d events stored of %d published with a queue", len(stored), (warm+3*rounds)*(eventsPerRoundTrip-1))
-	if len(stored) < (warm+rounds)*(eventsPerRoundTrip-1) {
-		t.Errorf("queue outage has %d stored events, fewer than the %d written before the outage", len(stored), (warm+rounds)*(eventsPerRoundTrip-1))
+	wantStored := (warm + 2*rounds) * (eventsPerRoundTrip - 1) // the provision actions name no queue
+	if len(stored) < wantStored {
+		t.Errorf("queue outage has %d stored events, want at least the %d published before the buffer filled", len(stored), wantStored)
+	}
+	for i := 1; i < len(stored); i++ {
+		if stored[i].Time.Before(stored[i-1].Time) {
+			t.Fatalf("queue history out of order at %d: %v after %v", i, stored[i].Time, stored[i-1].Time)
+		}
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -163,7 +165,15 @@ func TestFanout(t *testing.T) {
 
 func TestFailuresAreCounted(t *testing.T) {
 	gw := fakegw.New(t)
+	// a second gateway node that accepts provisioning (into the same
+	// store) but refuses every subscriber
+	gwURL, _ := url.Parse(gw.URL)
+	proxy := httputil.NewSingleHostReverseProxy(gwURL)
 	refuse := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/trans" {
+			proxy.ServeHTTP(w, r)
+			return
+		}
 		http.Error(w, "no", http.StatusServiceUnavailable)
 	}))
 	defer refuse.Close()

@@ -274,7 +274,7 @@ func runCapacity(ctx context.Context, o *Options, f *fleet, r *Result, gw *gwWat
 }
 
 func runLoad(ctx context.Context, o *Options, f *fleet, r *Result, gw *gwWatch, sampleRedis func(), redisInfo func() *redisinfo.Snapshot, prof *gwProfiler) error {
-	t0 := time.Now().Add(20 * time.Millisecond)
+	t0 := time.Now()
 	f.broadcast(Command{Cmd: "run", T0: t0.UnixNano()})
 	cw, hw := startCPU(gw.cpu), startCPU(machineBusy)
 	waitProf := prof.cpu(ctx, o.Duration-time.Second)

@@ -88,20 +88,22 @@ return 1
 //	ARGV[1] expire at (unix s)  ARGV[2] number of metadata pairs m
 //	ARGV[3 .. 2+2m] metadata field/value pairs, then state field/value pairs
 //	returns 1.
+//
+// Both hashes are written in chunks of 2000 pairs: Lua's unpack cannot
+// spread more than about 8000 values into one call, and a body may carry
+// thousands of extra metadata fields or target thousands of queues.
 var provisionMetaScript = redis.NewScript(`
-local m = tonumber(ARGV[2])
-local meta = {}
-local state = {}
-for i = 3, 2 + 2 * m do meta[#meta + 1] = ARGV[i] end
-for i = 3 + 2 * m, #ARGV do state[#state + 1] = ARGV[i] end
-redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('HSET', KEYS[1], unpack(meta))
-redis.call('EXPIREAT', KEYS[1], ARGV[1])
+local last = 2 + 2 * tonumber(ARGV[2])
 local chunk = 4000
-for i = 1, #state, chunk do
-  redis.call('HSET', KEYS[2], unpack(state, i, math.min(i + chunk - 1, #state)))
+redis.call('DEL', KEYS[1], KEYS[2])
+for i = 3, last, chunk do
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + chunk - 1, last)))
 end
-if #state > 0 then redis.call('EXPIREAT', KEYS[2], ARGV[1]) end
+redis.call('EXPIREAT', KEYS[1], ARGV[1])
+for i = last + 1, #ARGV, chunk do
+  redis.call('HSET', KEYS[2], unpack(ARGV, i, math.min(i + chunk - 1, #ARGV)))
+end
+if #ARGV > last then redis.call('EXPIREAT', KEYS[2], ARGV[1]) end
 return 1
 `)
 

@@ -30,7 +30,15 @@ func TestCluster(t *testing.T) {
 				Nodes []redisq.NodeInfo `json:"nodes"`
 			} `json:"redis"`
 		}
-		a.getJSON(t, "/", &info)
+		// The gateways re-read the cluster's slot map every 2 s.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			a.getJSON(t, "/", &info)
+			if len(info.Redis.Nodes) == 6 || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
 		if info.Redis.Mode != "cluster" {
 			t.Errorf("GET / redis.mode = %q, want cluster", info.Redis.Mode)
 		}

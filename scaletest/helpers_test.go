@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"regexp"
@@ -465,6 +466,13 @@ func (a *acker) flush(ctx context.Context) {
 }
 
 func (a *acker) loop(ctx context.Context, every time.Duration) {
+	// Clients do not ack in lock-step (and a fault must not always fall
+	// just after a flush).
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(rand.N(every)):
+	}
 	tk := time.NewTicker(every)
 	defer tk.Stop()
 	for {

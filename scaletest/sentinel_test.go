@@ -41,8 +41,7 @@ func TestSentinelFailover(t *testing.T) {
 			dead, took := s.KillPrimary(t)
 			t.Logf("killed primary %s; sentinels promoted the replica after %v", dead.Addr, took)
 			start := time.Now()
-			dead.Restart(t)
-			s.WaitReplicaSynced(t, dead, 60*time.Second)
+			s.RestartAsReplica(t, dead)
 			return fmt.Sprintf("promotion %v, old primary back as replica %v later",
 				took.Round(100*time.Millisecond), time.Since(start).Round(100*time.Millisecond))
 		},

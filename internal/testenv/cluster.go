@@ -323,6 +323,24 @@ func (c *Cluster) WaitHealthy(t testing.TB, timeout time.Duration) {
 				cl.Close()
 				return fmt.Errorf("%s sees %d healthy nodes of %d live", r.Addr, healthy, live)
 			}
+			// Every live node is in this node's slot map (as the
+			// primary or a replica of a slot range), so that clients
+			// loading it see the whole cluster.
+			slots, err := cl.ClusterSlots(ctx).Result()
+			if err != nil {
+				cl.Close()
+				return err
+			}
+			listed := map[string]bool{}
+			for _, sr := range slots {
+				for _, n := range sr.Nodes {
+					listed[n.Addr] = true
+				}
+			}
+			if len(listed) < live {
+				cl.Close()
+				return fmt.Errorf("%s lists %d nodes in CLUSTER SLOTS, %d live", r.Addr, len(listed), live)
+			}
 			info, err := cl.Info(ctx, "replication").Result()
 			cl.Close()
 			if err != nil {

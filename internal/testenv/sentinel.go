@@ -253,6 +253,27 @@ func (s *Sentinel) WaitPrimaryNot(t testing.TB, old string, timeout time.Duratio
 	})
 }
 
+// RestartAsReplica starts a killed data node again as a replica of the
+// current primary (what an operator's configuration would do; left alone,
+// the sentinels would convert it too, but only after their next INFO
+// round, up to 10 s later), and waits until it is in sync.
+func (s *Sentinel) RestartAsReplica(t testing.TB, r *Redis) {
+	t.Helper()
+	primary := s.Primary(t)
+	host, port, _ := net.SplitHostPort(primary.Addr)
+	var args []string
+	for i := 0; i < len(r.args); i++ {
+		if r.args[i] == "--replicaof" && i+2 < len(r.args) {
+			i += 2
+			continue
+		}
+		args = append(args, r.args[i])
+	}
+	r.args = append(args, "--replicaof", host, port)
+	r.Restart(t)
+	s.WaitReplicaSynced(t, r, 60*time.Second)
+}
+
 // WaitReplicaSynced waits until node (a restarted former primary, say) is a
 // replica of the current primary with its link up.
 func (s *Sentinel) WaitReplicaSynced(t testing.TB, node *Redis, timeout time.Duration) {
