@@ -106,6 +106,9 @@ type Config struct {
 	HistoryTTL time.Duration
 	// HistoryPayloads records message payloads in the history too.
 	HistoryPayloads bool
+	// HistoryBuffer is how many events wait in memory for MongoDB (while
+	// it is slow or down) before new ones are dropped and counted.
+	HistoryBuffer int
 
 	// EventsWebhook receives batches of events by POST; empty disables it.
 	EventsWebhook string
@@ -147,6 +150,7 @@ func Default() Config {
 		LogFormat:       "text",
 		MaxBody:         8 << 20,
 		MongoDB:         "popbox",
+		HistoryBuffer:   20000,
 		WaiterLease:     15 * time.Second,
 		RecheckInterval: 30 * time.Second,
 		ShutdownTimeout: 15 * time.Second,

@@ -51,7 +51,7 @@ func TestDefault(t *testing.T) {
 		"require_auth": false, "provision_auth": false, "max_body": int64(8388608),
 		"max_connections": 0, "mongo_db": "popbox", "history_ttl": "0s",
 		"waiter_lease": "15s", "recheck_interval": "30s", "shutdown_timeout": "15s",
-		"reuseport": false, "history_payloads": false,
+		"reuseport": false, "history_payloads": false, "history_buffer": 20000,
 	}
 	got := c.Redacted()
 	for k, v := range want {
@@ -182,7 +182,7 @@ func TestEverySetting(t *testing.T) {
 		"admin-user": "adm", "admin-password": "ap", "jwt-secret": "js", "jwt-public-key": "/pub.pem",
 		"jwt-audience": "aud", "jwt-issuer": "iss", "require-auth": "true", "provision-auth": "true",
 		"cors-origins": "https://x.example", "max-body": "1024", "max-connections": "500",
-		"mongo-uri": "mongodb://u:p@m:27017", "mongo-db": "hist", "history-ttl": "720h", "history-payloads": "true",
+		"mongo-uri": "mongodb://u:p@m:27017", "mongo-db": "hist", "history-ttl": "720h", "history-payloads": "true", "history-buffer": "500",
 		"events-webhook": "https://hook.example/e", "events-filter": "Delivered,pop", "reuseport": "true",
 		"waiter-lease": "5s", "recheck-interval": "7s", "shutdown-timeout": "9s", "node-name": "n1",
 	}

@@ -115,6 +115,8 @@ var options = []option{
 		field: func(c *Config) any { return &c.HistoryTTL }},
 	{name: "history-payloads", usage: "record message payloads in the history",
 		field: func(c *Config) any { return &c.HistoryPayloads }},
+	{name: "history-buffer", metavar: "n", usage: "events kept in memory while MongoDB is slow or down, dropped and counted beyond",
+		field: func(c *Config) any { return &c.HistoryBuffer }},
 
 	{name: "events-webhook", metavar: "url", usage: "URL that receives batches of events by POST (empty: off)", redact: urlCreds,
 		field: func(c *Config) any { return &c.EventsWebhook }},

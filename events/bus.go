@@ -452,6 +452,7 @@ func (r *runner) flush(batch []Event) {
 				r.failing = false
 				r.log.LogAttrs(context.Background(), slog.LevelInfo, "events sink writing again",
 					slog.Duration("failed_for", time.Since(r.failedSince).Round(time.Millisecond)))
+				r.maybeLog(true) // what the outage cost, at once
 			}
 			return
 		}

@@ -212,7 +212,7 @@ func runSuite(ctx context.Context, bo *benchOpts, stdout, stderr io.Writer) erro
 		mode = "full"
 	}
 	meta := &SuiteMeta{Mode: mode, Date: started.UTC(), Machine: sysinfo.Proc{}.DescribeMachine(),
-		GatewayRev: rev, RedisVersion: redisVersion(redisBin), Invocation: "go run ./loadtest bench " + strings.Join(os.Args[2:], " ")}
+		GatewayRev: rev, RedisVersion: redisVersion(redisBin), Invocation: strings.TrimSpace("go run ./loadtest bench " + strings.Join(os.Args[2:], " "))}
 	only := map[string]bool{}
 	for _, s := range strings.Split(bo.only, ",") {
 		if s = strings.TrimSpace(s); s != "" {

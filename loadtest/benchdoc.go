@@ -364,7 +364,7 @@ func renderSuite(b *strings.Builder, s *suiteData) {
 	renderRedis(b, s)
 	renderHost(b, s)
 	b.WriteString("### Commands\n\n```sh\n")
-	fmt.Fprintf(b, "%s   # %s\n", map[string]string{"reduced": "make bench", "full": "make bench-full"}[m.Mode], m.Invocation)
+	fmt.Fprintf(b, "%s\n# (make bench runs go run ./loadtest bench $(BENCH_ARGS); make bench-full adds --full)\n", m.Invocation)
 	b.WriteString("# each case on a fresh redis-server and gateway(s) started by the suite:\n")
 	for _, c := range m.Cases {
 		fmt.Fprintf(b, "%s\n", c.Command)

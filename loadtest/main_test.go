@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -273,5 +274,44 @@ func TestPlan(t *testing.T) {
 	}
 	if fmt.Sprint(spread(7, 3)) != "[3 2 2]" {
 		t.Fatal(spread(7, 3))
+	}
+}
+
+func TestGatewayProfiles(t *testing.T) {
+	gw := fakegw.New(t)
+	var mu sync.Mutex
+	var paths []string
+	pp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		paths = append(paths, r.URL.RequestURI())
+		mu.Unlock()
+		if r.URL.Path == "/debug/pprof/goroutine" {
+			http.Error(w, "nope", http.StatusNotFound)
+			return
+		}
+		fmt.Fprint(w, "profile bytes")
+	}))
+	defer pp.Close()
+	prefix := filepath.Join(t.TempDir(), "case")
+	r := run(t, "throughput", "--target", gw.URL, "--conns", "2", "--mix", "sse=1", "--duration", "1500ms",
+		"--prov-conns", "1", "--pprof", pp.URL, "--pprof-out", prefix)
+	if len(r.Profiles) != 1 || r.Profiles[0] != prefix+"-cpu.pprof" {
+		t.Fatalf("profiles %v, problems %v, requests %v", r.Profiles, r.Problems, paths)
+	}
+	if b, _ := os.ReadFile(prefix + "-cpu.pprof"); string(b) != "profile bytes" {
+		t.Fatalf("cpu profile %q", b)
+	}
+	r = run(t, "capacity", "--target", gw.URL, "--conns", "2", "--mix", "sse=1", "--duration", "100ms", "--idle-window", "50ms",
+		"--pprof", pp.URL, "--pprof-out", prefix)
+	if len(r.Profiles) != 1 || !strings.HasSuffix(r.Profiles[0], "-heap.pprof") || !strings.Contains(strings.Join(r.Problems, ";"), "goroutine profile: /debug/pprof/goroutine: http 404") {
+		t.Fatalf("profiles %v, problems %v", r.Profiles, r.Problems)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.HasPrefix(paths[0], "/debug/pprof/profile?seconds=") {
+		t.Fatalf("requests %v", paths)
+	}
+	if _, err := parseOptions(testCtx(t), "capacity", []string{"--pprof", "http://192.0.2.1:6060"}, io.Discard); err == nil {
+		t.Fatal("--pprof must be loopback too")
 	}
 }

@@ -16,7 +16,7 @@ import (
 // measured window.
 type gwProfiler struct {
 	base   string // http://127.0.0.1:PORT
-	prefix string // output files: PREFIX-cpu.pprof, PREFIX-heap.pprof
+	prefix string // output files: PREFIX-cpu.pprof, PREFIX-heap.pprof, PREFIX-goroutine.pprof
 	client *http.Client
 	files  []string
 	errs   []string
@@ -79,9 +79,10 @@ func (p *gwProfiler) cpu(ctx context.Context, d time.Duration) func() {
 	return func() { <-done }
 }
 
-// heap saves a heap profile (after a GC) now.
+// heap saves a heap profile (after a GC) and a goroutine profile now.
 func (p *gwProfiler) heap(ctx context.Context) {
 	if p != nil {
 		p.fetch(ctx, "/debug/pprof/heap?gc=1", "heap", time.Minute)
+		p.fetch(ctx, "/debug/pprof/goroutine", "goroutine", time.Minute)
 	}
 }

@@ -429,7 +429,7 @@ func describeCounts(m map[string]*KindCounts) string {
 	var parts []string
 	for _, k := range transport.Kinds {
 		if c := m[string(k)]; c != nil && c.Subs > 0 {
-			parts = append(parts, fmt.Sprintf("%s %d", k, c.Subs))
+			parts = append(parts, fmt.Sprintf("%s %s", k, thousands(c.Subs)))
 		}
 	}
 	return strings.Join(parts, ", ")

@@ -277,7 +277,7 @@ func runLoad(ctx context.Context, o *Options, f *fleet, r *Result, gw *gwWatch, 
 	t0 := time.Now()
 	f.broadcast(Command{Cmd: "run", T0: t0.UnixNano()})
 	cw, hw := startCPU(gw.cpu), startCPU(machineBusy)
-	waitProf := prof.cpu(ctx, o.Duration-time.Second)
+	waitProf := prof.cpu(ctx, (o.Duration - 500*time.Millisecond).Truncate(time.Second))
 	defer waitProf()
 	rs0 := redisInfo()
 	// the run lasts o.Duration unless every worker finished early

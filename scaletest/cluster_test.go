@@ -206,6 +206,9 @@ func TestCluster(t *testing.T) {
 // message written in the last moment before the kill can be lost; that run
 // reports what happened and asserts nothing about loss.
 func TestClusterFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fault test under load: skipped with -short")
+	}
 	for _, wait := range []int{1, 0} {
 		t.Run(fmt.Sprintf("WaitReplicas%d", wait), func(t *testing.T) {
 			c := testenv.StartCluster(t)
@@ -231,6 +234,7 @@ func TestClusterFailover(t *testing.T) {
 				},
 			})
 			checkGatewaysServe(t, a, b)
+			checkTopology(t, a, c)
 			if wait > 0 {
 				if o.row.Lost != 0 {
 					t.Errorf("%d messages answered 200 were lost with WAIT_REPLICAS=%d: %v", o.row.Lost, wait, o.led.undelivered())
@@ -278,5 +282,49 @@ func checkGatewaysServe(t *testing.T, nodes ...*node) {
 		if err != nil || len(p.Transactions) != 1 || p.Transactions[0] != tid {
 			t.Errorf("node %s after the fault: pop %+v %v, want %s", n.name, p, err, tid)
 		}
+	}
+}
+
+// checkTopology waits until GET / on n shows every cluster node reachable,
+// three primaries and three replicas, as the cluster itself sees them.
+func checkTopology(t *testing.T, n *node, c *testenv.Cluster) {
+	t.Helper()
+	want := map[string]string{}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	view, err := c.View(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cn := range view {
+		role := "slave"
+		if cn.Primary() {
+			role = "master"
+		}
+		want[cn.Addr] = role
+	}
+	var got map[string]string
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		var info struct {
+			Redis struct {
+				Nodes []redisq.NodeInfo `json:"nodes"`
+			} `json:"redis"`
+		}
+		n.getJSON(t, "/", &info)
+		got = map[string]string{}
+		for _, rn := range info.Redis.Nodes {
+			if rn.Reachable {
+				got[rn.Addr] = rn.Role
+			}
+		}
+		if fmt.Sprint(got) == fmt.Sprint(want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("GET / on %s shows %v after the failover, the cluster says %v", n.name, got, want)
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }

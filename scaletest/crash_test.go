@@ -15,6 +15,9 @@ import (
 // in-flight record in Redis outlives the node; any node's reaper re-queues
 // it after the ack deadline).
 func TestGatewayCrash(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fault test under load: skipped with -short")
+	}
 	r := testenv.StartRedis(t, testenv.OwnRedis())
 	a := startNode(t, "A", r.URL())
 	b := startNode(t, "B", r.URL())
@@ -58,6 +61,9 @@ func TestGatewayCrash(t *testing.T) {
 // what that node held for its clients: at most one outbox (16 messages)
 // plus the one being written per stream, per long poll its max.
 func TestGatewayCrashPlain(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fault test under load: skipped with -short")
+	}
 	r := testenv.StartRedis(t, testenv.OwnRedis())
 	a := startNode(t, "A", r.URL())
 	b := startNode(t, "B", r.URL())

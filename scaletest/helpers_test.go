@@ -827,6 +827,11 @@ func runScenario(t *testing.T, sc scenario) outcome {
 	if e := prod.errorSummary(); e != "" {
 		t.Logf("provisions not acknowledged:\n%s", e)
 	}
+	for _, n := range sc.nodes {
+		if w := logSummary(n.g.Log()); w != "" {
+			t.Logf("gateway %s warnings and errors:\n%s", n.name, w)
+		}
+	}
 	led.mu.Lock()
 	unknown := led.unknown
 	led.mu.Unlock()
@@ -863,4 +868,31 @@ func eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+var logMsgRE = regexp.MustCompile(`level=(WARN|ERROR) msg=("[^"]*"|\S+)`)
+
+// logSummary counts a gateway log's WARN and ERROR lines by message.
+func logSummary(log string) string {
+	counts := map[string]int{}
+	example := map[string]string{}
+	for _, line := range strings.Split(log, "\n") {
+		if m := logMsgRE.FindStringSubmatch(line); m != nil {
+			k := m[1] + " " + m[2]
+			counts[k]++
+			if _, ok := example[k]; !ok {
+				_, rest, _ := strings.Cut(line, m[0])
+				if len(rest) > 240 {
+					rest = rest[:240] + "..."
+				}
+				example[k] = strings.TrimSpace(rest)
+			}
+		}
+	}
+	var out []string
+	for k, v := range counts {
+		out = append(out, fmt.Sprintf("  %5d× %s (first: %s)", v, k, example[k]))
+	}
+	sort.Strings(out)
+	return strings.Join(out, "\n")
 }

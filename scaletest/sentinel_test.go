@@ -19,6 +19,9 @@ import (
 // keyspace notifications on there). With POPBOX_REDIS_WAIT_REPLICAS=1 no
 // 200-answered message may be lost.
 func TestSentinelFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fault test under load: skipped with -short")
+	}
 	s := testenv.StartSentinel(t)
 	env := []string{"POPBOX_REDIS_SENTINELS=" + s.Addrs(), "POPBOX_REDIS_MASTER=" + s.Master, "POPBOX_REDIS_WAIT_REPLICAS=1"}
 	a := startNode(t, "A", "", env...)

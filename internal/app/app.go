@@ -84,7 +84,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(pl
 		if err != nil {
 			return fmt.Errorf("history: %w", err)
 		}
-		if err := bus.Add(hist.Sink(), history.DefaultSinkConfig()); err != nil {
+		sc := history.DefaultSinkConfig()
+		if cfg.HistoryBuffer > 0 {
+			sc.Buffer = cfg.HistoryBuffer
+		}
+		if err := bus.Add(hist.Sink(), sc); err != nil {
 			return fmt.Errorf("history sink: %w", err)
 		}
 		log.Info("history enabled", "db", cfg.MongoDB)
