@@ -1,9 +1,11 @@
 // Package hub keeps a gateway node's local consumers ("waiters") per queue
 // and feeds them from Redis. One subscriber connection per Redis primary
-// brings wake-ups (keyspace notifications or explicit publishes); on a
-// wake-up the hub runs one atomic pop for the first waiter that has room,
-// so the number of Redis connections does not grow with the number of
-// consumers. A slow periodic re-check makes a lost wake-up delay a message
+// brings wake-ups (keyspace notifications or explicit publishes); woken
+// queues go on a ready list that a few pop workers serve in batches: one
+// PopMany (two pipelined round trips) pops for up to 256 queues, each for
+// the first waiter that has room. The number of Redis connections does not
+// grow with the number of consumers, and the round trips per message fall
+// as the load grows. A slow periodic re-check makes a lost wake-up delay a message
 // but never strand it.
 package hub
 
@@ -22,7 +24,7 @@ import (
 // Store is what the hub needs from the Redis layer; *redisq.Store
 // implements it.
 type Store interface {
-	Pop(ctx context.Context, full string, max int, o redisq.PopOptions) ([]redisq.Message, error)
+	PopMany(ctx context.Context, reqs []redisq.PopRequest) []redisq.PopResult
 	HandBack(ctx context.Context, full string, msgs []redisq.Message) error
 	HandBackReliable(ctx context.Context, full string, msgs []redisq.Message) error
 	NonEmpty(ctx context.Context, fulls []string) ([]bool, error)
@@ -42,7 +44,11 @@ type Options struct {
 	Logger          *slog.Logger
 }
 
-const shards = 64
+const (
+	shards     = 64
+	popWorkers = 4   // goroutines popping for woken queues, in parallel
+	popBatch   = 256 // queues popped per Redis round trip
+)
 
 type queueState struct {
 	waiters  []*Waiter
@@ -70,8 +76,12 @@ type Hub struct {
 	dirty   map[string]struct{}
 	dirtyCh chan struct{}
 
+	readyMu sync.Mutex
+	ready   []string      // queues to pop for, each at most once (queueState.draining)
+	readyCh chan struct{} // wakes an idle pop worker
+
 	shuttingDown atomic.Bool
-	drains       sync.WaitGroup
+	drains       sync.WaitGroup // the pop workers
 
 	stats Stats
 }
@@ -99,9 +109,14 @@ func New(store Store, opts Options) *Hub {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &Hub{store: store, opts: opts, log: opts.Logger, seed: maphash.MakeSeed(),
-		ctx: ctx, cancel: cancel, dirty: map[string]struct{}{}, dirtyCh: make(chan struct{}, 1)}
+		ctx: ctx, cancel: cancel, dirty: map[string]struct{}{}, dirtyCh: make(chan struct{}, 1),
+		readyCh: make(chan struct{}, 1)}
 	for i := range h.sh {
 		h.sh[i].queues = map[string]*queueState{}
+	}
+	for range popWorkers {
+		h.drains.Add(1)
+		go h.popWorker()
 	}
 	return h
 }
@@ -237,69 +252,125 @@ func (h *Hub) scheduleLocked(queue string, q *queueState) bool {
 	return true
 }
 
+// startDrain puts a queue on the ready list of the pop workers.
 func (h *Hub) startDrain(queue string) {
-	h.drains.Add(1)
-	go func() {
-		defer h.drains.Done()
-		h.drain(queue)
-	}()
+	h.readyMu.Lock()
+	h.ready = append(h.ready, queue)
+	h.readyMu.Unlock()
+	select {
+	case h.readyCh <- struct{}{}:
+	default:
+	}
 }
 
-// drain pops for the queue's waiters until none has room or the queue is
-// empty. Only one drain per queue runs at a time on a node; nodes race
-// through the atomic pop script.
-func (h *Hub) drain(queue string) {
-	s := h.shardOf(queue)
+// takeReady waits for ready queues and takes up to n of them; nil when the
+// hub stops.
+func (h *Hub) takeReady(n int) []string {
 	for {
-		h.drainOnce(queue, s)
-		s.mu.Lock()
-		q := s.queues[queue]
-		if q != nil && q.again && len(q.waiters) > 0 {
-			q.again = false
-			s.mu.Unlock()
+		h.readyMu.Lock()
+		if len(h.ready) > 0 {
+			k := min(n, len(h.ready))
+			batch := make([]string, k)
+			copy(batch, h.ready)
+			h.ready = append(h.ready[:0:0], h.ready[k:]...)
+			more := len(h.ready) > 0
+			h.readyMu.Unlock()
+			if more {
+				select { // let another worker take the rest
+				case h.readyCh <- struct{}{}:
+				default:
+				}
+			}
+			return batch
+		}
+		h.readyMu.Unlock()
+		select {
+		case <-h.readyCh:
+		case <-h.ctx.Done():
+			return nil
+		}
+	}
+}
+
+// popWorker pops for batches of woken queues: one PopMany (two pipelined
+// Redis round trips) serves up to popBatch queues, so the Redis round trips
+// per delivered message fall as the load grows. Each queue is in at most one
+// batch at a time (queueState.draining); nodes race through the atomic pop
+// script.
+func (h *Hub) popWorker() {
+	defer h.drains.Done()
+	for {
+		batch := h.takeReady(popBatch)
+		if batch == nil {
+			return
+		}
+		h.popFor(batch)
+	}
+}
+
+func (h *Hub) popFor(queues []string) {
+	reqs := make([]redisq.PopRequest, 0, len(queues))
+	ws := make([]*Waiter, 0, len(queues))
+	for _, q := range queues {
+		w, n := h.pick(q, h.shardOf(q))
+		if w == nil {
+			h.finish(q, false)
 			continue
 		}
-		if q != nil {
-			q.draining = false
-			q.again = false
-			if len(q.waiters) == 0 {
-				delete(s.queues, queue)
+		reqs = append(reqs, redisq.PopRequest{Queue: q, Max: n,
+			Opts: redisq.PopOptions{Reliable: w.mode.Reliable, AckTimeout: w.mode.AckTimeout}})
+		ws = append(ws, w)
+	}
+	if len(reqs) == 0 {
+		return
+	}
+	results := h.store.PopMany(h.ctx, reqs)
+	for i, r := range results {
+		q, w := reqs[i].Queue, ws[i]
+		if r.Err != nil {
+			h.stats.Errors.Add(1)
+			if h.ctx.Err() == nil {
+				h.log.LogAttrs(h.ctx, slog.LevelWarn, "pop failed", slog.String("queue", q), slog.Any("err", r.Err))
+			}
+			h.finish(q, false) // the sweep or the next wake-up retries
+			continue
+		}
+		if msgs := r.Messages; len(msgs) > 0 {
+			h.stats.Pops.Add(1)
+			rest := w.offer(msgs)
+			h.stats.Delivered.Add(int64(len(msgs) - len(rest)))
+			if len(rest) > 0 {
+				// The waiter left (or filled up) meanwhile: try the others.
+				rest = h.offerOthers(q, h.shardOf(q), w, rest)
+				if len(rest) > 0 {
+					h.handBack(q, w.mode, rest)
+				}
 			}
 		}
-		s.mu.Unlock()
-		return
+		h.finish(q, r.Taken > 0 && r.Taken >= reqs[i].Max)
 	}
 }
 
-func (h *Hub) drainOnce(queue string, s *shard) {
-	for attempts := 0; attempts < 1000; attempts++ {
-		if h.ctx.Err() != nil {
-			return
-		}
-		w, n := h.pick(queue, s)
-		if w == nil {
-			return
-		}
-		msgs, err := h.store.Pop(h.ctx, queue, n, redisq.PopOptions{Reliable: w.mode.Reliable, AckTimeout: w.mode.AckTimeout})
-		if err != nil {
-			h.stats.Errors.Add(1)
-			h.log.LogAttrs(h.ctx, slog.LevelWarn, "pop failed", slog.String("queue", queue), slog.Any("err", err))
-			return // the sweep or the next wake-up retries
-		}
-		if len(msgs) == 0 {
-			return
-		}
-		h.stats.Pops.Add(1)
-		rest := w.offer(msgs)
-		h.stats.Delivered.Add(int64(len(msgs) - len(rest)))
-		if len(rest) > 0 {
-			// The waiter left (or filled up) meanwhile: try the others.
-			rest = h.offerOthers(queue, s, w, rest)
-			if len(rest) > 0 {
-				h.handBack(queue, w.mode, rest)
-			}
+// finish ends one pop step of a queue: if the queue may hold more, or a
+// wake-up came meanwhile, it goes back on the ready list; else it is idle.
+func (h *Hub) finish(queue string, more bool) {
+	s := h.shardOf(queue)
+	s.mu.Lock()
+	q := s.queues[queue]
+	if q != nil && len(q.waiters) > 0 && (more || q.again) && h.ctx.Err() == nil {
+		q.again = false
+		s.mu.Unlock()
+		h.startDrain(queue)
+		return
+	}
+	if q != nil {
+		q.draining = false
+		q.again = false
+		if len(q.waiters) == 0 {
+			delete(s.queues, queue)
 		}
 	}
+	s.mu.Unlock()
 }
 
 // pick returns the first waiter with room and how many messages it takes;

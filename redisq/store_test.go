@@ -327,3 +327,48 @@ func TestWakeupsKeyspace(t *testing.T) {
 		}
 	}
 }
+
+func TestPopMany(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			s, c := b.store(t)
+			ctx := context.Background()
+			exp := time.Now().Add(time.Hour).Unix()
+			provision(t, s, "UNSEC:", 'L', "a-l", exp, "a")
+			provision(t, s, "UNSEC:", 'H', "a-h", exp, "a")
+			ghost := provision(t, s, "UNSEC:", 'H', "b-ghost", exp, "b")
+			provision(t, s, "UNSEC:", 'H', "b-live", exp, "b")
+			provision(t, s, "UNSEC:", 'H', "r1", exp, "r")
+			c.Del(ctx, redisq.KeysOfTrans(ghost).Meta)
+			var skipped []string
+			s.OnSkip(func(q, tid string) { skipped = append(skipped, q+"/"+tid) })
+			res := s.PopMany(ctx, []redisq.PopRequest{
+				{Queue: "UNSEC:a", Max: 10},
+				{Queue: "UNSEC:b", Max: 1},
+				{Queue: "UNSEC:r", Max: 5, Opts: redisq.PopOptions{Reliable: true, AckTimeout: time.Minute}},
+				{Queue: "UNSEC:empty", Max: 5},
+			})
+			if d := cmp.Diff([]string{"a-h", "a-l"}, payloads(res[0].Messages)); d != "" || res[0].Taken != 2 {
+				t.Fatalf("queue a: %s taken=%d", d, res[0].Taken)
+			}
+			// The ghost is taken (Taken == Max: pop again) but not returned.
+			if len(res[1].Messages) != 0 || res[1].Taken != 1 || len(skipped) != 1 || skipped[0] != "UNSEC:b/"+ghost {
+				t.Fatalf("queue b: %+v skipped=%v", res[1], skipped)
+			}
+			again := s.PopMany(ctx, []redisq.PopRequest{{Queue: "UNSEC:b", Max: 1}})
+			if d := cmp.Diff([]string{"b-live"}, payloads(again[0].Messages)); d != "" {
+				t.Fatal(d)
+			}
+			if len(res[2].Messages) != 1 {
+				t.Fatalf("reliable: %+v", res[2])
+			}
+			st, _ := s.States(ctx, res[2].Messages[0].TID)
+			if st["UNSEC:r"] != redisq.StateBlocked {
+				t.Fatalf("reliable state = %v", st)
+			}
+			if res[3].Taken != 0 || len(res[3].Messages) != 0 || res[3].Err != nil {
+				t.Fatalf("empty queue: %+v", res[3])
+			}
+		})
+	}
+}

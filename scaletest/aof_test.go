@@ -22,8 +22,9 @@ import (
 // are turned on again on the restarted server).
 //
 // A process crash loses nothing acknowledged with either fsync policy:
-// Redis write(2)s the AOF before it answers, so the data is in the kernel.
-// appendfsync everysec can lose up to about a second of writes only if the
+// Redis write(2)s the AOF before it answers, so the data is in the kernel
+// (with everysec, unless a very slow disk makes Redis postpone the write).
+// appendfsync everysec can lose up to about a second of writes if the
 // machine itself goes down (power, kernel), which a test cannot inject.
 func TestRedisRestartAOF(t *testing.T) {
 	for _, fsync := range []string{"always", "everysec"} {
