@@ -95,7 +95,6 @@ return 1
 var provisionMetaScript = redis.NewScript(`
 local last = 2 + 2 * tonumber(ARGV[2])
 local chunk = 4000
-redis.call('DEL', KEYS[1], KEYS[2])
 for i = 3, last, chunk do
   redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + chunk - 1, last)))
 end
