@@ -141,6 +141,31 @@ end
 return n
 `)
 
+// handBackReliableScript returns reliable entries that are still in flight
+// to the head of their lists at once (a consumer that could not take them),
+// keeping their original order; entries acked meanwhile are left alone.
+//
+//	KEYS[1] high list  KEYS[2] low list  KEYS[3] inflight zset
+//	ARGV[1] minimum TTL (ms)  ARGV[2..] prio, tid pairs in pop order
+//	returns the ids put back.
+var handBackReliableScript = redis.NewScript(`
+local back = {}
+for i = #ARGV - 1, 2, -2 do
+  local prio, tid = ARGV[i], ARGV[i + 1]
+  if redis.call('ZREM', KEYS[3], prio .. tid) == 1 then
+    local key = KEYS[2]
+    if prio == 'H' then key = KEYS[1] end
+    redis.call('LPUSH', key, tid)
+    back[#back + 1] = tid
+  end
+end
+for i = 1, 2 do
+  local ttl = redis.call('PTTL', KEYS[i])
+  if ttl ~= -2 and ttl < tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
+end
+return back
+`)
+
 // requeueScript moves reliable entries whose ack deadline has passed back to
 // the head of their lists, in their original pop order.
 //

@@ -570,21 +570,38 @@ func (s *Store) HandBackReliable(ctx context.Context, full string, msgs []Messag
 	if len(msgs) == 0 {
 		return nil
 	}
-	tids := make([]string, len(msgs))
-	for i, m := range msgs {
-		tids[i] = m.TID
+	qk := KeysOfQueue(full)
+	var ttl int64 = handBackTTL.Milliseconds()
+	for _, m := range msgs {
+		ttl = max(ttl, s.listTTL(m.ExpiresAt))
 	}
-	removed, err := s.ackRaw(ctx, full, tids)
+	args := make([]any, 0, 1+2*len(msgs))
+	args = append(args, ttl)
+	for _, m := range msgs {
+		args = append(args, string(m.Priority), m.TID)
+	}
+	// One script: the in-flight record and the re-queue cannot be split by
+	// a failover.
+	back, err := handBackReliableScript.Run(ctx, s.rdb, []string{qk.High, qk.Low, qk.Inflight}, args...).StringSlice()
 	if err != nil {
-		return err
+		return fmt.Errorf("hand back to %s: %w", full, err)
 	}
-	back := make([]Message, 0, len(msgs))
-	for i, ok := range removed {
-		if ok {
-			back = append(back, msgs[i])
+	if len(back) == 0 {
+		return nil
+	}
+	requeued := make(map[string]bool, len(back))
+	for _, t := range back {
+		requeued[t] = true
+	}
+	pending := make([]Message, 0, len(back))
+	for _, m := range msgs {
+		if requeued[m.TID] {
+			pending = append(pending, m)
 		}
 	}
-	return s.HandBack(ctx, full, back)
+	s.setStates(ctx, pending, StatePending)
+	s.wake(ctx, full)
+	return nil
 }
 
 // handBackRaw is the best-effort hand back used on error paths.

@@ -372,3 +372,38 @@ func TestPopMany(t *testing.T) {
 		})
 	}
 }
+
+func TestHandBackReliable(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			s, _ := b.store(t)
+			ctx := context.Background()
+			exp := time.Now().Add(time.Hour).Unix()
+			a := provision(t, s, "UNSEC:", 'H', "a", exp, "hb")
+			provision(t, s, "UNSEC:", 'L', "b", exp, "hb")
+			provision(t, s, "UNSEC:", 'L', "c", exp, "hb")
+			got, err := s.Pop(ctx, "UNSEC:hb", 2, redisq.PopOptions{Reliable: true, AckTimeout: time.Minute})
+			if err != nil || len(got) != 2 {
+				t.Fatalf("pop = %v %v", got, err)
+			}
+			// "a" is acked meanwhile: only "b" goes back, ahead of "c".
+			if _, err := s.Ack(ctx, "UNSEC:hb", []string{a}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.HandBackReliable(ctx, "UNSEC:hb", got); err != nil {
+				t.Fatal(err)
+			}
+			st, _ := s.States(ctx, got[1].TID)
+			if st["UNSEC:hb"] != redisq.StatePending {
+				t.Fatalf("state after hand back = %v", st)
+			}
+			rest, _ := s.Pop(ctx, "UNSEC:hb", 10, redisq.PopOptions{})
+			if d := cmp.Diff([]string{"b", "c"}, payloads(rest)); d != "" {
+				t.Fatal(d)
+			}
+			if req, _ := s.ReapInflight(ctx, 10); len(req) != 0 {
+				t.Fatalf("a handed-back entry stayed in flight: %v", req)
+			}
+		})
+	}
+}

@@ -114,20 +114,32 @@ func (s *Store) nodeWakeups(ctx context.Context, c *redis.Client, wake WakeHandl
 	defer stop()
 	defer ps.Close()
 	subscribed := 0
+	var failing time.Time // when the current interruption began
+	backoff := 50 * time.Millisecond
 	for {
 		msg, err := ps.Receive(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			// go-redis reconnects and resubscribes on the next Receive.
-			s.log.LogAttrs(ctx, slog.LevelWarn, "wake-up subscription interrupted", slog.String("addr", c.Options().Addr), slog.Any("err", err))
+			// go-redis reconnects and resubscribes on the next Receive;
+			// one log line per interruption, retries backing off to 2 s.
+			if failing.IsZero() {
+				failing = time.Now()
+				s.log.LogAttrs(ctx, slog.LevelWarn, "wake-up subscription interrupted; reconnecting", slog.String("addr", c.Options().Addr), slog.Any("err", err))
+			}
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(100 * time.Millisecond):
+			case <-time.After(backoff):
 			}
+			backoff = min(2*backoff, 2*time.Second)
 			continue
+		}
+		if !failing.IsZero() {
+			s.log.LogAttrs(ctx, slog.LevelInfo, "wake-up subscription back", slog.String("addr", c.Options().Addr),
+				slog.Duration("after", time.Since(failing).Round(time.Millisecond)))
+			failing, backoff = time.Time{}, 50*time.Millisecond
 		}
 		switch m := msg.(type) {
 		case *redis.Subscription:
