@@ -37,7 +37,7 @@ const (
 const (
 	infoTTL       = 30 * 24 * time.Hour // how long a queue's lastPop is kept after its last pop
 	handBackTTL   = time.Hour           // lists that get entries back live at least this long
-	pipelineChunk = 1000                // commands per pipeline round trip
+	pipelineChunk = 10000               // commands per pipeline round trip (a whole 10,000-queue fan-out is one)
 	maxPopRounds  = 8                   // pop rounds to fill max when ghosts are skipped
 )
 
