@@ -21,7 +21,7 @@ TEST_TIMEOUT ?= 20m
 TEST_FLAGS ?=
 # Fuzz targets run briefly by `make test` / `make fuzz`, as package:FuzzName.
 # (Plain `go test` already runs the seed corpus of every fuzz target.)
-FUZZ_TARGETS ?= ./request:FuzzParseProvision ./request:FuzzValidQueueID
+FUZZ_TARGETS ?= ./request:FuzzParseProvision ./request:FuzzValidQueueID ./auth:FuzzParseClaims
 FUZZTIME ?= 10s
 # Arguments of the load tool for `make bench` and `make bench-full`.
 BENCH_ARGS ?= --write-doc docs/BENCHMARKS.md
