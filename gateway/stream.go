@@ -57,7 +57,7 @@ func (r endReason) String() string {
 const (
 	streamOutbox      = 16               // messages taken from Redis ahead of the writer, per stream
 	writeTimeout      = 10 * time.Second // a write that takes longer marks a slow consumer
-	heartbeatInterval = 20 * time.Second // base heartbeat interval (jittered ±25 %)
+	heartbeatInterval = 30 * time.Second // base heartbeat interval (jittered ±25 %: 22.5–37.5 s, under the usual 60 s proxy idle timeout)
 	ackCheckInterval  = 250 * time.Millisecond
 )
 
