@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"time"
@@ -148,7 +149,14 @@ func (s *Server) ack(c echo.Context) error {
 
 // acknowledge acks tids on a queue and records the deliveries.
 func (s *Server) acknowledge(c echo.Context, full string, tids []string) ([]redisq.AckResult, error) {
-	res, err := s.store.Ack(c.Request().Context(), full, tids)
+	return s.ackOn(c.Request().Context(), full, tids, "ack")
+}
+
+// ackOn acknowledges reliable deliveries on queue full (from POST /ack or an
+// in-band WebSocket ack) and records them: an ack action and a Delivered
+// state per message, which fires its callback.
+func (s *Server) ackOn(ctx context.Context, full string, tids []string, via string) ([]redisq.AckResult, error) {
+	res, err := s.store.Ack(ctx, full, tids)
 	if err != nil {
 		return nil, err
 	}
@@ -159,8 +167,8 @@ func (s *Server) acknowledge(c echo.Context, full string, tids []string) ([]redi
 		}
 	}
 	if len(acked) > 0 {
-		s.emit(events.Event{Kind: events.KindAction, Action: events.ActionAck, Count: len(acked), Queue: queueID(full), Namespace: nsOf(full)})
-		s.emitStates(acked, events.StateDelivered, "ack")
+		s.emit(events.Event{Kind: events.KindAction, Action: events.ActionAck, Count: len(acked), Queue: queueID(full), Namespace: nsOf(full), Transport: via})
+		s.emitStates(acked, events.StateDelivered, via)
 	}
 	return res, nil
 }

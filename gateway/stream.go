@@ -134,21 +134,18 @@ func (s *Server) runStream(ctx context.Context, t transport, o streamOpts) endRe
 			}
 			s.hub.Pulled(w)
 		case tids := <-o.acks:
-			res, err := s.store.Ack(ctx, o.full, tids)
+			res, err := s.ackOn(ctx, o.full, tids, t.name())
 			if err != nil {
 				s.log.LogAttrs(ctx, slog.LevelWarn, "in-band ack", slog.Any("err", err))
 				continue
 			}
-			var acked []redisq.Message
 			for _, r := range res {
 				if r.OK {
 					delete(pending, r.TID)
-					acked = append(acked, redisq.Message{TID: r.TID, Queue: o.full, Callback: r.Callback})
 				} else if o.onAckErr != nil {
 					o.onAckErr(r.TID)
 				}
 			}
-			s.emitStates(acked, "Delivered", t.name())
 		case now := <-ackTick:
 			if s.ackOverdue(ctx, o.full, pending, now) {
 				t.end(endAckTimeout)

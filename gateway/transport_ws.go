@@ -329,19 +329,16 @@ func (s *Server) muxAck(ctx context.Context, ns string, f clientFrame, subs map[
 		if len(try) == 0 {
 			break
 		}
-		res, err := s.store.Ack(ctx, sub.full, try)
+		res, err := s.ackOn(ctx, sub.full, try, TransportWSMux)
 		if err != nil {
 			s.log.LogAttrs(ctx, slog.LevelWarn, "in-band ack", slog.Any("err", err))
 			return
 		}
-		var acked []redisq.Message
 		for _, r := range res {
 			if r.OK {
 				delete(left, r.TID)
-				acked = append(acked, redisq.Message{TID: r.TID, Queue: sub.full, Callback: r.Callback})
 			}
 		}
-		s.emitStates(acked, "Delivered", TransportWSMux)
 	}
 	for t := range left {
 		errFrame(f.Queue, t+" is not in flight on this connection's queues")
