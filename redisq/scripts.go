@@ -106,6 +106,34 @@ if #ARGV > last then redis.call('EXPIREAT', KEYS[2], ARGV[1]) end
 return 1
 `)
 
+// provisionAllScript provisions a transaction in one step on a server that
+// is not a Cluster (keys of several slots in one script): metadata, states
+// and every push, atomically. Used for small fan-outs; larger ones and
+// Cluster mode use provisionMetaScript then pushScript per queue.
+//
+//	KEYS[1] meta hash  KEYS[2] state hash  KEYS[3..] one list per queue
+//	ARGV[1] expire at (unix s)  ARGV[2] number of metadata pairs m
+//	ARGV[3] tid  ARGV[4] minimum list TTL (ms)
+//	ARGV[5 .. 4+2m] metadata field/value pairs, then one state field per queue
+//	returns 1.
+var provisionAllScript = redis.NewScript(`
+local m = tonumber(ARGV[2])
+local meta = {}
+for i = 5, 4 + 2 * m do meta[#meta + 1] = ARGV[i] end
+for i = 1, #meta, 4000 do
+  redis.call('HSET', KEYS[1], unpack(meta, i, math.min(i + 3999, #meta)))
+end
+redis.call('EXPIREAT', KEYS[1], ARGV[1])
+local ttl = tonumber(ARGV[4])
+for q = 3, #KEYS do
+  redis.call('HSET', KEYS[2], ARGV[4 + 2 * m + q - 2], 'Pending')
+  redis.call('RPUSH', KEYS[q], ARGV[3])
+  if redis.call('PTTL', KEYS[q]) < ttl then redis.call('PEXPIRE', KEYS[q], ttl) end
+end
+redis.call('EXPIREAT', KEYS[2], ARGV[1])
+return 1
+`)
+
 // pushScript appends a transaction id to a queue list and makes sure the
 // list lives at least as long as the entry.
 //

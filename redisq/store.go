@@ -196,6 +196,9 @@ func (s *Store) Provision(ctx context.Context, tx *Transaction) error {
 	for _, q := range tx.Queues {
 		args = append(args, tx.NS+q, StatePending)
 	}
+	if c, ok := s.rdb.(*redis.Client); ok && s.opts.WaitReplicas == 0 && len(tx.Queues) <= fusedMaxQueues {
+		return s.provisionFused(ctx, c, tx, fields)
+	}
 	// With WaitReplicas every write goes through one dedicated connection
 	// per primary: WAIT only counts the writes made on its own connection.
 	var pin *pinnedConns
@@ -246,6 +249,40 @@ func (s *Store) Provision(ctx context.Context, tx *Transaction) error {
 			return fmt.Errorf("provision %s: %w", tx.ID, err)
 		}
 	}
+	return nil
+}
+
+// fusedMaxQueues is the largest fan-out provisioned by one script on a
+// server that is not a Cluster.
+const fusedMaxQueues = 64
+
+// provisionFused provisions tx with one atomic script (one round trip):
+// only on a single server (or Sentinel primary), where a script may touch
+// keys of any slot.
+func (s *Store) provisionFused(ctx context.Context, c *redis.Client, tx *Transaction, fields []string) error {
+	tk := KeysOfTrans(tx.ID)
+	keys := make([]string, 0, 2+len(tx.Queues))
+	keys = append(keys, tk.Meta, tk.State)
+	args := make([]any, 0, 4+2*len(tx.Meta)+len(tx.Queues))
+	args = append(args, tx.ExpiresAt, len(tx.Meta), tx.ID, s.listTTL(tx.ExpiresAt))
+	for _, k := range fields {
+		args = append(args, k, tx.Meta[k])
+	}
+	full := make([]string, len(tx.Queues))
+	for i, q := range tx.Queues {
+		full[i] = tx.NS + q
+		qk := KeysOfQueue(full[i])
+		if tx.Priority == 'H' {
+			keys = append(keys, qk.High)
+		} else {
+			keys = append(keys, qk.Low)
+		}
+		args = append(args, full[i])
+	}
+	if err := provisionAllScript.Run(ctx, c, keys, args...).Err(); err != nil {
+		return fmt.Errorf("provision %s: %w", tx.ID, err)
+	}
+	s.wake(ctx, full...)
 	return nil
 }
 
