@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -13,29 +12,32 @@ import (
 )
 
 // httpStream is the framing shared by HTTP streaming and SSE: a flushed,
-// deadline-guarded write of one chunk per message.
+// deadline-guarded write of one chunk per message. It keeps no buffer of
+// its own between messages (idle connections cost as little as possible).
 type httpStream struct {
 	label string
 	rw    http.ResponseWriter
 	rc    *http.ResponseController
-	buf   *bufio.Writer
-	frame func(b *bufio.Writer, m redisq.Message) error
-	beat  func(b *bufio.Writer) error
+	frame func(b []byte, m redisq.Message) ([]byte, error)
+	beat  func(b []byte) ([]byte, error)
 	ended endReason
 }
 
 func newHTTPStream(label string, rw http.ResponseWriter) *httpStream {
-	return &httpStream{label: label, rw: rw, rc: http.NewResponseController(rw), buf: bufio.NewWriterSize(rw, 512)}
+	return &httpStream{label: label, rw: rw, rc: http.NewResponseController(rw)}
 }
 
 func (h *httpStream) name() string { return h.label }
 
-func (h *httpStream) write(deadline time.Time, fn func(b *bufio.Writer) error) error {
-	_ = h.rc.SetWriteDeadline(deadline)
-	if err := fn(h.buf); err != nil {
+// write appends one frame to a fresh buffer and writes and flushes it
+// before deadline.
+func (h *httpStream) write(deadline time.Time, fn func(b []byte) ([]byte, error)) error {
+	b, err := fn(make([]byte, 0, 256))
+	if err != nil {
 		return err
 	}
-	if err := h.buf.Flush(); err != nil {
+	_ = h.rc.SetWriteDeadline(deadline)
+	if _, err := h.rw.Write(b); err != nil {
 		return err
 	}
 	if err := h.rc.Flush(); err != nil {
@@ -45,7 +47,7 @@ func (h *httpStream) write(deadline time.Time, fn func(b *bufio.Writer) error) e
 }
 
 func (h *httpStream) send(_ context.Context, m redisq.Message, deadline time.Time) error {
-	return h.write(deadline, func(b *bufio.Writer) error { return h.frame(b, m) })
+	return h.write(deadline, func(b []byte) ([]byte, error) { return h.frame(b, m) })
 }
 
 func (h *httpStream) heartbeat(_ context.Context, deadline time.Time) error {
@@ -85,16 +87,15 @@ func (s *Server) subscribeStream(c echo.Context, reliable bool) error {
 	rw.Header().Set("X-Accel-Buffering", "no")
 	rw.WriteHeader(http.StatusOK)
 	hs := newHTTPStream(TransportStream, rw)
-	if err := hs.write(time.Now().Add(writeTimeout), func(*bufio.Writer) error { return nil }); err != nil {
+	if err := hs.write(time.Now().Add(writeTimeout), func(b []byte) ([]byte, error) { return b, nil }); err != nil {
 		return nil
 	}
-	hs.frame = func(b *bufio.Writer, m redisq.Message) error {
+	hs.frame = func(b []byte, m redisq.Message) ([]byte, error) {
 		out, err := json.Marshal(streamMessage{OK: true, Data: [1]string{m.Payload}, Transactions: [1]string{m.TID}})
 		if err != nil {
-			return err
+			return nil, err
 		}
-		b.Write(out)
-		return b.WriteByte('\n')
+		return append(append(b, out...), '\n'), nil
 	}
 	s.runStream(c.Request().Context(), hs, streamOpts{full: full, mode: modeFrom(reliable, c.QueryParam("timeoutACK"))})
 	return nil
@@ -132,33 +133,29 @@ func (s *Server) events(c echo.Context) error {
 	hs := newHTTPStream(TransportSSE, rw)
 	// Open the stream at once (EventSource fires "open") and tell the
 	// browser how soon to reconnect.
-	if err := hs.write(time.Now().Add(writeTimeout), func(b *bufio.Writer) error {
-		_, err := b.WriteString("retry: 2000\n: connected\n\n")
-		return err
+	if err := hs.write(time.Now().Add(writeTimeout), func(b []byte) ([]byte, error) {
+		return append(b, "retry: 2000\n: connected\n\n"...), nil
 	}); err != nil {
 		return nil
 	}
-	hs.frame = func(b *bufio.Writer, m redisq.Message) error {
+	hs.frame = func(b []byte, m redisq.Message) ([]byte, error) {
 		out, err := json.Marshal(newEventData(m))
 		if err != nil {
-			return err
+			return nil, err
 		}
-		b.WriteString("id: ")
-		b.WriteString(m.TID)
-		b.WriteString("\nevent: message\ndata: ")
-		b.Write(out)
-		_, err = b.WriteString("\n\n")
-		return err
+		b = append(b, "id: "...)
+		b = append(b, m.TID...)
+		b = append(b, "\nevent: message\ndata: "...)
+		b = append(b, out...)
+		return append(b, "\n\n"...), nil
 	}
-	hs.beat = func(b *bufio.Writer) error {
-		_, err := b.WriteString(": heartbeat\n\n")
-		return err
+	hs.beat = func(b []byte) ([]byte, error) {
+		return append(b, ": heartbeat\n\n"...), nil
 	}
 	reason := s.runStream(c.Request().Context(), hs, streamOpts{full: full, mode: modeFrom(reliable, c.QueryParam("timeoutACK"))})
 	if reason == endShutdown || reason == endAckTimeout {
-		_ = hs.write(time.Now().Add(time.Second), func(b *bufio.Writer) error {
-			_, err := b.WriteString("event: end\ndata: " + reason.String() + "\n\n")
-			return err
+		_ = hs.write(time.Now().Add(time.Second), func(b []byte) ([]byte, error) {
+			return append(b, "event: end\ndata: "+reason.String()+"\n\n"...), nil
 		})
 	}
 	return nil

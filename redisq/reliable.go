@@ -103,6 +103,17 @@ func (s *Store) ReapInflight(ctx context.Context, limit int) ([]Requeued, error)
 	for _, zq := range queues {
 		full, _ := zq.Member.(string)
 		qk := KeysOfQueue(full)
+		// Pending before the entries are visible again, and only where they
+		// are still Blocked (a racing ack keeps its Delivered).
+		if due, err := s.rdb.ZRangeByScore(ctx, qk.Inflight, &redis.ZRangeBy{Min: "-inf", Max: strconv.FormatInt(now, 10)}).Result(); err == nil && len(due) > 0 {
+			msgs := make([]Message, 0, len(due))
+			for _, m := range due {
+				if len(m) > 1 {
+					msgs = append(msgs, Message{TID: m[1:], Queue: full, Priority: m[0]})
+				}
+			}
+			s.setStatesIf(ctx, msgs, StatePending, StateBlocked)
+		}
 		raw, err := requeueScript.Run(ctx, s.rdb, []string{qk.High, qk.Low, qk.Inflight}, now, handBackTTL.Milliseconds()).StringSlice()
 		if err != nil {
 			return out, fmt.Errorf("reap %s: %w", full, err)
@@ -122,15 +133,11 @@ func (s *Store) ReapInflight(ctx context.Context, limit int) ([]Requeued, error)
 		if len(raw) == 1 {
 			continue
 		}
-		msgs := make([]Message, 0, len(raw)-1)
 		for _, m := range raw[1:] {
-			if len(m) < 2 {
-				continue
+			if len(m) > 1 {
+				out = append(out, Requeued{Queue: full, TID: m[1:]})
 			}
-			msgs = append(msgs, Message{TID: m[1:], Queue: full, Priority: m[0]})
-			out = append(out, Requeued{Queue: full, TID: m[1:]})
 		}
-		s.setStates(ctx, msgs, StatePending)
 		s.wake(ctx, full)
 	}
 	return out, nil

@@ -68,9 +68,12 @@ return n
 //	KEYS[1] transaction meta hash  KEYS[2] transaction state hash
 //	ARGV[1] state field (full queue name)  ARGV[2] new state
 //	ARGV[3] "1" to return {payload, callback, expirationDate}
-//	returns nil (a ghost: deleted or expired), 1, or the metadata array.
+//	ARGV[4] optional: change the state only if it currently is this one
+//	returns nil (a ghost: deleted or expired), 0 (state was not ARGV[4]),
+//	1, or the metadata array.
 var transitionScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+if ARGV[4] and redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[4] then return 0 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 if redis.call('PTTL', KEYS[2]) == -1 then
   local ttl = redis.call('PTTL', KEYS[1])

@@ -594,11 +594,10 @@ func (s *Store) HandBack(ctx context.Context, full string, msgs []Message) error
 	if len(msgs) == 0 {
 		return nil
 	}
-	if err := s.pushFront(ctx, full, msgs); err != nil {
-		return err
-	}
+	// Pending first: once back in the list another consumer may take the
+	// message at once, and its state must then not be overwritten.
 	s.setStates(ctx, msgs, StatePending)
-	return nil
+	return s.pushFront(ctx, full, msgs)
 }
 
 // HandBackReliable returns reliable messages taken by Pop (in flight) to the
@@ -617,27 +616,20 @@ func (s *Store) HandBackReliable(ctx context.Context, full string, msgs []Messag
 	for _, m := range msgs {
 		args = append(args, string(m.Priority), m.TID)
 	}
+	// Pending before the entries are visible again (a consumer may take them
+	// at once), and only where they are still Blocked (an ack that came
+	// first keeps its Delivered; such entries are not in flight any more and
+	// the script leaves them alone).
+	s.setStatesIf(ctx, msgs, StatePending, StateBlocked)
 	// One script: the in-flight record and the re-queue cannot be split by
 	// a failover.
 	back, err := handBackReliableScript.Run(ctx, s.rdb, []string{qk.High, qk.Low, qk.Inflight}, args...).StringSlice()
 	if err != nil {
 		return fmt.Errorf("hand back to %s: %w", full, err)
 	}
-	if len(back) == 0 {
-		return nil
+	if len(back) > 0 {
+		s.wake(ctx, full)
 	}
-	requeued := make(map[string]bool, len(back))
-	for _, t := range back {
-		requeued[t] = true
-	}
-	pending := make([]Message, 0, len(back))
-	for _, m := range msgs {
-		if requeued[m.TID] {
-			pending = append(pending, m)
-		}
-	}
-	s.setStates(ctx, pending, StatePending)
-	s.wake(ctx, full)
 	return nil
 }
 
@@ -675,10 +667,20 @@ func (s *Store) pushFront(ctx context.Context, full string, msgs []Message) erro
 // setStates sets the state of each message's (transaction, queue) pair,
 // best effort.
 func (s *Store) setStates(ctx context.Context, msgs []Message, state string) {
+	s.setStatesIf(ctx, msgs, state, "")
+}
+
+// setStatesIf is setStates limited to pairs whose state is currently from
+// ("" = any), best effort.
+func (s *Store) setStatesIf(ctx context.Context, msgs []Message, state, from string) {
 	calls := make([]scriptCall, len(msgs))
 	for i, m := range msgs {
 		tk := KeysOfTrans(m.TID)
-		calls[i] = scriptCall{transitionScript, []string{tk.Meta, tk.State}, []any{m.Queue, state, "0"}}
+		args := []any{m.Queue, state, "0"}
+		if from != "" {
+			args = append(args, from)
+		}
+		calls[i] = scriptCall{transitionScript, []string{tk.Meta, tk.State}, args}
 	}
 	if _, err := s.runScripts(ctx, calls); err != nil {
 		s.log.LogAttrs(ctx, slog.LevelWarn, "set states", slog.String("state", state), slog.Any("err", err))
