@@ -152,7 +152,7 @@ func Default() Config {
 		MongoDB:         "popbox",
 		HistoryBuffer:   20000,
 		WaiterLease:     15 * time.Second,
-		RecheckInterval: 30 * time.Second,
+		RecheckInterval: 60 * time.Second,
 		ShutdownTimeout: 15 * time.Second,
 		NodeName:        defaultNodeName(),
 	}

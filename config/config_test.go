@@ -50,7 +50,7 @@ func TestDefault(t *testing.T) {
 		"redis_wait_replicas": 0, "log_level": "info", "log_format": "text",
 		"require_auth": false, "provision_auth": false, "max_body": int64(8388608),
 		"max_connections": 0, "mongo_db": "popbox", "history_ttl": "0s",
-		"waiter_lease": "15s", "recheck_interval": "30s", "shutdown_timeout": "15s",
+		"waiter_lease": "15s", "recheck_interval": "1m0s", "shutdown_timeout": "15s",
 		"reuseport": false, "history_payloads": false, "history_buffer": 20000,
 	}
 	got := c.Redacted()

@@ -102,7 +102,7 @@ func New(store Store, opts Options) *Hub {
 		opts.Lease = 15 * time.Second
 	}
 	if opts.RecheckInterval <= 0 {
-		opts.RecheckInterval = 30 * time.Second
+		opts.RecheckInterval = 60 * time.Second
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
