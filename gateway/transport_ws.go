@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -35,10 +36,15 @@ func (s *Server) acceptWS(c echo.Context) (*websocket.Conn, error) {
 
 // wsTransport frames per-queue WebSocket messages.
 type wsTransport struct {
-	conn  *websocket.Conn
-	label string
-	mu    sync.Mutex // one writer at a time (frames and close)
+	conn    *websocket.Conn
+	label   string
+	mu      sync.Mutex  // one writer at a time (frames and close)
+	pinging atomic.Bool // a ping is waiting for its pong
 }
+
+// pongTimeout is how long a ping may wait for its pong before the peer is
+// taken for dead and the connection closed.
+const pongTimeout = 30 * time.Second
 
 func (t *wsTransport) name() string { return t.label }
 
@@ -58,10 +64,22 @@ func (t *wsTransport) send(ctx context.Context, m redisq.Message, deadline time.
 	return t.writeJSON(ctx, newEventData(m), deadline)
 }
 
-func (t *wsTransport) heartbeat(ctx context.Context, deadline time.Time) error {
-	pctx, cancel := context.WithDeadline(ctx, deadline)
-	defer cancel()
-	return t.conn.Ping(pctx)
+// heartbeat sends a ping without holding up the stream: the pong is awaited
+// in the background (up to pongTimeout), and a peer that does not answer
+// is disconnected, which ends the stream through its reader.
+func (t *wsTransport) heartbeat(ctx context.Context, _ time.Time) error {
+	if !t.pinging.CompareAndSwap(false, true) {
+		return nil // the previous ping is still out
+	}
+	go func() {
+		defer t.pinging.Store(false)
+		pctx, cancel := context.WithTimeout(ctx, pongTimeout)
+		defer cancel()
+		if err := t.conn.Ping(pctx); err != nil && ctx.Err() == nil {
+			_ = t.conn.CloseNow()
+		}
+	}()
+	return nil
 }
 
 func (t *wsTransport) end(r endReason) {
