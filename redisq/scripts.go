@@ -43,25 +43,6 @@ end
 return out
 `)
 
-// dropGhostsScript removes entries from the head of a queue list as long as
-// they are the given ids, in order: ghosts the caller found (their
-// transaction was deleted or has expired, so pops would skip them anyway).
-// It stops at the first head that is not the next expected id, so entries
-// popped or handed back meanwhile are never touched.
-//
-//	KEYS[1] high or low list
-//	ARGV[1..] transaction ids expected at the head, in order
-//	returns the number of entries removed.
-var dropGhostsScript = redis.NewScript(`
-local n = 0
-for _, tid in ipairs(ARGV) do
-  if redis.call('LINDEX', KEYS[1], 0) ~= tid then break end
-  redis.call('LPOP', KEYS[1])
-  n = n + 1
-end
-return n
-`)
-
 // transitionScript sets the state of one (transaction, queue) pair if the
 // transaction still exists, and optionally returns its metadata.
 //
@@ -351,7 +332,7 @@ return out
 `)
 
 var allScripts = []*redis.Script{
-	popScript, dropGhostsScript, transitionScript, provisionMetaScript, pushScript, handBackScript,
+	popScript, transitionScript, provisionMetaScript, pushScript, handBackScript,
 	requeueScript, inflightIndexScript, ackScript, updateTransScript, extendScript,
 	modifyGroupScript, createBoxScript, claimDeferredScript,
 }

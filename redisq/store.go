@@ -38,7 +38,6 @@ const (
 	infoTTL       = 30 * 24 * time.Hour // how long a queue's lastPop is kept after its last pop
 	handBackTTL   = time.Hour           // lists that get entries back live at least this long
 	pipelineChunk = 10000               // commands per pipeline round trip (a whole 10,000-queue fan-out is one)
-	maxPopRounds  = 8                   // pop rounds to fill max when ghosts are skipped
 )
 
 // Options tune a Store.
@@ -418,124 +417,35 @@ type PopOptions struct {
 // Pop atomically takes up to max messages from queue full (H before L,
 // FIFO), skipping ghosts (deleted or expired transactions), and marks them
 // Delivered (Blocked when reliable). Several nodes may pop the same queue
-// concurrently: each entry goes to exactly one caller.
+// concurrently: each entry goes to exactly one caller. It is PopMany for
+// one queue, repeated while ghosts left it short of max and the queue may
+// hold more (every round takes entries off the queue, so it ends).
 func (s *Store) Pop(ctx context.Context, full string, max int, o PopOptions) ([]Message, error) {
-	if max <= 0 {
-		return nil, nil
-	}
-	qk := KeysOfQueue(full)
-	state := StateDelivered
-	var deadline int64
-	if o.Reliable {
-		state = StateBlocked
-		deadline = s.now().Add(o.AckTimeout).UnixMilli()
-		if err := s.indexInflight(ctx, full, deadline); err != nil {
-			return nil, err
-		}
-	}
 	var out []Message
-	for round := 0; round < maxPopRounds && len(out) < max; round++ {
+	for len(out) < max {
 		want := max - len(out)
-		raw, err := popScript.Run(ctx, s.rdb, []string{qk.High, qk.Low, qk.Info, qk.Inflight},
-			want, s.now().Unix(), int64(infoTTL/time.Second), boolArg(o.Reliable), deadline).StringSlice()
-		if err != nil {
+		r := s.PopMany(ctx, []PopRequest{{Queue: full, Max: want, Opts: o}})[0]
+		if r.Err != nil {
 			if len(out) > 0 {
 				return out, nil // hand over what was taken; the error repeats next time
 			}
-			return nil, fmt.Errorf("pop %s: %w", full, err)
+			return nil, r.Err
 		}
-		if len(raw) == 0 {
+		out = append(out, r.Messages...)
+		if r.Taken < want {
 			break
-		}
-		taken := make([]Message, 0, len(raw)/2)
-		for i := 0; i+1 < len(raw); i += 2 {
-			taken = append(taken, Message{TID: raw[i+1], Queue: full, Priority: raw[i][0]})
-		}
-		got, err := s.fetchAndMark(ctx, taken, state)
-		if err != nil {
-			// Could not read the metadata: put everything back, untouched.
-			s.handBackRaw(context.WithoutCancel(ctx), full, taken, o.Reliable)
-			if len(out) > 0 {
-				return out, nil
-			}
-			return nil, fmt.Errorf("pop %s: %w", full, err)
-		}
-		out = append(out, got...)
-		if len(taken) < want {
-			break
-		}
-		if len(got) < len(taken) && len(out) < max {
-			// Ghosts were taken: clear the ones still heading the lists
-			// so that the next round reaches the live entries behind them
-			// (a bounded number of rounds could otherwise come back empty
-			// with live messages still queued).
-			if err := s.dropLeadingGhosts(ctx, qk); err != nil {
-				s.log.LogAttrs(ctx, slog.LevelWarn, "drop ghosts", slog.String("queue", full), slog.Any("err", err))
-			}
-		}
-	}
-	if o.Reliable && len(out) > 0 {
-		// After the pop too: closes the race with a reaper that found the
-		// zset empty between our first index write and the pop.
-		if err := s.indexInflight(context.WithoutCancel(ctx), full, deadline); err != nil {
-			s.log.LogAttrs(ctx, slog.LevelWarn, "inflight index", slog.String("queue", full), slog.Any("err", err))
 		}
 	}
 	return out, nil
 }
 
-// maxGhostScan bounds the entries one Pop or Peek call looks through per
-// list while skipping ghosts.
+// maxGhostScan bounds the entries one Peek call looks through per list
+// while skipping ghosts.
 const maxGhostScan = 1 << 20
 
-// ghostWindow is how many list entries are examined per round trip while
+// ghostWindow is how many list entries Peek examines per round trip while
 // skipping ghosts.
 const ghostWindow = 256
-
-// dropLeadingGhosts removes the ghosts (entries whose transaction was
-// deleted or has expired) at the head of a queue's lists, high list first,
-// and stops at the first live entry.
-func (s *Store) dropLeadingGhosts(ctx context.Context, qk QueueKeys) error {
-	for _, key := range []string{qk.High, qk.Low} {
-		for scanned := 0; scanned < maxGhostScan; {
-			ids, err := s.rdb.LRange(ctx, key, 0, ghostWindow-1).Result()
-			if err != nil {
-				return fmt.Errorf("drop ghosts: %w", err)
-			}
-			if len(ids) == 0 {
-				break // empty: look at the next list
-			}
-			pipe := s.rdb.Pipeline()
-			exists := make([]*redis.IntCmd, len(ids))
-			for i, id := range ids {
-				exists[i] = pipe.Exists(ctx, KeysOfTrans(id).Meta)
-			}
-			if _, err := pipe.Exec(ctx); err != nil {
-				return fmt.Errorf("drop ghosts: %w", err)
-			}
-			k := 0
-			for k < len(ids) && exists[k].Val() == 0 {
-				k++
-			}
-			if k == 0 {
-				return nil // a live entry heads this list
-			}
-			args := make([]any, k)
-			for i := range args {
-				args[i] = ids[i]
-			}
-			n, err := dropGhostsScript.Run(ctx, s.rdb, []string{key}, args...).Int()
-			if err != nil {
-				return fmt.Errorf("drop ghosts: %w", err)
-			}
-			scanned += n
-			if n < k || k < len(ids) {
-				return nil // the list changed meanwhile, or a live entry heads it now
-			}
-		}
-	}
-	return nil
-}
 
 func boolArg(b bool) string {
 	if b {
