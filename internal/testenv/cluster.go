@@ -260,7 +260,7 @@ func (c *Cluster) KillPrimary(t testing.TB, i int) (*Redis, time.Duration) {
 // slot and every live node reports cluster_state:ok.
 func (c *Cluster) WaitFailover(t testing.TB, dead string, timeout time.Duration) {
 	t.Helper()
-	c.waitFor(t, timeout, "failover away from "+dead, func(ctx context.Context) error {
+	waitFor(t, timeout, "failover away from "+dead, func(ctx context.Context) error {
 		for _, r := range c.Nodes {
 			if !r.alive() {
 				continue
@@ -293,7 +293,7 @@ func (c *Cluster) WaitFailover(t testing.TB, dead string, timeout time.Duration)
 // every node, and every replica's link to its primary is up.
 func (c *Cluster) WaitHealthy(t testing.TB, timeout time.Duration) {
 	t.Helper()
-	c.waitFor(t, timeout, "cluster healthy", func(ctx context.Context) error {
+	waitFor(t, timeout, "cluster healthy", func(ctx context.Context) error {
 		live := 0
 		for _, r := range c.Nodes {
 			if r.alive() {
@@ -368,7 +368,9 @@ func clusterOK(ctx context.Context, r *Redis) error {
 	return nil
 }
 
-func (c *Cluster) waitFor(t testing.TB, timeout time.Duration, what string, cond func(ctx context.Context) error) {
+// waitFor polls cond (each call with a 2 s context) until it succeeds, or
+// fails the test after timeout.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func(ctx context.Context) error) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {

@@ -82,7 +82,7 @@ func StartSentinel(t testing.TB, opts ...SentinelOption) *Sentinel {
 		s.Sentinels = append(s.Sentinels, sp)
 		t.Cleanup(sp.Kill)
 	}
-	s.waitFor(t, 30*time.Second, "sentinels ready", func(ctx context.Context) error {
+	waitFor(t, 30*time.Second, "sentinels ready", func(ctx context.Context) error {
 		if err := replicaUp(ctx, replica); err != nil {
 			return err
 		}
@@ -225,7 +225,7 @@ func (s *Sentinel) KillPrimary(t testing.TB) (*Redis, time.Duration) {
 // and that node reports role:master.
 func (s *Sentinel) WaitPrimaryNot(t testing.TB, old string, timeout time.Duration) {
 	t.Helper()
-	s.waitFor(t, timeout, "promotion of a replica", func(ctx context.Context) error {
+	waitFor(t, timeout, "promotion of a replica", func(ctx context.Context) error {
 		var addr string
 		for _, sp := range s.Sentinels {
 			c := sp.Client()
@@ -278,7 +278,7 @@ func (s *Sentinel) RestartAsReplica(t testing.TB, r *Redis) {
 // replica of the current primary with its link up.
 func (s *Sentinel) WaitReplicaSynced(t testing.TB, node *Redis, timeout time.Duration) {
 	t.Helper()
-	s.waitFor(t, timeout, "replica "+node.Addr+" in sync", func(ctx context.Context) error {
+	waitFor(t, timeout, "replica "+node.Addr+" in sync", func(ctx context.Context) error {
 		return replicaUp(ctx, node)
 	})
 }
@@ -295,21 +295,4 @@ func replicaUp(ctx context.Context, r *Redis) error {
 		return fmt.Errorf("%s: role %s, master link %s", r.Addr, f["role"], f["master_link_status"])
 	}
 	return nil
-}
-
-func (s *Sentinel) waitFor(t testing.TB, timeout time.Duration, what string, cond func(ctx context.Context) error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		err := cond(ctx)
-		cancel()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached after %v: %v", what, timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
