@@ -17,12 +17,9 @@
 package callback
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -316,30 +313,7 @@ func (s *Sink) post(ev events.Event) error {
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, s.opts.Timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ev.Callback, bytes.NewReader(body))
-	if err != nil {
-		return events.Permanent(fmt.Errorf("callback: build request: %w", err))
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", "popbox-callback/1")
-	resp, err := s.client.Do(req)
-	if err != nil {
-		err = fmt.Errorf("callback: post: %w", err)
-		if errors.Is(err, httpx.ErrBadScheme) {
-			return events.Permanent(err)
-		}
-		return err
-	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	resp.Body.Close()
-	switch {
-	case resp.StatusCode >= 200 && resp.StatusCode < 300:
-		return nil
-	case httpx.Retryable(resp.StatusCode):
-		return fmt.Errorf("callback: post: %s", resp.Status)
-	default:
-		return events.Permanent(fmt.Errorf("callback: post: %s", resp.Status))
-	}
+	return httpx.PostJSON(ctx, s.client, ev.Callback, body, nil, "popbox-callback/1", "callback: post")
 }
 
 // Close stops accepting callbacks, gives those waiting for a retry one

@@ -8,12 +8,9 @@
 package webhook
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"time"
 
@@ -97,31 +94,5 @@ func (s *Sink) Write(ctx context.Context, batch []events.Event) error {
 	if err != nil {
 		return events.Permanent(fmt.Errorf("webhook: encode batch: %w", err))
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, bytes.NewReader(body))
-	if err != nil {
-		return events.Permanent(fmt.Errorf("webhook: build request: %w", err))
-	}
-	for k, v := range s.header {
-		req.Header[k] = v
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", "popbox-events/1")
-	resp, err := s.client.Do(req)
-	if err != nil {
-		err = fmt.Errorf("webhook: post %d events: %w", len(batch), err)
-		if errors.Is(err, httpx.ErrBadScheme) {
-			return events.Permanent(err)
-		}
-		return err
-	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	resp.Body.Close()
-	switch {
-	case resp.StatusCode >= 200 && resp.StatusCode < 300:
-		return nil
-	case httpx.Retryable(resp.StatusCode):
-		return fmt.Errorf("webhook: post %d events: %s", len(batch), resp.Status)
-	default:
-		return events.Permanent(fmt.Errorf("webhook: post %d events: %s", len(batch), resp.Status))
-	}
+	return httpx.PostJSON(ctx, s.client, s.url, body, s.header, "popbox-events/1", fmt.Sprintf("webhook: post %d events", len(batch)))
 }

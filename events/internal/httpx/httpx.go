@@ -4,13 +4,18 @@
 package httpx
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"sync"
 	"time"
+
+	"github.com/popbox/popbox/events"
 )
 
 // ErrBadScheme is returned for URLs (or redirect targets) that are not
@@ -114,4 +119,39 @@ func (l *Limiter) Allow() (ok bool, suppressed int) {
 	l.last = now
 	suppressed, l.held = l.held, 0
 	return true, suppressed
+}
+
+// PostJSON POSTs body as application/json with the given extra headers and
+// drains the answer. A 2xx answer is success; a network error or a
+// Retryable status is an error worth retrying; anything else (and a URL
+// with a refused scheme) is wrapped with events.Permanent. what prefixes
+// every error ("callback: post", ...).
+func PostJSON(ctx context.Context, c *http.Client, rawURL string, body []byte, header http.Header, userAgent, what string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, rawURL, bytes.NewReader(body))
+	if err != nil {
+		return events.Permanent(fmt.Errorf("%s: build request: %w", what, err))
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", userAgent)
+	resp, err := c.Do(req)
+	if err != nil {
+		err = fmt.Errorf("%s: %w", what, err)
+		if errors.Is(err, ErrBadScheme) {
+			return events.Permanent(err)
+		}
+		return err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	switch {
+	case resp.StatusCode >= 200 && resp.StatusCode < 300:
+		return nil
+	case Retryable(resp.StatusCode):
+		return fmt.Errorf("%s: %s", what, resp.Status)
+	default:
+		return events.Permanent(fmt.Errorf("%s: %s", what, resp.Status))
+	}
 }
