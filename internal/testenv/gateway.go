@@ -201,13 +201,7 @@ func (g *Gateway) signal(sig os.Signal) {
 	if cmd == nil {
 		return
 	}
-	_ = cmd.Process.Signal(sig)
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-	}
+	endProcess(cmd, done, sig, 30*time.Second)
 }
 
 // Restart starts the gateway again with the same settings and ports.

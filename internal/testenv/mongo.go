@@ -229,16 +229,10 @@ func (m *Mongo) Stop() {
 	if cmd == nil {
 		return
 	}
-	_ = cmd.Process.Signal(os.Interrupt)
 	if stdin != nil {
-		_ = stdin.Close()
+		_ = stdin.Close() // the FerretDB wrapper also exits when its stdin closes
 	}
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-	}
+	endProcess(cmd, done, os.Interrupt, 10*time.Second)
 }
 
 // Restart stops the server and starts it again on the same port and data

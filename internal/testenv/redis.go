@@ -188,17 +188,11 @@ func (r *Redis) signal(kill bool) {
 	if cmd == nil {
 		return
 	}
+	sig := os.Interrupt
 	if kill {
-		_ = cmd.Process.Kill()
-	} else {
-		_ = cmd.Process.Signal(os.Interrupt)
+		sig = os.Kill
 	}
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-	}
+	endProcess(cmd, done, sig, 10*time.Second)
 }
 
 // Restart starts the server again on the same port and directory (so an
