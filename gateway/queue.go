@@ -72,8 +72,7 @@ func (s *Server) longPoll(c echo.Context, reliable bool) error {
 	}
 	if ctx.Err() != nil {
 		// The client is gone: nothing taken for it may be lost.
-		s.hub.HandBack(w, msgs)
-		s.m.HandedBack.WithLabelValues(TransportLongPoll).Add(float64(len(msgs)))
+		s.handBack(w, TransportLongPoll, msgs...)
 		return nil
 	}
 	if len(msgs) == 0 {
@@ -82,8 +81,7 @@ func (s *Server) longPoll(c echo.Context, reliable bool) error {
 		}
 	}
 	if err := c.JSON(http.StatusOK, newPopResponse(msgs)); err != nil {
-		s.hub.HandBack(w, msgs)
-		s.m.HandedBack.WithLabelValues(TransportLongPoll).Add(float64(len(msgs)))
+		s.handBack(w, TransportLongPoll, msgs...)
 		return nil
 	}
 	s.m.PopLatency.Observe(time.Since(start).Seconds())

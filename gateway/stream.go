@@ -161,10 +161,14 @@ func (s *Server) runStream(ctx context.Context, t transport, o streamOpts) endRe
 	}
 }
 
-// handBack returns a message that could not be written.
-func (s *Server) handBack(w *hub.Waiter, transport string, m redisq.Message) {
-	s.hub.HandBack(w, []redisq.Message{m})
-	s.m.HandedBack.WithLabelValues(transport).Inc()
+// handBack returns messages that could not be written to the head of
+// their queue, and counts them.
+func (s *Server) handBack(w *hub.Waiter, transport string, msgs ...redisq.Message) {
+	if len(msgs) == 0 {
+		return
+	}
+	s.hub.HandBack(w, msgs)
+	s.m.HandedBack.WithLabelValues(transport).Add(float64(len(msgs)))
 }
 
 // ackOverdue checks reliable deliveries whose ack deadline passed: acked
