@@ -389,6 +389,12 @@ func (h *Hub) pick(queue string, s *shard) (*Waiter, int) {
 			}
 			return w, n
 		}
+		if !w.oneShot {
+			// No room now: pull again as soon as the stream writes out
+			// (the outbox may have looked full only because its reader
+			// had not taken the next message yet).
+			w.kick.Store(true)
+		}
 	}
 	return nil, 0
 }
