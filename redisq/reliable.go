@@ -69,7 +69,9 @@ func (s *Store) Ack(ctx context.Context, full string, tids []string) ([]AckResul
 	if len(acked) == 0 {
 		return out, nil
 	}
-	marked, err := s.fetchAndMark(ctx, acked, StateDelivered)
+	// The entries left the in-flight set: record Delivered even if the
+	// caller goes away now, or they would stay Blocked for good.
+	marked, err := s.fetchAndMark(context.WithoutCancel(ctx), acked, StateDelivered)
 	if err != nil {
 		return out, fmt.Errorf("ack on %s: mark delivered: %w", full, err)
 	}
