@@ -22,17 +22,29 @@ TEST_FLAGS ?=
 # Fuzz targets run briefly by `make test` / `make fuzz`, as package:FuzzName.
 # (Plain `go test` already runs the seed corpus of every fuzz target.)
 FUZZ_TARGETS ?= ./request:FuzzParseProvision ./request:FuzzValidQueueID ./auth:FuzzParseClaims
-FUZZTIME ?= 10s
+# A count, not a duration: with a duration, Go 1.26's fuzz coordinator can
+# fail a clean run with "context deadline exceeded" when a worker is busy at
+# the deadline on a loaded machine (go.dev/issue/75804, fixed in Go 1.27);
+# it failed CI that way. 200,000 inputs take 5-20 s per target here.
+FUZZTIME ?= 200000x
 # Arguments of the load tool for `make bench` and `make bench-full`.
 BENCH_ARGS ?= --write-doc docs/BENCHMARKS.md
 BENCH_FULL_ARGS ?= --full
+# The suite's comparison peer (issue 14): Centrifugo, built once from the Go
+# module proxy by `make centrifugo` (bench builds it when missing; a failed
+# build only makes the comparison say "peer not run"). CENTRIFUGO_BIN= (empty)
+# runs the suite without the peer.
+CENTRIFUGO_VERSION ?= v6.9.1
+CENTRIFUGO_BIN ?= $(BIN_DIR)/centrifugo
+# Stamped as its releases are, so that `centrifugo version` names the version.
+CENTRIFUGO_LDFLAGS = -s -w -X github.com/centrifugal/centrifugo/v6/internal/build.Version=$(patsubst v%,%,$(CENTRIFUGO_VERSION))
 
 # Go files to check with gofmt (every module in the tree, not testdata).
 GOFILES = $(shell find . -type f -name '*.go' -not -path './.git/*' -not -path '*/testdata/*' \
 	-not -path '*/node_modules/*' -not -path './vendor/*')
 
-.PHONY: help run build test fuzz lint fmt certs bench bench-full bench-go clean \
-	check-redis check-fmt
+.PHONY: help run build test test-js fuzz lint fmt certs bench bench-full bench-go centrifugo clean \
+	bench-peer check-redis check-node check-fmt
 
 help: ## list the targets (default)
 	@echo "PopBox — usage: make <target> [VAR=value ...]"
@@ -41,7 +53,8 @@ help: ## list the targets (default)
 		awk 'BEGIN {FS = ":.*## "} {printf "  %-12s %s\n", $$1, $$2}'
 	@echo
 	@echo "Variables: ARGS (run), VERSION (build), PKGS TEST_FLAGS TEST_TIMEOUT (test),"
-	@echo "  FUZZ_TARGETS FUZZTIME (fuzz), BENCH_ARGS BENCH_FULL_ARGS (bench), CERT_DIR (certs)"
+	@echo "  FUZZ_TARGETS FUZZTIME (fuzz), BENCH_ARGS BENCH_FULL_ARGS CENTRIFUGO_BIN CENTRIFUGO_VERSION (bench),"
+	@echo "  CERT_DIR (certs)"
 
 run: ## start the gateway (go run ./cmd/popbox serve ARGS); embedded in-memory store unless POPBOX_REDIS_URL is set
 	$(GO) run ./cmd/popbox serve $(ARGS)
@@ -52,12 +65,22 @@ build: ## static binary bin/popbox, stamped with VERSION
 		-o $(BIN_DIR)/popbox ./cmd/popbox
 	@echo "built $(BIN_DIR)/popbox ($(VERSION))"
 
-test: ## gofmt check, go vet, go test -race (incl. fuzz seed corpora), then a short fuzz run of FUZZ_TARGETS; needs redis-server
+test: ## gofmt check, go vet, go test -race (incl. fuzz seed corpora and the JS client's node --test suite), then a short fuzz run of FUZZ_TARGETS; needs redis-server and node
 	@$(MAKE) check-redis
+	@$(MAKE) check-node
 	@$(MAKE) check-fmt
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) $(PKGS)
 	@$(MAKE) fuzz
+
+# The JS client's tests need a real gateway: go test ./clients/js/ starts
+# redis-server and a gateway and runs `node --test` against them (part of
+# `make test` through ./...); ./tests/uitest/ drives its browser transports in
+# Chromium.
+test-js: ## only the JavaScript client's tests: node --test and Chromium, against real gateways
+	@$(MAKE) check-redis
+	@$(MAKE) check-node
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -run 'TestNode|TestJSClient' ./clients/js/ ./tests/uitest/
 
 fuzz: ## fuzz each of FUZZ_TARGETS (package:FuzzName) for FUZZTIME; new crashers land in the package's testdata/fuzz
 	@for t in $(FUZZ_TARGETS); do \
@@ -99,11 +122,19 @@ $(CERT_DIR)/cert.pem:
 	@chmod 644 $(CERT_DIR)/cert.pem.tmp && mv $(CERT_DIR)/cert.pem.tmp $(CERT_DIR)/cert.pem
 	@echo "wrote $(CERT_DIR)/cert.pem and $(CERT_DIR)/key.pem"
 
-bench: ## reduced benchmark suite, under 10 min; rewrites docs/BENCHMARKS.md (go run ./loadtest bench BENCH_ARGS)
-	$(GO) run ./loadtest bench $(BENCH_ARGS)
+bench: ## reduced benchmark suite, under 10 min, beside Centrifugo (CENTRIFUGO_BIN); rewrites docs/BENCHMARKS.md (go run ./loadtest bench BENCH_ARGS)
+	@$(MAKE) bench-peer
+	$(GO) run ./loadtest bench $(BENCH_ARGS) $(if $(CENTRIFUGO_BIN),$$([ -x "$(CENTRIFUGO_BIN)" ] && echo --centrifugo $(CENTRIFUGO_BIN)))
 
 bench-full: ## full benchmark suite (100K connections over 6 gateways), long and large
-	$(GO) run ./loadtest bench $(BENCH_FULL_ARGS) $(BENCH_ARGS)
+	@$(MAKE) bench-peer
+	$(GO) run ./loadtest bench $(BENCH_FULL_ARGS) $(BENCH_ARGS) $(if $(CENTRIFUGO_BIN),$$([ -x "$(CENTRIFUGO_BIN)" ] && echo --centrifugo $(CENTRIFUGO_BIN)))
+
+centrifugo: ## build the benchmark peer CENTRIFUGO_BIN: Centrifugo CENTRIFUGO_VERSION from the Go module proxy (a few minutes of CPU, once)
+	@tmp="$$(mktemp -d)"; trap 'rm -rf "$$tmp"' EXIT; \
+	set -x; GOBIN="$$tmp" $(GO) install -ldflags "$(CENTRIFUGO_LDFLAGS)" github.com/centrifugal/centrifugo/v6@$(CENTRIFUGO_VERSION); set +x; \
+	mkdir -p "$(dir $(CENTRIFUGO_BIN))"; mv "$$tmp/centrifugo" "$(CENTRIFUGO_BIN)"; \
+	echo "built $(CENTRIFUGO_BIN): $$($(CENTRIFUGO_BIN) version)"
 
 bench-go: ## Go micro-benchmarks of the hot paths: go test -bench . -benchmem (needs redis-server)
 	@$(MAKE) check-redis
@@ -115,10 +146,24 @@ clean: ## remove build, test and coverage outputs (keeps ./certs)
 
 # Internal steps.
 
+# bench-peer builds the peer when CENTRIFUGO_BIN is set and missing; a
+# failure (no module proxy, say) is reported and the suite goes on without it.
+bench-peer:
+	@if [ -n "$(CENTRIFUGO_BIN)" ] && [ ! -x "$(CENTRIFUGO_BIN)" ]; then \
+		echo "make bench: building the comparison peer $(CENTRIFUGO_BIN) (once; CENTRIFUGO_BIN= skips it)"; \
+		$(MAKE) centrifugo || echo >&2 "make bench: could not build $(CENTRIFUGO_BIN); the Centrifugo rows will say 'peer not run'"; \
+	fi
+
 check-redis:
 	@command -v redis-server >/dev/null 2>&1 || { \
 		echo >&2 "make: redis-server is not on PATH, and the tests start real Redis servers."; \
 		echo >&2 "      Install it (Debian/Ubuntu: apt-get install redis-server redis-tools) or run .ci/run."; \
+		exit 1; }
+
+check-node:
+	@command -v node >/dev/null 2>&1 || { \
+		echo >&2 "make: node is not on PATH, and the JavaScript client's tests run under node --test."; \
+		echo >&2 "      Install Node 20 or newer (Debian/Ubuntu: apt-get install nodejs) or run .ci/run."; \
 		exit 1; }
 
 check-fmt:

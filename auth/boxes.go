@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -96,7 +97,7 @@ type Boxes struct {
 
 	adminOn   bool
 	adminUser [sha256.Size]byte
-	adminPass [sha256.Size]byte
+	adminHash string // bcrypt of adminSecret(password)
 
 	macKey []byte
 	cache  *verifyCache // nil when off
@@ -120,12 +121,22 @@ func NewBoxes(store BoxStore, notFound error, admin AdminCredentials, opts ...Bo
 		notFound:  notFound,
 		adminOn:   admin.User != "" && admin.Password != "",
 		adminUser: sha256.Sum256([]byte(admin.User)),
-		adminPass: sha256.Sum256([]byte(admin.Password)),
 		macKey:    make([]byte, 32),
 		compare:   bcrypt.CompareHashAndPassword,
 	}
 	// crypto/rand.Read never fails (it crashes the program instead).
 	_, _ = rand.Read(b.macKey)
+	if b.adminOn {
+		// The admin password is kept only as a bcrypt hash, like box
+		// passwords, so that each guess costs a bcrypt run. bcrypt fails
+		// only for a bad cost or a failing random source, neither of
+		// which can happen here.
+		h, err := bcrypt.GenerateFromPassword(adminSecret(admin.Password), bcrypt.DefaultCost)
+		if err != nil {
+			panic("auth: hash the admin password: " + err.Error())
+		}
+		b.adminHash = string(h)
+	}
 	if cfg.cacheSize > 0 && cfg.cacheTTL > 0 {
 		b.cache = newVerifyCache(cfg.cacheSize, cfg.cacheTTL, cfg.now)
 	}
@@ -157,7 +168,13 @@ func (b *Boxes) Check(ctx context.Context, full, user, password string) error {
 	default:
 		return fmt.Errorf("auth: box %s: %w", full, err)
 	}
-	if b.isAdmin(user, password) {
+	return b.checkStored(full, boxUser, stored, user, password)
+}
+
+// checkStored checks user and password against the administrator's and
+// the stored box (its user and hash), through the verification cache.
+func (b *Boxes) checkStored(full, boxUser, stored, user, password string) error {
+	if b.adminOn && b.isAdminUser(user) && b.IsAdmin(user, password) {
 		return nil
 	}
 	if password == "" || len(password) > MaxPasswordLen {
@@ -167,14 +184,95 @@ func (b *Boxes) Check(ctx context.Context, full, user, password string) error {
 	if b.cache.hit(key) {
 		return nil
 	}
-	_, err, _ = b.flight.Do(string(key[:]), func() (any, error) {
+	_, err, _ := b.flight.Do(string(key[:]), func() (any, error) {
 		if err := b.verify(full, boxUser, stored, user, password); err != nil {
 			return nil, err
 		}
 		b.cache.put(key)
+		b.cache.put(b.verifiedKey(user, password))
 		return nil, nil
 	})
 	return err
+}
+
+// Verified reports, without a bcrypt run or a store lookup, whether user
+// and password verified on this node (as a box's or the administrator's
+// credentials) within the cache's TTL. It is a cheap hint, not an
+// authorisation: the connection limit uses it to give authenticated
+// clients a reserved place (a wrong password is never a hit); routes
+// still Check the credentials in full. False when the cache is off.
+func (b *Boxes) Verified(user, password string) bool {
+	if b == nil || password == "" {
+		return false
+	}
+	return b.cache.hit(b.verifiedKey(user, password))
+}
+
+// verifiedKey is the cache key of Verified (any box, or the admin).
+func (b *Boxes) verifiedKey(user, password string) [sha256.Size]byte {
+	return b.cacheKey("verified", user, password)
+}
+
+// ManyBoxStore is a BoxStore that also reads many boxes at once.
+// *redisq.Store implements it.
+type ManyBoxStore interface {
+	BoxStore
+	// BoxesOf returns the user and hash of each box; an empty hash for a
+	// box that does not exist.
+	BoxesOf(ctx context.Context, fulls []string) (users, hashes []string, err error)
+}
+
+// CheckAny returns nil when (user, password) are the credentials of one
+// of the secure boxes fulls, or the administrator's. Of the boxes it
+// verifies the first whose user name is user (or, when none is, the first
+// box, so that a wrong user name costs a bcrypt run too): one bcrypt run
+// at most, whatever the number of boxes. ErrBoxNotFound when none of the
+// boxes exists; ErrUnauthorized for wrong or missing credentials.
+func (b *Boxes) CheckAny(ctx context.Context, fulls []string, user, password string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("auth: check boxes: %w", err)
+	}
+	var users, hashes []string
+	if m, ok := b.store.(ManyBoxStore); ok {
+		var err error
+		if users, hashes, err = m.BoxesOf(ctx, fulls); err != nil {
+			return fmt.Errorf("auth: check boxes: %w", err)
+		}
+	} else {
+		users, hashes = make([]string, len(fulls)), make([]string, len(fulls))
+		for i, full := range fulls {
+			u, h, err := b.store.Box(ctx, full)
+			switch {
+			case err == nil:
+				users[i], hashes[i] = u, h
+			case b.notFound == nil || !errors.Is(err, b.notFound):
+				return fmt.Errorf("auth: box %s: %w", full, err)
+			}
+		}
+	}
+	first, match := -1, -1
+	got := sha256.Sum256([]byte(user))
+	for i := range fulls {
+		if hashes[i] == "" {
+			continue
+		}
+		if first < 0 {
+			first = i
+		}
+		want := sha256.Sum256([]byte(users[i]))
+		if subtle.ConstantTimeCompare(want[:], got[:]) == 1 {
+			match = i
+			break
+		}
+	}
+	if first < 0 {
+		return ErrBoxNotFound
+	}
+	i := match
+	if i < 0 {
+		i = first
+	}
+	return b.checkStored(fulls[i], users[i], hashes[i], user, password)
 }
 
 // verify checks user and password against the box's user and hash.
@@ -194,15 +292,48 @@ func (b *Boxes) verify(full, boxUser, stored, user, password string) error {
 	}
 }
 
-// isAdmin reports, in constant time, whether user and password are the
-// administrator's.
-func (b *Boxes) isAdmin(user, password string) bool {
-	if !b.adminOn {
+// AdminOn reports whether administrator credentials are configured.
+func (b *Boxes) AdminOn() bool { return b != nil && b.adminOn }
+
+// isAdminUser reports, in constant time, whether user is the
+// administrator's user name.
+func (b *Boxes) isAdminUser(user string) bool {
+	u := sha256.Sum256([]byte(user))
+	return subtle.ConstantTimeCompare(u[:], b.adminUser[:]) == 1
+}
+
+// IsAdmin reports whether user and password are the administrator's. The
+// password is verified like a box password: against a bcrypt hash made at
+// start, through the same verification cache (a hit only for a
+// combination that verified before, so a wrong guess always pays bcrypt,
+// which runs even when the user name is wrong). Concurrent checks of the
+// same credentials share one bcrypt run.
+func (b *Boxes) IsAdmin(user, password string) bool {
+	if !b.AdminOn() || password == "" {
 		return false
 	}
-	u := sha256.Sum256([]byte(user))
-	p := sha256.Sum256([]byte(password))
-	return subtle.ConstantTimeCompare(u[:], b.adminUser[:])&subtle.ConstantTimeCompare(p[:], b.adminPass[:]) == 1
+	key := b.cacheKey("admin", user, password, b.adminHash)
+	if b.cache.hit(key) {
+		return true
+	}
+	ok, _, _ := b.flight.Do(string(key[:]), func() (any, error) {
+		userOK := b.isAdminUser(user)
+		if b.compare([]byte(b.adminHash), adminSecret(password)) != nil || !userOK {
+			return false, nil
+		}
+		b.cache.put(key)
+		b.cache.put(b.verifiedKey(user, password))
+		return true, nil
+	})
+	return ok.(bool)
+}
+
+// adminSecret is what the admin password's bcrypt hash is made of: its
+// SHA-256 in base64 (44 bytes), so that an admin password of any length
+// counts in full (bcrypt looks at 72 bytes only).
+func adminSecret(password string) []byte {
+	d := sha256.Sum256([]byte(password))
+	return []byte(base64.StdEncoding.EncodeToString(d[:]))
 }
 
 // cacheKey is the HMAC-SHA-256 of the length-prefixed fields.

@@ -244,11 +244,17 @@ func TestCheckCache(t *testing.T) {
 	check("SEC:q1", "x", "p", ErrUnauthorized, 1)
 	// The entry is per queue.
 	check("SEC:q2", "u", "p", nil, 1)
-	// Admin credentials never need bcrypt.
+	// Admin credentials are verified like box passwords: bcrypt once,
+	// then cached; a wrong admin password pays bcrypt every time (the
+	// admin's, then the box's, as for any other user name).
+	check("SEC:q1", "root", "admin-pass", nil, 1)
 	check("SEC:q1", "root", "admin-pass", nil, 0)
+	check("SEC:q2", "root", "admin-pass", nil, 0)
+	check("SEC:q1", "root", "admin-guess", ErrUnauthorized, 2)
+	check("SEC:q1", "root", "admin-guess", ErrUnauthorized, 2)
 	// The store is read on every check, hits included.
-	if r := store.reads.Load(); r != 9 {
-		t.Errorf("%d store reads, want 9", r)
+	if r := store.reads.Load(); r != 13 {
+		t.Errorf("%d store reads, want 13", r)
 	}
 
 	// A new password (new hash) is picked up at once.
@@ -271,6 +277,43 @@ func TestCheckCache(t *testing.T) {
 	now = now.Add(time.Second)
 	check("SEC:q1", "u", "p2", nil, 1)
 	check("SEC:q1", "u", "p2", nil, 0)
+}
+
+// TestIsAdmin: the admin password is checked against a bcrypt hash made at
+// start (issue 13 item 10): every wrong guess runs bcrypt, the user name
+// counts, any password length counts in full, and the cache only ever
+// holds a combination that verified.
+func TestIsAdmin(t *testing.T) {
+	long := strings.Repeat("L", 100)
+	b := NewBoxes(newMemBoxes(), errNoBox, AdminCredentials{User: "root", Password: long})
+	if b.adminHash == "" || strings.Contains(b.adminHash, long[:20]) {
+		t.Fatalf("admin hash %q", b.adminHash)
+	}
+	calls := countCompare(b)
+	for _, tc := range []struct {
+		user, pw string
+		want     bool
+		bcrypt   int64
+	}{
+		{"root", long, true, 1},
+		{"root", long, true, 0},        // cached
+		{"root", long[:72], false, 1},  // bcrypt would stop at 72 bytes: the SHA-256 pre-hash does not
+		{"root", long + "x", false, 1}, // a longer one neither
+		{"root", "", false, 0},         // empty never matches
+		{"ROOT", long, false, 1},       // the user name counts, bcrypt still runs
+		{"root", strings.Repeat("L", 99), false, 1},
+	} {
+		before := calls.Load()
+		if got := b.IsAdmin(tc.user, tc.pw); got != tc.want {
+			t.Errorf("IsAdmin(%q, %d bytes) = %v, want %v", tc.user, len(tc.pw), got, tc.want)
+		}
+		if n := calls.Load() - before; n != tc.bcrypt {
+			t.Errorf("IsAdmin(%q, %d bytes): %d bcrypt runs, want %d", tc.user, len(tc.pw), n, tc.bcrypt)
+		}
+	}
+	if NewBoxes(newMemBoxes(), errNoBox, AdminCredentials{User: "root"}).IsAdmin("root", "") {
+		t.Error("admin without password configured")
+	}
 }
 
 func TestCheckCacheOff(t *testing.T) {
@@ -414,4 +457,45 @@ func BenchmarkCheck(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestVerified: Verified is a hit only for credentials that verified
+// (a box's or the admin's), never for wrong ones, runs no bcrypt and no
+// store lookup, and expires with the cache.
+func TestVerified(t *testing.T) {
+	ctx := context.Background()
+	store := newMemBoxes()
+	store.create(t, "SEC:q1", "u", "p")
+	now := time.Unix(1_700_000_000, 0)
+	b := NewBoxes(store, errNoBox, admin, WithClock(func() time.Time { return now }), WithCacheTTL(time.Minute))
+	calls := countCompare(b)
+	if b.Verified("u", "p") || b.Verified("root", "admin-pass") {
+		t.Fatal("verified before any check")
+	}
+	if err := b.Check(ctx, "SEC:q1", "u", "wrong"); !errors.Is(err, ErrUnauthorized) {
+		t.Fatal(err)
+	}
+	if b.Verified("u", "wrong") {
+		t.Fatal("a wrong password is verified")
+	}
+	if err := b.Check(ctx, "SEC:q1", "u", "p"); err != nil {
+		t.Fatal(err)
+	}
+	if !b.IsAdmin("root", "admin-pass") {
+		t.Fatal("admin refused")
+	}
+	reads, compares := store.reads.Load(), calls.Load()
+	if !b.Verified("u", "p") || !b.Verified("root", "admin-pass") {
+		t.Fatal("verified credentials are not Verified")
+	}
+	if b.Verified("u", "P") || b.Verified("U", "p") || b.Verified("root", "") {
+		t.Fatal("other credentials are Verified")
+	}
+	if store.reads.Load() != reads || calls.Load() != compares {
+		t.Fatal("Verified read the store or ran bcrypt")
+	}
+	now = now.Add(2 * time.Minute)
+	if b.Verified("u", "p") {
+		t.Fatal("Verified outlived the cache TTL")
+	}
 }

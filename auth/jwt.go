@@ -176,7 +176,10 @@ func parsePublicKey(data []byte) (crypto.PublicKey, string, error) {
 // Claims are the claims of a PopBox token (API.md 2.3).
 type Claims struct {
 	// Queues lists the queue ids the token opens: an exact id, a prefix
-	// followed by '*' (e.g. "dev-*"), or "*" for every queue.
+	// followed by '*' (e.g. "dev-*"), or "*" for every queue. A plain
+	// entry names unsecured queues only; an entry for secure boxes (the
+	// SEC: namespace) carries the prefix SecurePrefix ("SEC:box1",
+	// "SEC:user-*", "SEC:*").
 	Queues []string `json:"queues"`
 	// Org is the tenant the token belongs to; empty for the namespace
 	// without an /org prefix.
@@ -186,25 +189,36 @@ type Claims struct {
 	jwt.RegisteredClaims
 }
 
+// SecurePrefix starts a queues entry that names secure (SEC:) queues.
+const SecurePrefix = "SEC:"
+
 // AllowsQueue reports whether the token opens queue id of tenant org (""
-// for requests without an /org prefix).
+// for requests without an /org prefix); secure tells whether the queue is
+// a secure box (the SEC: namespace of the TLS port).
 //
 // The token's org must equal org exactly: a token with an org opens only
 // that tenant's queues, and a token without an org opens only queues
 // outside every /org prefix. Within the tenant, id must match one entry of
-// Queues: equal to it, or starting with its prefix when the entry ends in
-// '*' ("*" matches every id). A '*' elsewhere is an ordinary character.
-// An empty id never matches.
-func (c *Claims) AllowsQueue(org, id string) bool {
+// Queues of its namespace: entries starting with SecurePrefix match secure
+// queues (with the prefix removed), every other entry matches unsecured
+// queues only, so a token for "box1" or "*" never opens the
+// password-protected SEC:box1. An entry matches when equal to id, or when
+// id starts with its prefix if the entry ends in '*' ("*" matches every
+// id). A '*' elsewhere is an ordinary character. An empty id never matches.
+func (c *Claims) AllowsQueue(org string, secure bool, id string) bool {
 	if c == nil || id == "" || c.Org != org {
 		return false
 	}
 	for _, q := range c.Queues {
-		if prefix, ok := strings.CutSuffix(q, "*"); ok {
+		rest, isSecure := strings.CutPrefix(q, SecurePrefix)
+		if isSecure != secure {
+			continue
+		}
+		if prefix, ok := strings.CutSuffix(rest, "*"); ok {
 			if strings.HasPrefix(id, prefix) {
 				return true
 			}
-		} else if q == id {
+		} else if rest == id {
 			return true
 		}
 	}

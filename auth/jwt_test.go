@@ -164,7 +164,7 @@ func TestParseValidPerAlgorithm(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !c.AllowsQueue("", "q1") || !c.AllowsQueue("", "dev-7") || c.AllowsQueue("", "q2") || !c.HasScope("consume") {
+			if !c.AllowsQueue("", false, "q1") || !c.AllowsQueue("", false, "dev-7") || c.AllowsQueue("", false, "q2") || !c.HasScope("consume") {
 				t.Errorf("claims %+v", c)
 			}
 		})
@@ -363,42 +363,58 @@ func TestAllowsQueue(t *testing.T) {
 	c := &Claims{Queues: []string{"q1", "dev-*", "a*b", ""}}
 	org := &Claims{Queues: []string{"*"}, Org: "acme"}
 	all := &Claims{Queues: []string{"*"}}
+	sec := &Claims{Queues: []string{"SEC:box1", "SEC:user-*", "plain"}}
+	secAll := &Claims{Queues: []string{"SEC:*"}}
 	for _, tc := range []struct {
 		c       *Claims
 		org, id string
+		secure  bool
 		want    bool
 	}{
-		{c, "", "q1", true},
-		{c, "", "q10", false},
-		{c, "", "q", false},
-		{c, "", "dev-", true},
-		{c, "", "dev-42", true},
-		{c, "", "dev", false},
-		{c, "", "a*b", true},  // '*' in the middle is literal
-		{c, "", "axb", false}, // ... and not a wildcard
-		{c, "", "", false},    // the empty entry matches nothing
-		{c, "acme", "q1", false},
-		{all, "", "anything", true},
-		{all, "acme", "anything", false}, // no org: only the no-org namespace
-		{all, "", "", false},
-		{org, "acme", "q1", true},
-		{org, "", "q1", false}, // org token outside its org
-		{org, "other", "q1", false},
-		{org, "ACME", "q1", false},
-		{&Claims{Org: "acme"}, "acme", "q1", false}, // no queues
-		{nil, "", "q1", false},
+		{c, "", "q1", false, true},
+		{c, "", "q10", false, false},
+		{c, "", "q", false, false},
+		{c, "", "dev-", false, true},
+		{c, "", "dev-42", false, true},
+		{c, "", "dev", false, false},
+		{c, "", "a*b", false, true},  // '*' in the middle is literal
+		{c, "", "axb", false, false}, // ... and not a wildcard
+		{c, "", "", false, false},    // the empty entry matches nothing
+		{c, "acme", "q1", false, false},
+		{all, "", "anything", false, true},
+		{all, "acme", "anything", false, false}, // no org: only the no-org namespace
+		{all, "", "", false, false},
+		{org, "acme", "q1", false, true},
+		{org, "", "q1", false, false}, // org token outside its org
+		{org, "other", "q1", false, false},
+		{org, "ACME", "q1", false, false},
+		{&Claims{Org: "acme"}, "acme", "q1", false, false}, // no queues
+		{nil, "", "q1", false, false},
+
+		// Plain entries never open secure boxes (issue 13 item 3).
+		{c, "", "q1", true, false},
+		{c, "", "dev-1", true, false},
+		{all, "", "box1", true, false},
+		{org, "acme", "box1", true, false},
+		// SEC: entries open secure boxes, and only those.
+		{sec, "", "box1", true, true},
+		{sec, "", "box1", false, false},
+		{sec, "", "box2", true, false},
+		{sec, "", "user-7", true, true},
+		{sec, "", "user-7", false, false},
+		{sec, "", "plain", false, true},
+		{sec, "", "plain", true, false},
+		{secAll, "", "anything", true, true},
+		{secAll, "", "anything", false, false},
+		{secAll, "acme", "anything", true, false},
 	} {
-		if got := tc.c.AllowsQueue(tc.org, tc.id); got != tc.want {
+		if got := tc.c.AllowsQueue(tc.org, tc.secure, tc.id); got != tc.want {
 			var q []string
+			o := ""
 			if tc.c != nil {
-				q = tc.c.Queues
+				q, o = tc.c.Queues, tc.c.Org
 			}
-			t.Errorf("queues %q org %q: AllowsQueue(%q, %q) = %v, want %v", q, func() string {
-				if tc.c == nil {
-					return ""
-				}
-				return tc.c.Org
-			}(), tc.org, tc.id, got, tc.want)
+			t.Errorf("queues %q org %q: AllowsQueue(%q, secure=%v, %q) = %v, want %v", q, o, tc.org, tc.secure, tc.id, got, tc.want)
 		}
 	}
 }
@@ -436,7 +452,7 @@ func TestParseClaimsJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Org != "acme" || c.Subject != "dev1" || !c.HasScope(ScopeProvision) || !c.AllowsQueue("acme", "x-1") || c.AllowsQueue("", "q1") {
+	if c.Org != "acme" || c.Subject != "dev1" || !c.HasScope(ScopeProvision) || !c.AllowsQueue("acme", false, "x-1") || c.AllowsQueue("", false, "q1") {
 		t.Errorf("claims %+v", c)
 	}
 }

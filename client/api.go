@@ -107,9 +107,25 @@ type Message struct {
 	Payload     string `json:"data"`
 	Transaction string `json:"transaction"`
 	Queue       string `json:"queue,omitempty"`
-	// Priority is "H" or "L" for streamed messages; pops and peeks do not
-	// say.
+	// Priority is "H" or "L" for streamed messages; pop and peek answers
+	// do not carry it (FillPriorities looks it up).
 	Priority string `json:"priority,omitempty"`
+}
+
+// FillPriorities sets the Priority of popped or peeked messages from their
+// transactions' metadata (one GET /trans/{tid} per message without one; the
+// classic pop answer has no priority). It is best effort: a message whose
+// transaction cannot be read (deleted, expired, no right to read it) keeps
+// an empty Priority, since the messages are taken already.
+func (c *Client) FillPriorities(ctx context.Context, msgs []Message) {
+	for i := range msgs {
+		if msgs[i].Priority != "" {
+			continue
+		}
+		if t, err := c.TransWithState(ctx, msgs[i].Transaction, ""); err == nil {
+			msgs[i].Priority = t.Priority()
+		}
+	}
 }
 
 // PopOptions tune Pop, PopReliable and Peek.
@@ -418,7 +434,8 @@ func (c *Client) Group(ctx context.Context, name string) ([]string, error) {
 	return out.Queues, nil
 }
 
-// SetGroup stores a group with exactly these queues (POST /group).
+// SetGroup adds queues to a group, creating it if needed (POST /group;
+// members it already has stay).
 func (c *Client) SetGroup(ctx context.Context, name string, queues []string) error {
 	if queues == nil {
 		queues = []string{}

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -59,6 +60,9 @@ type Config struct {
 	RedisSentinelPassword string
 	// RedisPoolSize bounds the command connections per Redis node.
 	RedisPoolSize int
+	// RedisAutoPipeline sends the request-path Redis commands through
+	// go-redis' autopipeliner, so concurrent requests share round trips.
+	RedisAutoPipeline bool
 	// RedisWaitReplicas makes provisioning wait (Redis WAIT) until this many
 	// replicas acknowledged the write; 0 disables it.
 	RedisWaitReplicas int
@@ -89,14 +93,59 @@ type Config struct {
 	// for provisioning, PUT/DELETE of transactions and the group routes.
 	ProvisionAuth bool
 
+	// AuthFailureBurst is how many refused credentials a client address
+	// may send at once; beyond, it gets 429 until AuthFailureInterval
+	// refills one. 0 disables the limit.
+	AuthFailureBurst int
+	// AuthFailureInterval is the refill period of AuthFailureBurst.
+	AuthFailureInterval time.Duration
+	// TrustedProxies are the proxies (CIDRs) whose X-Forwarded-For header
+	// names the client address; empty trusts none (the peer address is
+	// the client's).
+	TrustedProxies []string
+
 	// CORSOrigins lists the allowed browser origins ("*" for any); empty
 	// disables CORS. WebSocket origin checks follow it.
 	CORSOrigins []string
 	// MaxBody is the request body limit in bytes (413 above it).
 	MaxBody int64
-	// MaxConnections caps the concurrent connections of this node (503
-	// beyond it); 0 means unlimited.
+	// IdempotencyWindow is how long an Idempotency-Key of POST /trans is
+	// remembered: a repeat within it answers the first call's tid.
+	IdempotencyWindow time.Duration
+	// MaxMetaBytes bounds the extra metadata fields of one transaction
+	// (names plus values, bytes); at most 64 such fields.
+	MaxMetaBytes int64
+	// PeekMax caps ?max= of pop, poprel and peek.
+	PeekMax int
+	// MaxAnswerBytes bounds the encoded size of one pop or peek answer:
+	// fewer messages beyond it, never a truncated one; one message is
+	// always answered, whatever its size.
+	MaxAnswerBytes int64
+	// ReadTimeout bounds the time a client takes to send a request body
+	// (408 beyond). It does not limit streams or long polls.
+	ReadTimeout time.Duration
+	// ReadHeaderTimeout bounds the time a client takes to send its request
+	// headers (slowloris); the connection is closed beyond it.
+	ReadHeaderTimeout time.Duration
+	// CallbackAllowPrivate is "auto" (loopback and private callback
+	// addresses allowed unless ProvisionAuth is on), "true" or "false".
+	// Link-local and unspecified addresses are always refused.
+	CallbackAllowPrivate string
+	// MaxConnections caps the open sockets of this node (idle keep-alive
+	// connections, streams and WebSockets included), plus a reserve of
+	// max(16, MaxConnections/8) for health checks, metrics and
+	// authenticated requests; idle and silent /ws sockets are shed to make
+	// room, then 503. 0 means unlimited.
 	MaxConnections int
+	// WSAuthTimeout: with RequireAuth, a /ws socket that brought no valid
+	// token to its handshake and has no successful subscription or auth
+	// frame within it is closed with 1008. 0 means no timeout.
+	WSAuthTimeout time.Duration
+	// WSFrameRate is how many client frames per second one WebSocket may
+	// send (a token bucket with a burst of this plus 256, so a client can
+	// subscribe to every queue at once); beyond, the socket is closed
+	// (1008). 0 means unlimited.
+	WSFrameRate int
 
 	// MongoURI enables the history (MongoDB); empty disables it.
 	MongoURI string
@@ -144,17 +193,29 @@ const (
 // name made of the host name and the process id.
 func Default() Config {
 	return Config{
-		Listen:          ":3001",
-		RedisPoolSize:   32,
-		LogLevel:        "info",
-		LogFormat:       "text",
-		MaxBody:         8 << 20,
-		MongoDB:         "popbox",
-		HistoryBuffer:   20000,
-		WaiterLease:     15 * time.Second,
-		RecheckInterval: 60 * time.Second,
-		ShutdownTimeout: 15 * time.Second,
-		NodeName:        defaultNodeName(),
+		Listen:               ":3001",
+		RedisPoolSize:        32,
+		RedisAutoPipeline:    true,
+		LogLevel:             "info",
+		LogFormat:            "text",
+		MaxBody:              8 << 20,
+		IdempotencyWindow:    10 * time.Minute,
+		AuthFailureBurst:     10,
+		AuthFailureInterval:  2 * time.Second,
+		MaxMetaBytes:         64 << 10,
+		PeekMax:              1000,
+		MaxAnswerBytes:       16 << 20,
+		ReadTimeout:          30 * time.Second,
+		ReadHeaderTimeout:    10 * time.Second,
+		CallbackAllowPrivate: "auto",
+		WSFrameRate:          100,
+		WSAuthTimeout:        5 * time.Second,
+		MongoDB:              "popbox",
+		HistoryBuffer:        20000,
+		WaiterLease:          15 * time.Second,
+		RecheckInterval:      60 * time.Second,
+		ShutdownTimeout:      15 * time.Second,
+		NodeName:             defaultNodeName(),
 	}
 }
 
@@ -236,6 +297,19 @@ func (c Config) HistoryEnabled() bool { return c.MongoURI != "" }
 // JWTEnabled reports whether a JWT key (secret or public key) is configured.
 func (c Config) JWTEnabled() bool { return c.JWTSecret != "" || c.JWTPublicKey != "" }
 
+// CallbackPrivateAllowed reports whether delivery callbacks may go to
+// loopback and private addresses: CallbackAllowPrivate when it is "true" or
+// "false", else (auto) only when provisioning is open.
+func (c Config) CallbackPrivateAllowed() bool {
+	switch strings.ToLower(c.CallbackAllowPrivate) {
+	case "true":
+		return true
+	case "false":
+		return false
+	}
+	return !c.ProvisionAuth
+}
+
 // AdminEnabled reports whether admin credentials are configured.
 func (c Config) AdminEnabled() bool { return c.AdminUser != "" && c.AdminPassword != "" }
 
@@ -251,4 +325,30 @@ func (c Config) SlogLevel() slog.Level {
 	default:
 		return slog.LevelInfo
 	}
+}
+
+// TrustedProxyPrefixes returns TrustedProxies as prefixes (an address
+// alone is a /32 or /128). [Config.Validate] reports the ones that do not
+// parse; they are skipped here.
+func (c Config) TrustedProxyPrefixes() []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range c.TrustedProxies {
+		if pr, err := parseProxy(p); err == nil {
+			out = append(out, pr)
+		}
+	}
+	return out
+}
+
+// parseProxy parses a CIDR or a single address.
+func parseProxy(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return p.Masked(), err
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }

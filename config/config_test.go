@@ -52,6 +52,9 @@ func TestDefault(t *testing.T) {
 		"max_connections": 0, "mongo_db": "popbox", "history_ttl": "0s",
 		"waiter_lease": "15s", "recheck_interval": "1m0s", "shutdown_timeout": "15s",
 		"reuseport": false, "history_payloads": false, "history_buffer": 20000,
+		"idempotency_window": "10m0s",
+		"max_meta_bytes":     int64(65536), "peek_max": 1000, "max_answer_bytes": int64(16777216), "read_timeout": "30s", "callback_allow_private": "auto", "ws_frame_rate": 100,
+		"ws_auth_timeout": "5s",
 	}
 	got := c.Redacted()
 	for k, v := range want {
@@ -178,13 +181,17 @@ func TestEverySetting(t *testing.T) {
 		"listen": "127.0.0.1:7001", "tls-listen": "127.0.0.1:7443", "tls-cert": "/c.pem", "tls-key": "/k.pem",
 		"redis-url": "", "redis-cluster": "10.0.0.1:7000,10.0.0.2:7000", "redis-sentinels": "",
 		"redis-master": "", "redis-password": "rp", "redis-sentinel-password": "sp",
-		"redis-pool-size": "7", "redis-wait-replicas": "2", "log-level": "debug", "log-format": "json",
+		"redis-pool-size": "7", "redis-autopipeline": "false", "redis-wait-replicas": "2", "log-level": "debug", "log-format": "json",
 		"admin-user": "adm", "admin-password": "ap", "jwt-secret": "js", "jwt-public-key": "/pub.pem",
 		"jwt-audience": "aud", "jwt-issuer": "iss", "require-auth": "true", "provision-auth": "true",
 		"cors-origins": "https://x.example", "max-body": "1024", "max-connections": "500",
+		"auth-failure-burst": "3", "auth-failure-interval": "4s", "trusted-proxies": "10.0.0.0/8,192.0.2.7",
 		"mongo-uri": "mongodb://u:p@m:27017", "mongo-db": "hist", "history-ttl": "720h", "history-payloads": "true", "history-buffer": "500",
 		"events-webhook": "https://hook.example/e", "events-filter": "Delivered,pop", "reuseport": "true",
 		"waiter-lease": "5s", "recheck-interval": "7s", "shutdown-timeout": "9s", "node-name": "n1",
+		"idempotency-window": "90s",
+		"max-meta-bytes":     "4096", "peek-max": "50", "max-answer-bytes": "2097152", "read-timeout": "3s", "read-header-timeout": "2s", "callback-allow-private": "false", "ws-frame-rate": "7",
+		"ws-auth-timeout": "11s",
 	}
 	if len(values) != len(options) {
 		t.Fatalf("test covers %d settings, there are %d", len(values), len(options))
@@ -384,11 +391,21 @@ func TestValidate(t *testing.T) {
 		{"cors path", map[string]string{"POPBOX_CORS_ORIGINS": "https://example.com/app"}, "without path"},
 		{"max body", map[string]string{"POPBOX_MAX_BODY": "0"}, "max-body"},
 		{"max connections", map[string]string{"POPBOX_MAX_CONNECTIONS": "-5"}, "max-connections"},
+		{"ws frame rate", map[string]string{"POPBOX_WS_FRAME_RATE": "-1"}, "ws-frame-rate"},
+		{"ws auth timeout", map[string]string{"POPBOX_WS_AUTH_TIMEOUT": "-1s"}, "ws-auth-timeout"},
+		{"ws auth timeout off", map[string]string{"POPBOX_WS_AUTH_TIMEOUT": "0"}, ""},
+		{"idempotency window", map[string]string{"POPBOX_IDEMPOTENCY_WINDOW": "500ms"}, "idempotency-window (POPBOX_IDEMPOTENCY_WINDOW): must be at least 1s"},
+		{"idempotency window ok", map[string]string{"POPBOX_IDEMPOTENCY_WINDOW": "1s"}, ""},
+		{"auth failure burst", map[string]string{"POPBOX_AUTH_FAILURE_BURST": "-1"}, "auth-failure-burst"},
+		{"auth failure interval", map[string]string{"POPBOX_AUTH_FAILURE_INTERVAL": "0s"}, "auth-failure-interval"},
+		{"trusted proxies", map[string]string{"POPBOX_TRUSTED_PROXIES": "10.0.0.0/8,not-a-cidr"}, "trusted-proxies"},
 		{"mongo uri", map[string]string{"POPBOX_MONGO_URI": "postgres://x"}, "mongo-uri"},
 		{"mongo uri srv", map[string]string{"POPBOX_MONGO_URI": "mongodb+srv://u:p@c.example/db"}, ""},
 		{"mongo db", map[string]string{"POPBOX_MONGO_DB": "a.b"}, "mongo-db"},
 		{"history ttl", map[string]string{"POPBOX_HISTORY_TTL": "-1h"}, "history-ttl"},
 		{"webhook", map[string]string{"POPBOX_EVENTS_WEBHOOK": "ftp://x"}, "events-webhook"},
+		{"read header timeout", map[string]string{"POPBOX_READ_HEADER_TIMEOUT": "0s"}, "read-header-timeout (POPBOX_READ_HEADER_TIMEOUT): must be more than 0"},
+		{"read header timeout ok", map[string]string{"POPBOX_READ_HEADER_TIMEOUT": "1s"}, ""},
 		{"waiter lease", map[string]string{"POPBOX_WAITER_LEASE": "0s"}, "waiter-lease (POPBOX_WAITER_LEASE): must be more than 0"},
 		{"recheck", map[string]string{"POPBOX_RECHECK_INTERVAL": "-1s"}, "recheck-interval"},
 		{"shutdown", map[string]string{"POPBOX_SHUTDOWN_TIMEOUT": "-1s"}, "shutdown-timeout"},
@@ -643,4 +660,109 @@ func TestYAMLExample(t *testing.T) {
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("example differs from the defaults:\n got %v\nwant %v", c, want)
 	}
+}
+
+// TestDeploymentTable holds the configuration table of docs/DEPLOYMENT.md
+// (section 9) to the option table: every setting is listed exactly once,
+// with the flag, environment variable and YAML key the loader accepts (each
+// is loaded with the documented default) and the default of the code, and
+// the table lists nothing the code does not have. An option added without
+// its row fails here; the failure prints the row to add.
+func TestDeploymentTable(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "docs", "DEPLOYMENT.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const heading = "\n## 9. Configuration: every setting\n"
+	_, section, ok := strings.Cut(string(data), heading)
+	if !ok {
+		t.Fatalf("docs/DEPLOYMENT.md has no section %q", strings.TrimSpace(heading))
+	}
+	if end := strings.Index(section, "\n## "); end >= 0 {
+		section = section[:end]
+	}
+	rows := map[string][]string{}
+	for _, line := range strings.Split(section, "\n") {
+		if !strings.HasPrefix(line, "| `--") {
+			continue
+		}
+		cells := tableCells(line)
+		if len(cells) != 5 {
+			t.Errorf("row has %d cells, want 5 (flag, variable, key, default, meaning): %s", len(cells), line)
+			continue
+		}
+		name := strings.TrimPrefix(strings.Trim(cells[0], "`"), "--")
+		if rows[name] != nil {
+			t.Errorf("docs/DEPLOYMENT.md lists --%s twice", name)
+		}
+		rows[name] = cells
+	}
+
+	def := Default()
+	for _, o := range options {
+		want := o.format(&def)
+		cells, ok := rows[o.name]
+		if !ok {
+			t.Errorf("docs/DEPLOYMENT.md section 9 does not list --%s; add the row:\n| `--%s` | `%s` | `%s` | `%s` | %s |",
+				o.name, o.name, o.env(), o.key(), want, o.usage)
+			continue
+		}
+		delete(rows, o.name)
+		if cells[1] != "`"+o.env()+"`" || cells[2] != "`"+o.key()+"`" {
+			t.Errorf("--%s: documented as %s / %s, the code reads `%s` / `%s`", o.name, cells[1], cells[2], o.env(), o.key())
+			continue
+		}
+		raw, err := documentedDefault(o, cells[3])
+		if err != nil {
+			t.Errorf("--%s: default %s: %v", o.name, cells[3], err)
+			continue
+		}
+		// The documented default, given through each source, must load and
+		// read back as the code's default.
+		yml := writeYAML(t, fmt.Sprintf("%s: %q\n", o.key(), raw))
+		for source, load := range map[string]func() (Config, error){
+			"flag":                 func() (Config, error) { return Load([]string{"--" + o.name + "=" + raw}, env(nil)) },
+			"environment variable": func() (Config, error) { return Load(nil, env(map[string]string{o.env(): raw})) },
+			"YAML key":             func() (Config, error) { return Load([]string{"--config", yml}, env(nil)) },
+		} {
+			c, err := load()
+			if err != nil {
+				t.Errorf("--%s: the documented default %s does not load through the %s: %v", o.name, cells[3], source, err)
+				continue
+			}
+			if got := o.format(&c); got != want {
+				t.Errorf("--%s: the documented default %s reads as %q through the %s; the code's default is %q", o.name, cells[3], got, source, want)
+			}
+		}
+	}
+	for name := range rows {
+		t.Errorf("docs/DEPLOYMENT.md section 9 lists --%s, which is no setting", name)
+	}
+}
+
+// tableCells splits a Markdown table row into its trimmed cells ("\|" is a
+// literal bar inside a cell).
+func tableCells(line string) []string {
+	const bar = "\x00"
+	line = strings.ReplaceAll(strings.Trim(strings.TrimSpace(line), "|"), `\|`, bar)
+	cells := strings.Split(line, "|")
+	for i, c := range cells {
+		cells[i] = strings.ReplaceAll(strings.TrimSpace(c), bar, "|")
+	}
+	return cells
+}
+
+// documentedDefault turns the default cell of the configuration table into
+// the raw value a flag takes: `value` as written, "(empty)" for no value,
+// and "hostname-pid" for the node name built at start.
+func documentedDefault(o option, cell string) (string, error) {
+	switch {
+	case cell == "(empty)":
+		return "", nil
+	case cell == "hostname-pid" && o.name == "node-name":
+		return defaultNodeName(), nil
+	case len(cell) > 2 && strings.HasPrefix(cell, "`") && strings.HasSuffix(cell, "`"):
+		return strings.Trim(cell, "`"), nil
+	}
+	return "", errors.New("want `value`, or (empty)")
 }

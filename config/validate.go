@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 )
 
@@ -15,48 +16,74 @@ import (
 // Config built in code.
 func (c Config) Validate() error { return errors.Join(c.check(nil)...) }
 
-// check validates c. origin maps option names to where their value came
+// check validates c, one group of settings after the other, and returns
+// every problem found. origin maps option names to where their value came
 // from; it may be nil.
 func (c Config) check(origin map[string]string) []error {
-	var errs []error
-	from := func(name string) string {
-		if o, ok := origin[name]; ok {
-			return " (" + o + ")"
-		}
-		return ""
-	}
-	bad := func(name, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s%s: %s", name, from(name), fmt.Sprintf(format, args...)))
-	}
+	p := &problems{origin: origin}
+	c.checkListeners(p)
+	c.checkRedis(p)
+	c.checkLogs(p)
+	c.checkAuth(p)
+	c.checkHTTPLimits(p)
+	c.checkHistory(p)
+	c.checkNode(p)
+	return p.errs
+}
 
-	// Listeners.
+// problems collects the validation errors of one [Config.check], each
+// naming the option and, when known, where its value came from.
+type problems struct {
+	origin map[string]string
+	errs   []error
+}
+
+// from returns " (origin)" for an option whose source is known, else "".
+func (p *problems) from(name string) string {
+	if o, ok := p.origin[name]; ok {
+		return " (" + o + ")"
+	}
+	return ""
+}
+
+// bad records a problem with the option name.
+func (p *problems) bad(name, format string, args ...any) {
+	p.errs = append(p.errs, fmt.Errorf("%s%s: %s", name, p.from(name), fmt.Sprintf(format, args...)))
+}
+
+// checkListeners validates the plain and TLS listen addresses and the
+// certificate pair.
+func (c Config) checkListeners(p *problems) {
 	if err := checkAddr(c.Listen); err != nil {
-		bad("listen", "invalid address %q: %v", c.Listen, err)
+		p.bad("listen", "invalid address %q: %v", c.Listen, err)
 	}
 	if c.TLSListen != "" {
 		if err := checkAddr(c.TLSListen); err != nil {
-			bad("tls-listen", "invalid address %q: %v", c.TLSListen, err)
+			p.bad("tls-listen", "invalid address %q: %v", c.TLSListen, err)
 		}
 		if !c.TLSEnabled() {
-			bad("tls-listen", "is set but TLS is off: set tls-cert and tls-key too")
+			p.bad("tls-listen", "is set but TLS is off: set tls-cert and tls-key too")
 		}
 	}
 	switch {
 	case c.TLSCert != "" && c.TLSKey == "":
-		bad("tls-cert", "is set but tls-key is not: set both or neither")
+		p.bad("tls-cert", "is set but tls-key is not: set both or neither")
 	case c.TLSCert == "" && c.TLSKey != "":
-		bad("tls-key", "is set but tls-cert is not: set both or neither")
+		p.bad("tls-key", "is set but tls-cert is not: set both or neither")
 	}
 	if c.TLSEnabled() && c.TLSListen == "" && checkAddr(c.Listen) == nil {
 		if _, err := nextPort(c.Listen); err != nil {
-			bad("tls-listen", "cannot be derived from listen %q (%v): set it explicitly", c.Listen, err)
+			p.bad("tls-listen", "cannot be derived from listen %q (%v): set it explicitly", c.Listen, err)
 		}
 	}
 	if tls := c.TLSAddr(); tls != "" && samePort(tls, c.Listen) {
-		bad("tls-listen", "%q is also the plain listen address", tls)
+		p.bad("tls-listen", "%q is also the plain listen address", tls)
 	}
+}
 
-	// Redis.
+// checkRedis validates the Redis topology (one mode at most, well-formed
+// addresses, sentinels with their master) and the pool settings.
+func (c Config) checkRedis(p *problems) {
 	modes := 0
 	for _, set := range []bool{c.RedisURL != "", len(c.RedisCluster) > 0, len(c.RedisSentinels) > 0} {
 		if set {
@@ -64,111 +91,163 @@ func (c Config) check(origin map[string]string) []error {
 		}
 	}
 	if modes > 1 {
-		errs = append(errs, fmt.Errorf("redis-url%s, redis-cluster%s and redis-sentinels%s are exclusive: set only one",
-			from("redis-url"), from("redis-cluster"), from("redis-sentinels")))
+		p.errs = append(p.errs, fmt.Errorf("redis-url%s, redis-cluster%s and redis-sentinels%s are exclusive: set only one",
+			p.from("redis-url"), p.from("redis-cluster"), p.from("redis-sentinels")))
 	}
 	if c.RedisURL != "" {
 		u, err := url.Parse(c.RedisURL)
 		switch {
 		case err != nil:
-			bad("redis-url", "invalid URL: %v", redactURLError(err))
+			p.bad("redis-url", "invalid URL: %v", redactURLError(err))
 		case u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix":
-			bad("redis-url", "scheme %q: want redis://host:port/db, rediss:// (TLS) or unix://", u.Scheme)
+			p.bad("redis-url", "scheme %q: want redis://host:port/db, rediss:// (TLS) or unix://", u.Scheme)
 		}
 	}
 	for _, a := range c.RedisCluster {
 		if err := checkAddr(a); err != nil {
-			bad("redis-cluster", "invalid seed address %q: %v", a, err)
+			p.bad("redis-cluster", "invalid seed address %q: %v", a, err)
 		}
 	}
 	for _, a := range c.RedisSentinels {
 		if err := checkAddr(a); err != nil {
-			bad("redis-sentinels", "invalid sentinel address %q: %v", a, err)
+			p.bad("redis-sentinels", "invalid sentinel address %q: %v", a, err)
 		}
 	}
 	if len(c.RedisSentinels) > 0 && c.RedisMaster == "" {
-		bad("redis-master", "is required with redis-sentinels")
+		p.bad("redis-master", "is required with redis-sentinels")
 	}
 	if c.RedisMaster != "" && len(c.RedisSentinels) == 0 {
-		bad("redis-master", "is set but redis-sentinels is not")
+		p.bad("redis-master", "is set but redis-sentinels is not")
 	}
 	if c.RedisPoolSize < 1 {
-		bad("redis-pool-size", "must be at least 1, got %d", c.RedisPoolSize)
+		p.bad("redis-pool-size", "must be at least 1, got %d", c.RedisPoolSize)
 	}
 	if c.RedisWaitReplicas < 0 {
-		bad("redis-wait-replicas", "must be 0 or more, got %d", c.RedisWaitReplicas)
+		p.bad("redis-wait-replicas", "must be 0 or more, got %d", c.RedisWaitReplicas)
 	}
+}
 
-	// Logs.
+// checkLogs validates the log level and format.
+func (c Config) checkLogs(p *problems) {
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
-		bad("log-level", "invalid value %q: want debug, info, warn or error", c.LogLevel)
+		p.bad("log-level", "invalid value %q: want debug, info, warn or error", c.LogLevel)
 	}
 	switch c.LogFormat {
 	case "text", "json":
 	default:
-		bad("log-format", "invalid value %q: want text or json", c.LogFormat)
+		p.bad("log-format", "invalid value %q: want text or json", c.LogFormat)
 	}
+}
 
-	// Authentication.
+// checkAuth validates the admin credentials and that the auth switches
+// have something to accept.
+func (c Config) checkAuth(p *problems) {
 	switch {
 	case c.AdminUser != "" && c.AdminPassword == "":
-		bad("admin-user", "is set but admin-password is not: set both or neither")
+		p.bad("admin-user", "is set but admin-password is not: set both or neither")
 	case c.AdminUser == "" && c.AdminPassword != "":
-		bad("admin-password", "is set but admin-user is not: set both or neither")
+		p.bad("admin-password", "is set but admin-user is not: set both or neither")
 	}
 	if c.RequireAuth && !c.JWTEnabled() {
-		bad("require-auth", "needs jwt-secret or jwt-public-key: no token could be accepted")
+		p.bad("require-auth", "needs jwt-secret or jwt-public-key: no token could be accepted")
 	}
 	if c.ProvisionAuth && !c.JWTEnabled() && !c.AdminEnabled() {
-		bad("provision-auth", "needs jwt-secret, jwt-public-key or admin-user/admin-password: nobody could provision")
+		p.bad("provision-auth", "needs jwt-secret, jwt-public-key or admin-user/admin-password: nobody could provision")
 	}
+}
 
-	// HTTP limits.
+// checkHTTPLimits validates the per-request and per-connection bounds of
+// the HTTP layer, CORS origins and trusted proxies.
+func (c Config) checkHTTPLimits(p *problems) {
 	for _, o := range c.CORSOrigins {
 		if err := checkOrigin(o); err != nil {
-			bad("cors-origins", "invalid origin %q: %v", o, err)
+			p.bad("cors-origins", "invalid origin %q: %v", o, err)
 		}
 	}
 	if c.MaxBody <= 0 {
-		bad("max-body", "must be more than 0 bytes, got %d", c.MaxBody)
+		p.bad("max-body", "must be more than 0 bytes, got %d", c.MaxBody)
+	}
+	if c.IdempotencyWindow < time.Second {
+		p.bad("idempotency-window", "must be at least 1s, got %s", c.IdempotencyWindow)
+	}
+	if c.MaxMetaBytes <= 0 {
+		p.bad("max-meta-bytes", "must be more than 0 bytes, got %d", c.MaxMetaBytes)
+	}
+	if c.PeekMax <= 0 {
+		p.bad("peek-max", "must be 1 or more, got %d", c.PeekMax)
+	}
+	if c.MaxAnswerBytes <= 0 {
+		p.bad("max-answer-bytes", "must be more than 0 bytes, got %d", c.MaxAnswerBytes)
+	}
+	if c.ReadTimeout <= 0 {
+		p.bad("read-timeout", "must be more than 0, got %s", c.ReadTimeout)
+	}
+	if c.ReadHeaderTimeout <= 0 {
+		p.bad("read-header-timeout", "must be more than 0, got %s", c.ReadHeaderTimeout)
+	}
+	switch strings.ToLower(c.CallbackAllowPrivate) {
+	case "auto", "true", "false":
+	default:
+		p.bad("callback-allow-private", "invalid value %q: want auto, true or false", c.CallbackAllowPrivate)
+	}
+	if c.WSAuthTimeout < 0 {
+		p.bad("ws-auth-timeout", "must be 0 (no timeout) or more, got %v", c.WSAuthTimeout)
+	}
+	if c.WSFrameRate < 0 {
+		p.bad("ws-frame-rate", "must be 0 (unlimited) or more, got %d", c.WSFrameRate)
+	}
+	if c.AuthFailureBurst < 0 {
+		p.bad("auth-failure-burst", "must be 0 (no limit) or more, got %d", c.AuthFailureBurst)
+	}
+	if c.AuthFailureBurst > 0 && c.AuthFailureInterval <= 0 {
+		p.bad("auth-failure-interval", "must be positive, got %s", c.AuthFailureInterval)
+	}
+	for _, tp := range c.TrustedProxies {
+		if _, err := parseProxy(tp); err != nil {
+			p.bad("trusted-proxies", "invalid CIDR or address %q", tp)
+		}
 	}
 	if c.MaxConnections < 0 {
-		bad("max-connections", "must be 0 (unlimited) or more, got %d", c.MaxConnections)
+		p.bad("max-connections", "must be 0 (unlimited) or more, got %d", c.MaxConnections)
 	}
+}
 
-	// History and events.
+// checkHistory validates the MongoDB history and the events webhook.
+func (c Config) checkHistory(p *problems) {
 	if c.MongoURI != "" && !strings.HasPrefix(c.MongoURI, "mongodb://") && !strings.HasPrefix(c.MongoURI, "mongodb+srv://") {
-		bad("mongo-uri", "want a mongodb:// or mongodb+srv:// URI")
+		p.bad("mongo-uri", "want a mongodb:// or mongodb+srv:// URI")
 	}
 	if c.MongoDB == "" || strings.ContainsAny(c.MongoDB, "/\\. \"$*<>:|?") {
-		bad("mongo-db", "invalid database name %q", c.MongoDB)
+		p.bad("mongo-db", "invalid database name %q", c.MongoDB)
 	}
 	if c.HistoryTTL < 0 {
-		bad("history-ttl", "must be 0 (keep forever) or more, got %s", c.HistoryTTL)
+		p.bad("history-ttl", "must be 0 (keep forever) or more, got %s", c.HistoryTTL)
 	}
 	if c.EventsWebhook != "" {
 		u, err := url.Parse(c.EventsWebhook)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad("events-webhook", "want an http:// or https:// URL")
+			p.bad("events-webhook", "want an http:// or https:// URL")
 		}
 	}
+}
 
-	// Node behaviour.
+// checkNode validates the node's own behaviour: waiter lease, recheck
+// period, shutdown bound and node name.
+func (c Config) checkNode(p *problems) {
 	if c.WaiterLease <= 0 {
-		bad("waiter-lease", "must be more than 0, got %s", c.WaiterLease)
+		p.bad("waiter-lease", "must be more than 0, got %s", c.WaiterLease)
 	}
 	if c.RecheckInterval <= 0 {
-		bad("recheck-interval", "must be more than 0, got %s", c.RecheckInterval)
+		p.bad("recheck-interval", "must be more than 0, got %s", c.RecheckInterval)
 	}
 	if c.ShutdownTimeout < 0 {
-		bad("shutdown-timeout", "must be 0 or more, got %s", c.ShutdownTimeout)
+		p.bad("shutdown-timeout", "must be 0 or more, got %s", c.ShutdownTimeout)
 	}
 	if c.NodeName == "" || strings.IndexFunc(c.NodeName, func(r rune) bool { return unicode.IsSpace(r) || !unicode.IsPrint(r) }) >= 0 {
-		bad("node-name", "invalid value %q: want printable characters without spaces", c.NodeName)
+		p.bad("node-name", "invalid value %q: want printable characters without spaces", c.NodeName)
 	}
-	return errs
 }
 
 // checkAddr accepts host:port with a numeric port (the host may be empty).

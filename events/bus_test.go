@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/popbox/popbox/events"
+	"github.com/popbox/popbox/internal/domain"
 )
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -116,13 +117,13 @@ func TestBusStampsTimeAndFilters(t *testing.T) {
 	if err := b.Add(s, events.SinkConfig{}); err != nil {
 		t.Fatal(err)
 	}
-	b.Publish(events.Event{Kind: events.KindState, State: events.StatePending, Transaction: "t"})
-	b.Publish(events.Event{Kind: events.KindState, State: events.StateDelivered, Transaction: "t", Node: "other"})
+	b.Publish(events.Event{Kind: events.KindState, State: domain.StatePending, Transaction: "t"})
+	b.Publish(events.Event{Kind: events.KindState, State: domain.StateDelivered, Transaction: "t", Node: "other"})
 	if err := closeBus(t, b, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	got, _, _ := s.snapshot()
-	want := []events.Event{{Time: now, Kind: events.KindState, State: events.StateDelivered, Transaction: "t", Node: "other"}}
+	want := []events.Event{{Time: now, Kind: events.KindState, State: domain.StateDelivered, Transaction: "t", Node: "other"}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Fatalf("(-want +got):\n%s", diff)
 	}
@@ -315,8 +316,8 @@ func TestFilter(t *testing.T) {
 		ev   events.Event
 		want bool
 	}{
-		{events.Event{Kind: events.KindState, State: events.StateDelivered}, true},
-		{events.Event{Kind: events.KindState, State: events.StatePending}, false},
+		{events.Event{Kind: events.KindState, State: domain.StateDelivered}, true},
+		{events.Event{Kind: events.KindState, State: domain.StatePending}, false},
 		{events.Event{Kind: events.KindAction, Action: events.ActionProvision}, true},
 		{events.Event{Kind: events.KindAction, Action: events.ActionPop}, false},
 	}
@@ -331,7 +332,7 @@ func TestFilter(t *testing.T) {
 	if !events.ParseFilter("").Match(events.Event{Kind: events.KindAction}) {
 		t.Error("empty filter must match everything")
 	}
-	if !events.ParseFilter("state").Match(events.Event{Kind: events.KindState, State: events.StateExpired}) {
+	if !events.ParseFilter("state").Match(events.Event{Kind: events.KindState, State: domain.StateExpired}) {
 		t.Error("kind name must match")
 	}
 }

@@ -26,14 +26,6 @@ const (
 	KindAction Kind = "action"
 )
 
-// Message states carried by KindState events (the states of API.md).
-const (
-	StatePending   = "Pending"
-	StateBlocked   = "Blocked"
-	StateDelivered = "Delivered"
-	StateExpired   = "Expired"
-)
-
 // Actions carried by KindAction events.
 const (
 	ActionProvision   = "provision"
@@ -53,7 +45,7 @@ const (
 type Event struct {
 	Time        time.Time `json:"time" bson:"time"`
 	Kind        Kind      `json:"kind" bson:"kind"`
-	State       string    `json:"state,omitempty" bson:"state,omitempty"`   // Pending, Blocked, Delivered, Expired (Kind=state)
+	State       string    `json:"state,omitempty" bson:"state,omitempty"`   // domain.StatePending, ... (Kind=state)
 	Action      string    `json:"action,omitempty" bson:"action,omitempty"` // provision, pop, peek, ack, ... (Kind=action)
 	Transaction string    `json:"transaction,omitempty" bson:"transaction,omitempty"`
 	Queue       string    `json:"queue,omitempty" bson:"queue,omitempty"`         // queue id as the client named it

@@ -84,16 +84,27 @@ func TestCallbacks(t *testing.T) {
 	}
 }
 
-// TestSlowWebSocketConsumer: a WebSocket client that stops reading is cut
-// off, its messages stay in Redis, and another subscriber keeps its latency.
+// TestSlowWebSocketConsumer: a WebSocket client (per-queue, and the
+// multiplexed /ws on the same stream runner) that stops reading is cut off,
+// its messages stay in Redis, and another subscriber keeps its latency.
 func TestSlowWebSocketConsumer(t *testing.T) {
+	for _, tr := range []string{"ws", "wsmux"} {
+		t.Run(tr, func(t *testing.T) { testSlowWebSocketConsumer(t, tr) })
+	}
+}
+
+func testSlowWebSocketConsumer(t *testing.T, tr string) {
 	r := testenv.StartRedis(t)
 	g := testenv.StartGateway(t, r.URL())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	// A raw TCP client with a tiny receive buffer that never reads.
 	d := net.Dialer{Control: nil}
-	conn, _, err := websocket.Dial(ctx, "ws://"+g.Addr+"/queue/slow/ws", &websocket.DialOptions{HTTPClient: &http.Client{
+	u := "ws://" + g.Addr + "/queue/slow/ws"
+	if tr == "wsmux" {
+		u = "ws://" + g.Addr + "/ws"
+	}
+	conn, _, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPClient: &http.Client{
 		Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := d.DialContext(ctx, network, addr)
 			if err == nil {
@@ -106,7 +117,12 @@ func TestSlowWebSocketConsumer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.CloseNow()
-	fast := subscribe(t, g.URL, "ws", "fast", "")
+	if tr == "wsmux" {
+		if err := conn.Write(ctx, websocket.MessageText, []byte(`{"op":"subscribe","queue":"slow"}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fast := subscribe(t, g.URL, tr, "fast", "")
 	big := strings.Repeat("x", 256<<10)
 	for i := 0; i < 64; i++ { // 16 MiB: far more than socket buffers hold
 		provision(t, g.URL, "slow", "L", big)
@@ -123,7 +139,7 @@ func TestSlowWebSocketConsumer(t *testing.T) {
 	// The slow one is disconnected after the write deadline, counted.
 	deadline := time.Now().Add(40 * time.Second)
 	for {
-		if metricValue(t, g.URL, `popbox_slow_consumer_disconnects_total{transport="ws"}`) >= 1 {
+		if metricValue(t, g.URL, `popbox_slow_consumer_disconnects_total{transport="`+tr+`"}`) >= 1 {
 			break
 		}
 		if time.Now().After(deadline) {

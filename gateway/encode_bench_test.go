@@ -13,7 +13,7 @@ func BenchmarkEncodeEvent(b *testing.B) {
 		Payload: `{"title":"hello","body":"a message of a realistic size for a push notification"}`}
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := json.Marshal(newEventData(m)); err != nil {
+		if _, err := json.Marshal(newEventData("inbox-1", m)); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -6,8 +6,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/popbox/popbox/events"
-	"github.com/popbox/popbox/redisq"
+	"github.com/popbox/popbox/hub/delivery"
 	"github.com/popbox/popbox/request"
 )
 
@@ -23,7 +22,7 @@ func groupParam(c echo.Context) (string, error) {
 	return name, nil
 }
 
-// createGroup is POST /group.
+// createGroup is POST /group: the queues are added to the group's members.
 func (s *Server) createGroup(c echo.Context) error {
 	body, err := s.readBody(c)
 	if err != nil {
@@ -31,12 +30,11 @@ func (s *Server) createGroup(c echo.Context) error {
 	}
 	name, queues, errs := request.ParseGroupCreate(body)
 	if len(errs) > 0 {
-		return errorsJSON(c, http.StatusBadRequest, errs...)
+		return badBody(c, errs...)
 	}
-	if err := s.store.SetGroup(c.Request().Context(), namespace(c), name, queues); err != nil {
+	if err := s.svc.AddToGroup(c.Request().Context(), namespace(c), name, queues); err != nil {
 		return s.storeError(c, err)
 	}
-	s.emit(events.Event{Kind: events.KindAction, Action: events.ActionGroup, Queue: name, Namespace: namespace(c), Count: len(queues)})
 	return c.JSON(http.StatusOK, map[string]string{"ok": "group stored"})
 }
 
@@ -46,7 +44,7 @@ func (s *Server) getGroup(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	m, err := s.store.Group(c.Request().Context(), namespace(c), name)
+	m, err := s.svc.Group(c.Request().Context(), namespace(c), name)
 	if err != nil {
 		return s.storeError(c, err)
 	}
@@ -65,16 +63,15 @@ func (s *Server) modifyGroup(c echo.Context) error {
 	}
 	add, remove, errs := request.ParseGroupModify(body)
 	if len(errs) > 0 {
-		return errorsJSON(c, http.StatusBadRequest, errs...)
+		return badBody(c, errs...)
 	}
-	err = s.store.ModifyGroup(c.Request().Context(), namespace(c), name, add, remove)
-	if errors.Is(err, redisq.ErrNotFound) {
+	err = s.svc.ModifyGroup(c.Request().Context(), namespace(c), name, add, remove)
+	if errors.Is(err, delivery.ErrNotFound) {
 		return errorsJSON(c, http.StatusBadRequest, name+" does not exist")
 	}
 	if err != nil {
 		return s.storeError(c, err)
 	}
-	s.emit(events.Event{Kind: events.KindAction, Action: events.ActionGroup, Queue: name, Namespace: namespace(c), Count: len(add) + len(remove)})
 	return c.JSON(http.StatusOK, map[string]string{"ok": "group modified"})
 }
 
@@ -84,9 +81,8 @@ func (s *Server) deleteGroup(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := s.store.DeleteGroup(c.Request().Context(), namespace(c), name); err != nil {
+	if err := s.svc.DeleteGroup(c.Request().Context(), namespace(c), name); err != nil {
 		return s.storeError(c, err)
 	}
-	s.emit(events.Event{Kind: events.KindAction, Action: events.ActionGroup, Queue: name, Namespace: namespace(c)})
 	return c.JSON(http.StatusOK, map[string]string{"ok": "Group " + name + " removed"})
 }

@@ -1,25 +1,17 @@
 package gateway_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/popbox/popbox/events"
-	"github.com/popbox/popbox/events/callback"
-	"github.com/popbox/popbox/gateway"
 	"github.com/popbox/popbox/history"
-	"github.com/popbox/popbox/hub"
 	"github.com/popbox/popbox/internal/testenv"
-	"github.com/popbox/popbox/redisq"
 )
 
 // historyBenchNode is an in-process gateway wired as internal/app wires
@@ -33,50 +25,10 @@ type historyBenchNode struct {
 
 func startHistoryBenchNode(b *testing.B, redisURL string, hist *history.Store) *historyBenchNode {
 	b.Helper()
-	ctx := context.Background()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	node := fmt.Sprintf("bench-%d", time.Now().UnixNano())
-	rdb, err := redisq.Connect(ctx, redisq.ConnectOptions{URL: redisURL})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { rdb.Close() })
-	store := redisq.New(rdb, redisq.Options{Logger: log})
-	if err := store.LoadScripts(ctx); err != nil {
-		b.Fatal(err)
-	}
-	if _, err := store.EnableNotifications(ctx); err != nil {
-		b.Fatal(err)
-	}
-	bus := events.NewBus(log, events.WithNode(node))
-	cb := callback.New(callback.Options{Logger: log})
-	if err := bus.Add(cb, callback.DefaultConfig()); err != nil {
-		b.Fatal(err)
-	}
-	if hist != nil {
-		if err := bus.Add(hist.Sink(), history.DefaultSinkConfig()); err != nil {
-			b.Fatal(err)
-		}
-	}
-	h := hub.New(store, hub.Options{Node: node, Logger: log})
-	hctx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { h.Run(hctx); close(done) }()
-	srv := gateway.New(gateway.Options{Store: store, Hub: h, Bus: bus, History: hist,
-		Metrics: gateway.NewMetrics(bus.Collectors()...), Logger: log, Node: node})
-	ts := httptest.NewServer(srv.Handler(false))
+	n := startTestNode(b, redisURL, nodeSetup{history: hist, callbacks: true})
 	tr := &http.Transport{MaxIdleConnsPerHost: 256}
-	b.Cleanup(func() {
-		tr.CloseIdleConnections()
-		ts.Close()
-		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		srv.Shutdown(sctx)
-		stop()
-		<-done
-		_ = bus.Close(sctx)
-	})
-	return &historyBenchNode{url: ts.URL, bus: bus, hc: &http.Client{Transport: tr, Timeout: time.Minute}}
+	b.Cleanup(tr.CloseIdleConnections)
+	return &historyBenchNode{url: n.plain.URL, bus: n.bus, hc: &http.Client{Transport: tr, Timeout: time.Minute}}
 }
 
 // eventsPerRoundTrip is what one roundTrip publishes: the provision
@@ -128,14 +80,7 @@ func (n *historyBenchNode) roundTrip(q string) error {
 // (internal/testenv) on the same machine, competing for its CPUs.
 func BenchmarkProvisionPopHistory(b *testing.B) {
 	r := testenv.StartRedis(b)
-	m := testenv.StartMongo(b)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	hist, err := history.Open(ctx, m.URI, m.DB, history.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	cancel()
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = hist.Close(context.Background()) })
+	hist := openHistory(b)
 	nodes := map[string]*historyBenchNode{
 		"off": startHistoryBenchNode(b, r.URL(), nil),
 		"on":  startHistoryBenchNode(b, r.URL(), hist),

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"time"
@@ -11,7 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/popbox/popbox/redisq"
+	"github.com/popbox/popbox/auth"
+	"github.com/popbox/popbox/hub/delivery"
 )
 
 // DeployInfo is the JSON answer of GET /.
@@ -29,8 +31,10 @@ type DeployInfo struct {
 
 // RedisInfo describes the Redis deployment behind the gateway.
 type RedisInfo struct {
-	Mode  string            `json:"mode"`
-	Nodes []redisq.NodeInfo `json:"nodes"`
+	Mode string `json:"mode"`
+	// Nodes (addresses, versions, memory) are shown only to the
+	// administrator when one is configured (API.md 1.7).
+	Nodes []delivery.NodeInfo `json:"nodes,omitempty"`
 }
 
 // deployInfo is GET / (API.md 1.7); a browser is sent to the dashboard.
@@ -46,15 +50,18 @@ func (s *Server) deployInfo(c echo.Context) error {
 		Node:          s.opts.Node,
 		StartedAt:     s.started.UTC(),
 		UptimeSeconds: int64(time.Since(s.started).Seconds()),
-		Redis:         RedisInfo{Mode: s.opts.RedisMode, Nodes: s.store.Topology(ctx)},
+		Redis:         RedisInfo{Mode: s.opts.RedisMode},
 		Connections:   map[string]int64{},
 		Messages: map[string]int64{
-			"provisioned": int64(counterValue(s.m.Provisioned)),
+			"provisioned": int64(counterValue(s.m.delivery.Provisioned)),
 			"delivered":   int64(s.sumDelivered()),
-			"requeued":    int64(counterValue(s.m.Requeued)),
-			"expired":     int64(counterValue(s.m.Expired)),
+			"requeued":    int64(counterValue(s.m.delivery.Requeued)),
+			"expired":     int64(counterValue(s.m.delivery.Expired)),
 		},
 		History: s.opts.History != nil,
+	}
+	if s.adminView(c) {
+		info.Redis.Nodes = s.svc.Topology(ctx)
 	}
 	for _, t := range Transports {
 		info.Connections[t] = int64(gaugeValue(s.m.Connections.WithLabelValues(t)))
@@ -73,7 +80,7 @@ func (s *Server) deployInfo(c echo.Context) error {
 func (s *Server) sumDelivered() float64 {
 	var n float64
 	for _, t := range Transports {
-		n += counterValue(s.m.Delivered.WithLabelValues(t))
+		n += counterValue(s.m.delivery.Delivered.WithLabelValues(t))
 	}
 	return n
 }
@@ -102,6 +109,26 @@ func gaugeValue(g prometheus.Gauge) float64 {
 	return m.Gauge.GetValue()
 }
 
+// adminView tells whether the request may see the Redis deployment's
+// addresses, versions and memory: when no administrator is configured,
+// everyone (API.md 1.7); else only the administrator's BasicAuth
+// credentials (refused ones count towards the client's failure limit).
+func (s *Server) adminView(c echo.Context) bool {
+	if !s.sec.adminOn {
+		return true
+	}
+	user, pass, ok := auth.ParseBasic(c.Request().Header.Get(echo.HeaderAuthorization))
+	if !ok || s.failureBlocked(c) != nil {
+		return false
+	}
+	if s.sec.isAdmin(user, pass) {
+		return true
+	}
+	s.authLog(c, "", "wrong admin credentials")
+	_ = s.failed(c, &denied{basic: true})
+	return false
+}
+
 // healthz is GET /healthz: the process is up.
 func (s *Server) healthz(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]any{"ok": true})
@@ -111,8 +138,12 @@ func (s *Server) healthz(c echo.Context) error {
 func (s *Server) readyz(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
 	defer cancel()
-	if err := s.store.Ping(ctx); err != nil {
-		return errorsJSON(c, http.StatusServiceUnavailable, "redis unreachable: "+err.Error())
+	if err := s.svc.Ping(ctx); err != nil {
+		s.log.LogAttrs(c.Request().Context(), slog.LevelWarn, "readiness: redis unreachable", slog.String("id", requestID(c)), slog.Any("err", err))
+		if s.adminView(c) {
+			return errorsJSON(c, http.StatusServiceUnavailable, "redis unreachable: "+err.Error())
+		}
+		return errorsJSON(c, http.StatusServiceUnavailable, "redis unreachable (request id "+requestID(c)+")")
 	}
 	return c.JSON(http.StatusOK, map[string]any{"ok": true})
 }

@@ -5,45 +5,56 @@ import (
 	"errors"
 	"net"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/popbox/popbox/hub/delivery"
 )
 
-// Metrics are the gateway's Prometheus series, on a registry of their own.
+// Metrics are the gateway's Prometheus series, on a registry of their own:
+// the HTTP and transport series here, and the delivery series of the
+// delivery service (delivery.Metrics) registered with them.
 type Metrics struct {
 	Registry *prometheus.Registry
 
 	Connections       *prometheus.GaugeVec   // live consumer connections by transport
-	Provisioned       prometheus.Counter     // messages provisioned (one per target queue)
-	Transactions      prometheus.Counter     // transactions provisioned
-	Delivered         *prometheus.CounterVec // messages delivered by transport
-	HandedBack        *prometheus.CounterVec // messages taken but handed back (client gone)
-	Requeued          prometheus.Counter     // reliable messages re-queued after their ack deadline
-	Expired           prometheus.Counter     // queue entries skipped at pop: transaction expired or deleted
 	SlowConsumers     *prometheus.CounterVec // consumers cut off for being too slow
-	PopLatency        prometheus.Histogram   // long-poll pop: request to answer
 	DeliveryLatency   *prometheus.HistogramVec
 	RedisErrors       prometheus.Counter
 	RedisLatency      prometheus.Histogram
 	HTTPRequests      *prometheus.CounterVec
 	RejectedConns     prometheus.Counter
+	ConnLimit         prometheus.Gauge       // POPBOX_MAX_CONNECTIONS (0: no limit)
+	ConnLimitUsed     prometheus.Gauge       // open sockets under the connection limit
+	ShedConns         *prometheus.CounterVec // sockets the node closed to protect itself, by reason
+	AuthFailures      *prometheus.CounterVec // refused credentials, by reason
 	connectionsByName map[string]prometheus.Gauge
+	redisReachable    atomic.Pointer[func() bool]
+	delivery          *delivery.Metrics // the service's series (set by New)
 }
 
-// Transport names used in metrics and events.
+// Reasons of popbox_auth_failures_total.
 const (
-	TransportLongPoll = "longpoll"
-	TransportStream   = "stream"
-	TransportSSE      = "sse"
-	TransportWS       = "ws"
-	TransportWSMux    = "wsmux"
+	AuthUnauthorized = "unauthorized"  // credentials missing or wrong (401)
+	AuthInvalidToken = "invalid_token" // a bearer token was presented and refused (401)
+	AuthNoBox        = "no_box"        // the secure queue does not exist (500 of API.md 1.5)
+)
+
+// Transport names used in metrics and events (delivery's).
+const (
+	TransportLongPoll = delivery.TransportLongPoll
+	TransportStream   = delivery.TransportStream
+	TransportSSE      = delivery.TransportSSE
+	TransportWS       = delivery.TransportWS
+	TransportWSMux    = delivery.TransportWSMux
 )
 
 // Transports lists every transport, in display order.
-var Transports = []string{TransportLongPoll, TransportStream, TransportSSE, TransportWS, TransportWSMux}
+var Transports = delivery.Transports
 
 // NewMetrics creates the series and registers them (plus Go and process
 // collectors and any extra collectors) on a new registry.
@@ -52,22 +63,8 @@ func NewMetrics(extra ...prometheus.Collector) *Metrics {
 		Registry: prometheus.NewRegistry(),
 		Connections: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "popbox_connections",
 			Help: "Live consumer connections by transport."}, []string{"transport"}),
-		Provisioned: prometheus.NewCounter(prometheus.CounterOpts{Name: "popbox_messages_provisioned_total",
-			Help: "Messages provisioned (one per target queue)."}),
-		Transactions: prometheus.NewCounter(prometheus.CounterOpts{Name: "popbox_transactions_provisioned_total",
-			Help: "Transactions provisioned."}),
-		Delivered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "popbox_messages_delivered_total",
-			Help: "Messages delivered to consumers, by transport."}, []string{"transport"}),
-		HandedBack: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "popbox_messages_handed_back_total",
-			Help: "Messages taken for a consumer that went away and put back at the head of their queue."}, []string{"transport"}),
-		Expired: prometheus.NewCounter(prometheus.CounterOpts{Name: "popbox_messages_expired_total",
-			Help: "Queue entries skipped at pop because their transaction expired or was deleted."}),
-		Requeued: prometheus.NewCounter(prometheus.CounterOpts{Name: "popbox_messages_requeued_total",
-			Help: "Reliable messages put back after their ack deadline passed."}),
 		SlowConsumers: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "popbox_slow_consumer_disconnects_total",
 			Help: "Consumers disconnected because they did not keep up."}, []string{"transport"}),
-		PopLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "popbox_pop_duration_seconds",
-			Help: "Long-poll pops: time from request to answer.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 20)}),
 		DeliveryLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "popbox_delivery_write_seconds",
 			Help: "Time to write a delivery to the consumer, by transport.", Buckets: prometheus.ExponentialBuckets(0.00005, 2, 18)}, []string{"transport"}),
 		RedisErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "popbox_redis_errors_total",
@@ -77,21 +74,41 @@ func NewMetrics(extra ...prometheus.Collector) *Metrics {
 		HTTPRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "popbox_http_requests_total",
 			Help: "HTTP requests by route and status code."}, []string{"method", "route", "code"}),
 		RejectedConns: prometheus.NewCounter(prometheus.CounterOpts{Name: "popbox_rejected_connections_total",
-			Help: "Connections refused with 503 because the node was at its connection limit."}),
+			Help: "Requests refused with 503, and connections closed when accepted, because the node was at its connection limit."}),
+		ConnLimit: prometheus.NewGauge(prometheus.GaugeOpts{Name: "popbox_connection_limit",
+			Help: "The node's connection limit (POPBOX_MAX_CONNECTIONS); 0 when there is none."}),
+		ConnLimitUsed: prometheus.NewGauge(prometheus.GaugeOpts{Name: "popbox_connection_limit_used",
+			Help: "Open sockets now, idle keep-alive connections and streams included (only counted when a limit is set; up to the limit plus its reserve)."}),
+		ShedConns: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "popbox_shed_connections_total",
+			Help: "Connections the node closed to protect itself, by reason: idle (keep-alive, to make room), no_request (sent no request, to make room), ws_silent (/ws without subscription, 1013, to make room), ws_auth_timeout (/ws without authentication in time, 1008)."}, []string{"reason"}),
+		AuthFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "popbox_auth_failures_total",
+			Help: "Refused credentials, by reason: unauthorized (missing or wrong), invalid_token (a bearer token refused), no_box (secure queue does not exist)."}, []string{"reason"}),
 	}
-	m.Registry.MustRegister(m.Connections, m.Provisioned, m.Transactions, m.Delivered, m.HandedBack, m.Requeued, m.Expired,
-		m.SlowConsumers, m.PopLatency, m.DeliveryLatency, m.RedisErrors, m.RedisLatency, m.HTTPRequests, m.RejectedConns,
+	redisUp := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "popbox_redis_up",
+		Help: "1 while this node reaches Redis (its heartbeats succeed), 0 during an outage."}, func() float64 {
+		if f := m.redisReachable.Load(); f != nil && !(*f)() {
+			return 0
+		}
+		return 1
+	})
+	m.Registry.MustRegister(m.Connections,
+		m.SlowConsumers, m.DeliveryLatency, m.RedisErrors, m.RedisLatency, m.HTTPRequests, m.RejectedConns,
+		m.ConnLimit, m.ConnLimitUsed, m.ShedConns, m.AuthFailures, redisUp,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, c := range extra {
 		m.Registry.MustRegister(c)
+	}
+	for _, r := range []string{AuthUnauthorized, AuthInvalidToken, AuthNoBox} {
+		m.AuthFailures.WithLabelValues(r)
+	}
+	for _, r := range []string{ShedIdle, ShedNoRequest, ShedWSSilent, ShedWSAuthTimeout} {
+		m.ShedConns.WithLabelValues(r)
 	}
 	m.connectionsByName = map[string]prometheus.Gauge{}
 	// Every labelled series exists from the start (at zero), so scrapes,
 	// rate() and alerts see it before its first event.
 	for _, t := range Transports {
 		m.connectionsByName[t] = m.Connections.WithLabelValues(t)
-		m.Delivered.WithLabelValues(t)
-		m.HandedBack.WithLabelValues(t)
 		if t != TransportLongPoll { // streaming transports: write deadlines
 			m.SlowConsumers.WithLabelValues(t)
 			m.DeliveryLatency.WithLabelValues(t)
@@ -99,6 +116,21 @@ func NewMetrics(extra ...prometheus.Collector) *Metrics {
 	}
 	return m
 }
+
+// addDelivery registers the delivery service's series (once).
+func (m *Metrics) addDelivery(d *delivery.Metrics) {
+	if m.delivery != nil {
+		return
+	}
+	m.delivery = d
+	for _, c := range d.Collectors() {
+		m.Registry.MustRegister(c)
+	}
+}
+
+// SetRedisReachable gives popbox_redis_up its source: a function telling
+// whether Redis answers now (the hub's heartbeat state).
+func (m *Metrics) SetRedisReachable(f func() bool) { m.redisReachable.Store(&f) }
 
 // Conn counts a consumer connection of a transport until the returned
 // function is called.

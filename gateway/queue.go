@@ -1,35 +1,17 @@
 package gateway
 
 import (
-	"context"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/popbox/popbox/events"
 	"github.com/popbox/popbox/hub"
-	"github.com/popbox/popbox/redisq"
 	"github.com/popbox/popbox/request"
 	"github.com/popbox/popbox/web"
 )
-
-// popResponse is the classic answer of pop, poprel and peek.
-type popResponse struct {
-	OK           bool     `json:"ok"`
-	Data         []string `json:"data"`
-	Transactions []string `json:"transactions"`
-}
-
-func newPopResponse(msgs []redisq.Message) popResponse {
-	r := popResponse{OK: true, Data: make([]string, len(msgs)), Transactions: make([]string, len(msgs))}
-	for i, m := range msgs {
-		r.Data[i] = m.Payload
-		r.Transactions[i] = m.TID
-	}
-	return r
-}
 
 // pop is POST /queue/{id}/pop (API.md 1.3).
 func (s *Server) pop(c echo.Context) error { return s.longPoll(c, false) }
@@ -37,18 +19,14 @@ func (s *Server) pop(c echo.Context) error { return s.longPoll(c, false) }
 // popReliable is POST /queue/{id}/poprel.
 func (s *Server) popReliable(c echo.Context) error { return s.longPoll(c, true) }
 
-// longPoll waits up to the timeout for messages through the hub. Messages
-// taken for a client that went away before the answer was written go back
-// to the head of the queue.
+// longPoll waits up to the timeout for messages (delivery.Service.Pop).
+// Messages taken for a client that went away before the answer was
+// written go back to the head of the queue.
 func (s *Server) longPoll(c echo.Context, reliable bool) error {
-	_, full, err := queueParam(c)
+	q, err := s.queueRoute(c)
 	if err != nil {
 		return err
 	}
-	if err := s.authorizeQueue(c, full); err != nil {
-		return err
-	}
-	start := time.Now()
 	maxMsgs, timeout := request.PopParams(c.QueryParam("max"), c.QueryParam("timeout"))
 	mode := hub.Mode{Reliable: reliable}
 	if reliable {
@@ -56,64 +34,26 @@ func (s *Server) longPoll(c echo.Context, reliable bool) error {
 	}
 	defer s.m.Conn(TransportLongPoll)()
 	ctx := c.Request().Context()
-	w := hub.NewPop(full, maxMsgs, mode, TransportLongPoll)
-	s.hub.Add(w)
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	var msgs []redisq.Message
-	select {
-	case msgs = <-w.Batch():
-	case <-timer.C:
-	case <-ctx.Done():
-	case <-w.ShuttingDown():
-	}
-	if !s.hub.Remove(w) && msgs == nil {
-		msgs = <-w.Batch() // offered while we were leaving: ours to deliver or hand back
-	}
+	p, err := s.svc.Pop(ctx, q, min(maxMsgs, s.opts.Bounds.PeekMax), mode, timeout)
 	if ctx.Err() != nil {
-		// The client is gone: nothing taken for it may be lost.
-		s.handBack(w, TransportLongPoll, msgs...)
-		return nil
+		return nil // the client is gone; the service handed back what it took
 	}
-	if len(msgs) == 0 {
-		if err := s.store.TouchLastPop(ctx, full); err != nil {
-			s.log.WarnContext(ctx, "touch lastPop", "err", err)
-		}
+	if err != nil {
+		return s.storeError(c, err)
 	}
-	if err := c.JSON(http.StatusOK, newPopResponse(msgs)); err != nil {
-		s.handBack(w, TransportLongPoll, msgs...)
-		return nil
+	n, err := writePopAnswer(c, p.Messages, s.opts.Bounds.MaxAnswerBytes)
+	if err != nil {
+		n = 0
 	}
-	s.m.PopLatency.Observe(time.Since(start).Seconds())
-	if len(msgs) > 0 {
-		s.emit(events.Event{Kind: events.KindAction, Action: events.ActionPop, Count: len(msgs),
-			Queue: queueID(full), Namespace: nsOf(full), Transport: TransportLongPoll})
-	}
-	s.delivered(msgs, reliable, TransportLongPoll)
+	// What was not written goes back to the head of the queue.
+	p.Done(n)
 	return nil
-}
-
-// delivered records messages written to a consumer: Delivered (which fires
-// callbacks through the event bus) or Blocked for reliable deliveries.
-func (s *Server) delivered(msgs []redisq.Message, reliable bool, transport string) {
-	if len(msgs) == 0 {
-		return
-	}
-	s.m.Delivered.WithLabelValues(transport).Add(float64(len(msgs)))
-	state := events.StateDelivered
-	if reliable {
-		state = events.StateBlocked
-	}
-	s.emitStates(msgs, state, transport)
 }
 
 // ack is POST /queue/{id}/ack.
 func (s *Server) ack(c echo.Context) error {
-	id, full, err := queueParam(c)
+	q, err := s.queueRoute(c)
 	if err != nil {
-		return err
-	}
-	if err := s.authorizeQueue(c, full); err != nil {
 		return err
 	}
 	body, err := s.readBody(c)
@@ -122,9 +62,9 @@ func (s *Server) ack(c echo.Context) error {
 	}
 	tids, errs := request.ParseAck(body)
 	if len(errs) > 0 {
-		return errorsJSON(c, http.StatusBadRequest, errs...)
+		return badBody(c, errs...)
 	}
-	res, err := s.acknowledge(c, full, tids)
+	res, err := s.svc.Ack(c.Request().Context(), q, tids, "ack")
 	if err != nil {
 		return s.storeError(c, err)
 	}
@@ -138,57 +78,27 @@ func (s *Server) ack(c echo.Context) error {
 			tid := r.TID
 			out[i].Data = &tid
 		} else {
-			msg := r.TID + "/" + id + " does not exist"
+			msg := r.TID + "/" + q.ID + " does not exist"
 			out[i].Err = &msg
 		}
 	}
 	return c.JSON(http.StatusOK, out)
 }
 
-// acknowledge acks tids on a queue and records the deliveries.
-func (s *Server) acknowledge(c echo.Context, full string, tids []string) ([]redisq.AckResult, error) {
-	return s.ackOn(c.Request().Context(), full, tids, "ack")
-}
-
-// ackOn acknowledges reliable deliveries on queue full (from POST /ack or an
-// in-band WebSocket ack) and records them: an ack action and a Delivered
-// state per message, which fires its callback.
-func (s *Server) ackOn(ctx context.Context, full string, tids []string, via string) ([]redisq.AckResult, error) {
-	res, err := s.store.Ack(ctx, full, tids)
-	if err != nil {
-		return nil, err
-	}
-	var acked []redisq.Message
-	for _, r := range res {
-		if r.OK {
-			acked = append(acked, redisq.Message{TID: r.TID, Queue: full, Callback: r.Callback})
-		}
-	}
-	if len(acked) > 0 {
-		s.emit(events.Event{Kind: events.KindAction, Action: events.ActionAck, Count: len(acked), Queue: queueID(full), Namespace: nsOf(full), Transport: via})
-		s.emitStates(acked, events.StateDelivered, via)
-	}
-	return res, nil
-}
-
 // peek is GET /queue/{id}/peek.
 func (s *Server) peek(c echo.Context) error {
-	_, full, err := queueParam(c)
+	q, err := s.queueRoute(c)
 	if err != nil {
 		return err
 	}
-	if err := s.authorizeQueue(c, full); err != nil {
-		return err
-	}
-	msgs, err := s.store.Peek(c.Request().Context(), full, request.PeekMax(c.QueryParam("max")))
+	b := s.opts.Bounds
+	msgs, err := s.svc.Peek(c.Request().Context(), q, min(request.PeekMax(c.QueryParam("max")), b.PeekMax), b.MaxAnswerBytes)
 	if err != nil {
 		return s.storeError(c, err)
 	}
-	if len(msgs) > 0 {
-		s.emit(events.Event{Kind: events.KindAction, Action: events.ActionPeek, Count: len(msgs),
-			Queue: queueID(full), Namespace: nsOf(full)})
-	}
-	return c.JSON(http.StatusOK, newPopResponse(msgs))
+	n, _ := writePopAnswer(c, msgs, b.MaxAnswerBytes)
+	s.svc.Peeked(q, n)
+	return nil
 }
 
 type entryRef struct {
@@ -198,14 +108,11 @@ type entryRef struct {
 
 // getQueue is GET /queue/{id}.
 func (s *Server) getQueue(c echo.Context) error {
-	id, full, err := queueParam(c)
+	q, err := s.queueRoute(c)
 	if err != nil {
 		return err
 	}
-	if err := s.authorizeQueue(c, full); err != nil {
-		return err
-	}
-	info, err := s.store.QueueInfo(c.Request().Context(), full)
+	info, err := s.svc.QueueInfo(c.Request().Context(), q)
 	if err != nil {
 		return s.storeError(c, err)
 	}
@@ -217,7 +124,7 @@ func (s *Server) getQueue(c echo.Context) error {
 		return out
 	}
 	if wantsHTML(c) {
-		v := web.QueueView{Host: c.Request().Host, Queue: id, Org: orgOf(c), Secure: isSecure(c),
+		v := web.QueueView{Host: c.Request().Host, Queue: q.ID, Org: orgOf(c), Secure: isSecure(c),
 			Size: int(info.Size), Blocked: info.Blocked}
 		if info.LastPop > 0 {
 			v.LastPop = strconv.FormatInt(info.LastPop, 10)
@@ -246,11 +153,8 @@ func (s *Server) getQueue(c echo.Context) error {
 
 // queueHistory is GET /queue/{id}/history?since=&limit=.
 func (s *Server) queueHistory(c echo.Context) error {
-	id, full, err := queueParam(c)
+	q, err := s.queueRoute(c)
 	if err != nil {
-		return err
-	}
-	if err := s.authorizeQueue(c, full); err != nil {
 		return err
 	}
 	if s.opts.History == nil {
@@ -265,21 +169,13 @@ func (s *Server) queueHistory(c echo.Context) error {
 		since = t
 	}
 	limit, _ := strconv.Atoi(c.QueryParam("limit"))
-	evs, err := s.opts.History.Queue(c.Request().Context(), namespace(c), id, since, limit)
+	evs, err := s.opts.History.Queue(c.Request().Context(), string(q.NS), q.ID, since, limit)
 	if err != nil {
-		return errorsJSON(c, http.StatusServiceUnavailable, "history unavailable: "+err.Error())
+		s.log.LogAttrs(c.Request().Context(), slog.LevelError, "history unavailable", slog.String("id", requestID(c)), slog.Any("err", err))
+		return errorsJSON(c, http.StatusServiceUnavailable, "history unavailable (request id "+requestID(c)+")")
 	}
 	return c.JSON(http.StatusOK, okData(evs))
 }
-
-// queueID is the id part of a full queue name.
-func queueID(full string) string {
-	_, _, id, _ := redisq.SplitQueue(full)
-	return id
-}
-
-// nsOf is the namespace part of a full queue name.
-func nsOf(full string) string { return full[:len(full)-len(queueID(full))] }
 
 // validQueue checks a queue id from a client frame.
 func validQueue(id string) error { return request.ValidQueueID(id) }

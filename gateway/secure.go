@@ -7,8 +7,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/popbox/popbox/auth"
-	"github.com/popbox/popbox/events"
-	"github.com/popbox/popbox/redisq"
+	"github.com/popbox/popbox/hub/delivery"
 	"github.com/popbox/popbox/request"
 )
 
@@ -35,7 +34,7 @@ func (s *Server) createBox(c echo.Context) error {
 	}
 	b, errs := request.ParseSecureBox(body)
 	if len(errs) > 0 {
-		return errorsJSON(c, http.StatusBadRequest, errs...)
+		return badBody(c, errs...)
 	}
 	hash, err := auth.HashPassword(b.Password)
 	if err != nil {
@@ -43,14 +42,12 @@ func (s *Server) createBox(c echo.Context) error {
 		// already refused; the error names neither.
 		return errorsJSON(c, http.StatusBadRequest, err.Error())
 	}
-	full := namespace(c) + b.Queue
-	ctx := c.Request().Context()
-	switch err := s.store.CreateBox(ctx, full, b.User, hash); {
-	case errors.Is(err, redisq.ErrExists):
-		return errorsJSON(c, http.StatusForbidden, "Error: "+full+" exists")
+	q := namespace(c).Queue(b.Queue)
+	switch err := s.svc.CreateBox(c.Request().Context(), q, b.User, hash); {
+	case errors.Is(err, delivery.ErrExists):
+		return errorsJSON(c, http.StatusForbidden, "Error: "+q.String()+" exists")
 	case err != nil:
 		return s.storeError(c, err)
 	}
-	s.emit(events.Event{Kind: events.KindAction, Action: events.ActionQueueCreate, Queue: b.Queue, Namespace: namespace(c)})
 	return c.JSON(http.StatusOK, map[string]bool{"ok": true})
 }

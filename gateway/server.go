@@ -1,6 +1,7 @@
 // Package gateway is the HTTP face of PopBox: the classic PopBox REST API
 // (provisioning, transactions, queues, groups) and the consumer transports,
-// built with echo on top of the hub (local waiters) and redisq (Redis).
+// built with echo as thin handlers (parse the request, call the delivery
+// service, render the answer) on top of hub/delivery.
 package gateway
 
 import (
@@ -8,27 +9,31 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
 
 	"github.com/popbox/popbox/auth"
-	"github.com/popbox/popbox/events"
+	"github.com/popbox/popbox/gateway/openapi"
 	"github.com/popbox/popbox/history"
-	"github.com/popbox/popbox/hub"
-	"github.com/popbox/popbox/redisq"
+	"github.com/popbox/popbox/hub/delivery"
+	"github.com/popbox/popbox/internal/domain"
 	"github.com/popbox/popbox/request"
 )
 
 // Options configure a Server.
 type Options struct {
-	Store     *redisq.Store
-	Hub       *hub.Hub
-	Bus       *events.Bus    // every state change and action goes through it
+	// Service is the node's delivery service (it emits every delivery
+	// event and metric); nil only for a server that just lists routes.
+	Service   *delivery.Service
 	History   *history.Store // nil: history is off (503 on history routes)
 	Metrics   *Metrics
 	Logger    *slog.Logger
@@ -36,15 +41,21 @@ type Options struct {
 	Node      string
 	RedisMode string // embedded, single, sentinel, cluster
 	MaxBody   int64  // request body limit in bytes (413 beyond)
-	// HistoryPayloads records payloads in history events.
-	HistoryPayloads bool
+	// IdempotencyWindow is how long an Idempotency-Key of POST /trans is
+	// remembered (default 10 minutes).
+	IdempotencyWindow time.Duration
 	// WSOriginPatterns are the cross-origin hosts allowed to open
 	// WebSockets (the request's own host always is).
 	WSOriginPatterns []string
+	// WSFrameRate is how many client frames per second one WebSocket may
+	// send (burst WSFrameRate+wsMaxSubscriptions); beyond, it is closed
+	// with 1008. 0: unlimited.
+	WSFrameRate int
 
-	// Security (gateway/auth.go, gateway/limits.go, docs/SECURITY.md).
+	// Security (gateway/auth.go, gateway/connlimit.go, gateway/limits.go,
+	// docs/SECURITY.md).
 	// Boxes checks BasicAuth credentials of secure boxes; nil: built
-	// from Store with Admin.
+	// from Service with Admin.
 	Boxes *auth.Boxes
 	// JWT verifies bearer tokens; nil: tokens are not accepted.
 	JWT *auth.Verifier
@@ -57,25 +68,71 @@ type Options struct {
 	// credentials for provisioning, PUT/DELETE of transactions, groups
 	// and secure box creation.
 	ProvisionAuth bool
-	// MaxConnections caps the requests served at once (503 beyond);
-	// 0: unlimited.
+	// AuthFailures limits refused credentials per client address (429
+	// beyond); nil: no limit.
+	AuthFailures *auth.FailureLimiter
+	// TrustedProxies are the proxies whose X-Forwarded-For header names
+	// the client address; empty: the peer address is the client's.
+	TrustedProxies []netip.Prefix
+	// MaxConnections caps the open sockets of the node, idle keep-alive
+	// connections and hijacked streams included, with a reserve on top for
+	// the operational routes and authenticated requests (connlimit.go;
+	// 503 beyond); 0: unlimited. The http.Servers must be given to
+	// TrackConnections.
 	MaxConnections int
+	// WSAuthTimeout: with RequireAuth, a /ws socket that has neither
+	// authenticated (a valid token at the handshake or in an auth frame)
+	// nor subscribed successfully within it is closed with 1008; 0: no
+	// timeout.
+	WSAuthTimeout time.Duration
 	// CORSOrigins are the allowed browser origins ("*" for any); empty:
 	// no CORS. WSOriginPatterns default to them.
 	CORSOrigins []string
+
+	// Bounds (docs/SECURITY.md); zero values take the defaults of
+	// config.Default.
+	Bounds Bounds
+}
+
+// Bounds limit what one request may cost the node.
+type Bounds struct {
+	// MaxMetaBytes bounds a transaction's extra metadata (bytes).
+	MaxMetaBytes int
+	// PeekMax caps ?max= of pop, poprel and peek.
+	PeekMax int
+	// MaxAnswerBytes bounds the encoded size of one pop or peek answer
+	// (one message is always answered).
+	MaxAnswerBytes int64
+	// ReadTimeout bounds the time a client takes to send a request body.
+	ReadTimeout time.Duration
+}
+
+func (b Bounds) withDefaults() Bounds {
+	if b.MaxMetaBytes <= 0 {
+		b.MaxMetaBytes = request.DefaultMaxMetaBytes
+	}
+	if b.PeekMax <= 0 {
+		b.PeekMax = request.DefaultMax
+	}
+	if b.MaxAnswerBytes <= 0 {
+		b.MaxAnswerBytes = 16 << 20
+	}
+	if b.ReadTimeout <= 0 {
+		b.ReadTimeout = 30 * time.Second
+	}
+	return b
 }
 
 // Server serves the PopBox HTTP API.
 type Server struct {
 	opts    Options
-	store   *redisq.Store
-	hub     *hub.Hub
-	bus     *events.Bus
+	svc     *delivery.Service
 	m       *Metrics
 	log     *slog.Logger
 	started time.Time
 	closing chan struct{} // closed by Shutdown
 	once    sync.Once
+	streams streamSet // streams running detached from their handler
 	sec     *security
 }
 
@@ -87,14 +144,20 @@ func New(o Options) *Server {
 	if o.MaxBody <= 0 {
 		o.MaxBody = 8 << 20
 	}
+	if o.IdempotencyWindow <= 0 {
+		o.IdempotencyWindow = 10 * time.Minute
+	}
 	if o.Metrics == nil {
 		o.Metrics = NewMetrics()
 	}
-	if o.Bus == nil {
-		o.Bus = events.NewBus(o.Logger)
-	}
+	o.Bounds = o.Bounds.withDefaults()
 	o.WSOriginPatterns = wsOriginPatterns(o.WSOriginPatterns, o.CORSOrigins)
-	return &Server{opts: o, store: o.Store, hub: o.Hub, bus: o.Bus, m: o.Metrics, log: o.Logger, started: time.Now(), closing: make(chan struct{}),
+	o.Metrics.ConnLimit.Set(float64(max(o.MaxConnections, 0)))
+	if svc := o.Service; svc != nil {
+		o.Metrics.SetRedisReachable(svc.Reachable)
+		o.Metrics.addDelivery(svc.Metrics())
+	}
+	return &Server{opts: o, svc: o.Service, m: o.Metrics, log: o.Logger, started: time.Now(), closing: make(chan struct{}),
 		sec: newSecurity(o)}
 }
 
@@ -112,11 +175,14 @@ func (s *Server) Handler(secure bool) http.Handler {
 	e.HideBanner = true
 	e.HidePort = true
 	e.HTTPErrorHandler = s.errorHandler
-	e.Use(s.recoverer, s.accessLog)
+	e.IPExtractor = ipExtractor(s.opts.TrustedProxies)
+	e.Pre(normalizePath)
+	e.Pre(headAsGet)
+	e.Use(restoreHead)
+	e.Use(s.recoverer(), requestIDs(), s.accessLog, s.connLimit)
 	if cors := corsMiddleware(s.opts.CORSOrigins); cors != nil {
 		e.Use(cors)
 	}
-	e.Use(s.connLimit)
 	e.Use(func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			c.Set(keySecure, secure)
@@ -131,10 +197,22 @@ func (s *Server) Handler(secure bool) http.Handler {
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
 	e.GET("/metrics", s.metricsHandler())
+	e.GET("/node/queues", s.nodeQueues)
+	e.GET("/openapi.json", echo.WrapHandler(openapi.Handler()))
 	ui := echo.WrapHandler(http.StripPrefix("/ui", uiHandler()))
 	e.GET("/ui", ui)
 	e.GET("/ui/*", ui)
 	return e
+}
+
+// Routes lists the routes the gateway registers (the same on both ports):
+// the OpenAPI contract test compares them with the description's paths.
+func (s *Server) Routes() []*echo.Route {
+	e, ok := s.Handler(false).(*echo.Echo)
+	if !ok {
+		return nil
+	}
+	return e.Routes()
 }
 
 // classicRoutes registers the routes that exist both at the root and under
@@ -186,7 +264,7 @@ func isSecure(c echo.Context) bool { b, _ := c.Get(keySecure).(bool); return b }
 func orgOf(c echo.Context) string  { o, _ := c.Get(keyOrg).(string); return o }
 
 // namespace is the queue namespace of the request (API.md section 0).
-func namespace(c echo.Context) string { return redisq.Namespace(orgOf(c), isSecure(c)) }
+func namespace(c echo.Context) domain.Namespace { return domain.NewNamespace(orgOf(c), isSecure(c)) }
 
 // pathParam returns a path parameter, percent-decoded exactly once.
 func pathParam(c echo.Context, name string) (string, error) {
@@ -197,18 +275,28 @@ func pathParam(c echo.Context, name string) (string, error) {
 	return url.PathUnescape(v)
 }
 
-// queueParam returns the queue id of the request and its full name, or
-// writes a 400.
-func queueParam(c echo.Context) (id, full string, err error) {
-	id, err = pathParam(c, "id")
+// queueParam returns the queue of the request (its namespace and the id
+// of the path), or writes a 400.
+func queueParam(c echo.Context) (domain.Queue, error) {
+	id, err := pathParam(c, "id")
 	if err == nil {
 		err = request.ValidQueueID(id)
 	}
 	if err != nil {
 		_ = errorsJSON(c, http.StatusBadRequest, err.Error())
-		return "", "", errHandled
+		return domain.Queue{}, errHandled
 	}
-	return id, namespace(c) + id, nil
+	return namespace(c).Queue(id), nil
+}
+
+// queueRoute returns the queue of a queue route once the request may use
+// it (authorizeQueue); otherwise it has written the answer.
+func (s *Server) queueRoute(c echo.Context) (domain.Queue, error) {
+	q, err := queueParam(c)
+	if err != nil {
+		return q, err
+	}
+	return q, s.authorizeQueue(c, q)
 }
 
 // errorsJSON writes {"errors": [...]} with a status.
@@ -216,18 +304,47 @@ func errorsJSON(c echo.Context, status int, errs ...string) error {
 	return c.JSON(status, map[string][]string{"errors": errs})
 }
 
+// badBody answers 400 with the problems of a JSON request body. When the
+// request did not say Content-Type: application/json the answer also has a
+// "hint" saying so; the "errors" strings stay as the classic API has them.
+func badBody(c echo.Context, errs ...string) error {
+	if request.IsJSONContentType(c.Request().Header.Get(echo.HeaderContentType)) {
+		return errorsJSON(c, http.StatusBadRequest, errs...)
+	}
+	return c.JSON(http.StatusBadRequest, map[string]any{"errors": errs, "hint": request.HintJSONBody})
+}
+
 // errHandled marks an error whose response was already written.
 var errHandled = errors.New("response written")
 
 // readBody reads the request body up to the configured limit; over the
-// limit it answers 413.
+// limit it answers 413. The whole body must arrive within
+// Bounds.ReadTimeout (408 beyond): a read deadline on this request's
+// connection, set only here, so that streams, WebSockets and long polls,
+// which read no body, are never cut by it (http.Server.ReadTimeout would
+// end their contexts).
 func (s *Server) readBody(c echo.Context) ([]byte, error) {
+	rc := http.NewResponseController(c.Response())
+	timeout := s.opts.Bounds.ReadTimeout
+	deadlineSet := rc.SetReadDeadline(time.Now().Add(timeout)) == nil
 	r := http.MaxBytesReader(c.Response(), c.Request().Body, s.opts.MaxBody)
 	b, err := io.ReadAll(r)
+	if deadlineSet && err == nil {
+		// Lifted only after a complete body: after a failed read the
+		// expired deadline keeps the server from waiting for the rest.
+		_ = rc.SetReadDeadline(time.Time{})
+	}
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			_ = errorsJSON(c, http.StatusRequestEntityTooLarge, "request body larger than "+itoa(s.opts.MaxBody)+" bytes")
+			return nil, errHandled
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			s.log.LogAttrs(c.Request().Context(), slog.LevelDebug, "slow request body cut", slog.String("route", c.Path()),
+				slog.Duration("read_timeout", timeout))
+			c.Response().Header().Set(echo.HeaderConnection, "close")
+			_ = errorsJSON(c, http.StatusRequestTimeout, "request body not received within "+timeout.String())
 			return nil, errHandled
 		}
 		_ = errorsJSON(c, http.StatusBadRequest, "could not read request body: "+err.Error())
@@ -236,11 +353,39 @@ func (s *Server) readBody(c echo.Context) ([]byte, error) {
 	return b, nil
 }
 
-// storeError answers 500 for a storage failure.
+// storeError answers 500 for a storage failure: a generic text with the
+// request id, never Redis' error (it names addresses and internals); the
+// log has the error under the same id (the service recorded the failure
+// as an error event).
 func (s *Server) storeError(c echo.Context, err error) error {
-	s.log.LogAttrs(c.Request().Context(), slog.LevelError, "storage error", slog.String("route", c.Path()), slog.Any("err", err))
-	s.emit(events.Event{Kind: events.KindAction, Action: events.ActionError, Error: err.Error()})
-	return errorsJSON(c, http.StatusInternalServerError, "storage error: "+err.Error())
+	rid := requestID(c)
+	s.log.LogAttrs(c.Request().Context(), slog.LevelError, "storage error", slog.String("id", rid), slog.String("route", c.Path()), slog.Any("err", err))
+	msg := "storage error (request id " + rid + ")"
+	if errors.Is(err, delivery.ErrReplicasTimeout) {
+		// Our own condition, not Redis' text: the client learns that the
+		// outcome is unknown because the replicas did not confirm in time.
+		msg = "storage error: not acknowledged by the configured replicas in time, outcome unknown (request id " + rid + ")"
+	}
+	return errorsJSON(c, http.StatusInternalServerError, msg)
+}
+
+// requestID is the id of the request (its X-Request-Id answer header).
+func requestID(c echo.Context) string { return c.Response().Header().Get(echo.HeaderXRequestID) }
+
+// validRequestID tells whether a client's X-Request-Id is taken as the
+// request's id: 1-64 characters of A-Z, a-z, 0-9, '.', '_', '-' (it is
+// echoed in answers and logs).
+func validRequestID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *Server) errorHandler(err error, c echo.Context) {
@@ -260,33 +405,39 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 	_ = errorsJSON(c, http.StatusInternalServerError, "internal error")
 }
 
-// recoverer turns a panic in a handler into a 500 without killing the node.
-func (s *Server) recoverer(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) (err error) {
-		defer func() {
-			if r := recover(); r != nil {
-				if r == http.ErrAbortHandler {
-					panic(r)
-				}
-				s.log.LogAttrs(c.Request().Context(), slog.LevelError, "panic in handler", slog.String("route", c.Path()), slog.Any("panic", r))
-				if !c.Response().Committed {
-					err = errorsJSON(c, http.StatusInternalServerError, "internal error")
-				}
-			}
-		}()
-		return next(c)
-	}
+// recoverer is echo's Recover middleware: a panic in a handler becomes a
+// 500 "internal error" (through the error handler) without killing the
+// node, logged once with the route and the request id.
+func (s *Server) recoverer() echo.MiddlewareFunc {
+	return middleware.RecoverWithConfig(middleware.RecoverConfig{
+		DisablePrintStack: true,
+		LogErrorFunc: func(c echo.Context, err error, _ []byte) error {
+			s.log.LogAttrs(c.Request().Context(), slog.LevelError, "panic in handler",
+				slog.String("id", requestID(c)), slog.String("route", c.Path()), slog.Any("panic", err))
+			return echo.NewHTTPError(http.StatusInternalServerError, "internal error")
+		},
+	})
 }
 
-// accessLog counts requests and logs them at debug level with a request id.
+// requestIDs is echo's RequestID middleware: the X-Request-Id answer
+// header carries the client's X-Request-Id when it is valid
+// (validRequestID), else a fresh random id; requestID reads it back.
+func requestIDs() echo.MiddlewareFunc {
+	return middleware.RequestIDWithConfig(middleware.RequestIDConfig{
+		Generator: newRequestID,
+		RequestIDHandler: func(c echo.Context, rid string) {
+			if !validRequestID(rid) {
+				c.Response().Header().Set(echo.HeaderXRequestID, newRequestID())
+			}
+		},
+	})
+}
+
+// accessLog counts requests and logs them at debug level with their
+// request id.
 func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		start := time.Now()
-		rid := c.Request().Header.Get(echo.HeaderXRequestID)
-		if rid == "" {
-			rid = newRequestID()
-		}
-		c.Response().Header().Set(echo.HeaderXRequestID, rid)
 		err := next(c)
 		if err != nil {
 			c.Error(err)
@@ -299,35 +450,11 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 		s.m.HTTPRequests.WithLabelValues(c.Request().Method, route, itoa(int64(code))).Inc()
 		if s.log.Enabled(c.Request().Context(), slog.LevelDebug) {
 			s.log.LogAttrs(c.Request().Context(), slog.LevelDebug, "request",
-				slog.String("id", rid), slog.String("method", c.Request().Method), slog.String("route", route),
+				slog.String("id", requestID(c)), slog.String("method", c.Request().Method), slog.String("route", route),
 				slog.String("path", c.Request().URL.Path), slog.Int("status", code),
 				slog.Duration("took", time.Since(start)), slog.String("remote", c.RealIP()))
 		}
 		return nil
-	}
-}
-
-// emit publishes an event with this node's name.
-func (s *Server) emit(ev events.Event) {
-	if ev.Time.IsZero() {
-		ev.Time = time.Now()
-	}
-	if ev.Node == "" {
-		ev.Node = s.opts.Node
-	}
-	s.bus.Publish(ev)
-}
-
-// emitStates publishes a state event per message.
-func (s *Server) emitStates(msgs []redisq.Message, state, transport string) {
-	now := time.Now()
-	for _, m := range msgs {
-		ev := events.Event{Time: now, Kind: events.KindState, State: state, Transaction: m.TID,
-			Queue: queueID(m.Queue), Namespace: nsOf(m.Queue), Callback: m.Callback, Transport: transport}
-		if s.opts.HistoryPayloads {
-			ev.Payload = m.Payload
-		}
-		s.emit(ev)
 	}
 }
 
@@ -354,9 +481,32 @@ func orgPrefix(org string) string {
 }
 
 // Shutdown ends every consumer cleanly (long polls answer, streams end) so
-// that nothing taken from Redis is lost; call it before shutting down the
-// HTTP servers.
+// that nothing taken from Redis is lost, and waits (until ctx ends) for the
+// streams that run detached from their handler (hijacked connections,
+// which the HTTP servers' Shutdown does not wait for); call it before
+// shutting down the HTTP servers.
 func (s *Server) Shutdown(ctx context.Context) {
 	s.once.Do(func() { close(s.closing) })
-	s.hub.Shutdown()
+	if s.svc != nil {
+		s.svc.Shutdown()
+	}
+	s.streams.wait(ctx)
+}
+
+// ipExtractor is how c.RealIP finds the client address: the peer address,
+// or, when it is one of the trusted proxies, the nearest untrusted address
+// of X-Forwarded-For (echo's extractor, with none of its default trusted
+// ranges: loopback, link-local and private peers are trusted only when
+// listed). Without trusted proxies X-Forwarded-For and X-Real-IP are
+// ignored, so a client cannot choose the address its failures count
+// against.
+func ipExtractor(trusted []netip.Prefix) echo.IPExtractor {
+	if len(trusted) == 0 {
+		return echo.ExtractIPDirect()
+	}
+	opts := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
+	for _, p := range trusted {
+		opts = append(opts, echo.TrustIPRange(&net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}))
+	}
+	return echo.ExtractIPFromXFFHeader(opts...)
 }

@@ -8,26 +8,34 @@ import (
 	"time"
 
 	"github.com/popbox/popbox/hub"
-	"github.com/popbox/popbox/redisq"
+	"github.com/popbox/popbox/hub/delivery"
+	"github.com/popbox/popbox/internal/domain"
 	"github.com/popbox/popbox/request"
 )
 
 // A transport frames messages for one kind of consumer connection (HTTP
-// stream, SSE, WebSocket). Every streaming transport shares runStream: the
-// same hub waiter, the same hand-back rule, the same reliable-ack tracking,
-// the same heartbeats, write deadlines and slow-consumer rule.
+// stream, SSE, per-queue or multiplexed WebSocket). Every streaming
+// transport runs on runStream: N queue subscriptions (one per-queue, up to
+// wsMaxSubscriptions on the multiplexed WebSocket) feeding one serialized
+// writer, so ack deadlines, the slow-consumer cut-off, heartbeats,
+// hand-back and shutdown are the same for all of them.
 type transport interface {
 	// name is the transport's metric/event label.
 	name() string
-	// send writes and flushes one message; it must give up by deadline.
-	send(ctx context.Context, m redisq.Message, deadline time.Time) error
+	// send writes and flushes one message of sub; it must give up by
+	// deadline.
+	send(ctx context.Context, sub *streamSub, m delivery.Message, deadline time.Time) error
 	// heartbeat keeps the connection (and proxies) alive.
 	heartbeat(ctx context.Context, deadline time.Time) error
-	// end closes the stream cleanly with a reason (shutdown, ack timeout, ...).
+	// subEnded tells the client that one subscription ended for reason;
+	// it returns false when the transport cannot end a subscription on
+	// its own (one queue per connection): the whole stream then ends.
+	subEnded(ctx context.Context, sub *streamSub, reason endReason) bool
+	// end closes the stream with a reason (shutdown, ack timeout, ...).
 	end(reason endReason)
 }
 
-// endReason tells a transport why its stream ends.
+// endReason tells a transport why its stream (or one subscription) ends.
 type endReason int
 
 const (
@@ -36,6 +44,8 @@ const (
 	endAckTimeout
 	endSlow
 	endError
+	endUnavailable
+	endTokenExpired
 )
 
 func (r endReason) String() string {
@@ -48,6 +58,10 @@ func (r endReason) String() string {
 		return "slow consumer: write timed out"
 	case endError:
 		return "internal error"
+	case endUnavailable:
+		return "storage unavailable: " + delivery.ErrUnavailable.Error()
+	case endTokenExpired:
+		return "token expired"
 	default:
 		return "client gone"
 	}
@@ -55,23 +69,20 @@ func (r endReason) String() string {
 
 // Stream tuning.
 const (
-	streamOutbox      = 16               // messages taken from Redis ahead of the writer, per stream
+	streamOutbox      = 16               // messages taken from Redis ahead of the writer, per subscription
 	writeTimeout      = 10 * time.Second // a write that takes longer marks a slow consumer
 	heartbeatInterval = 30 * time.Second // base heartbeat interval (jittered ±25 %: 22.5–37.5 s, under the usual 60 s proxy idle timeout)
 	ackCheckInterval  = 250 * time.Millisecond
+	// ackGrace is how long after a stream's own ack deadline the reaper
+	// would re-queue the message: the stream hands an overdue message back
+	// itself (within ackCheckInterval), so the reaper only acts for a node
+	// that died, and the two never race.
+	ackGrace = 2 * time.Second
 )
 
 // jittered returns d ± 25 %, so that many clients do not beat in lock-step.
 func jittered(d time.Duration) time.Duration {
 	return d*3/4 + rand.N(d/2)
-}
-
-// streamOpts are the per-stream settings of runStream.
-type streamOpts struct {
-	full     string
-	mode     hub.Mode
-	acks     <-chan []string // in-band acks (WebSocket); nil for other transports
-	onAckErr func(tid string)
 }
 
 // modeFrom reads reliable mode from request parameters: reliable=1 (or the
@@ -80,117 +91,285 @@ func modeFrom(reliable bool, timeoutACK string) hub.Mode {
 	if !reliable {
 		return hub.Mode{}
 	}
-	return hub.Mode{Reliable: true, AckTimeout: request.AckTimeout(timeoutACK)}
+	return hub.Mode{Reliable: true, AckTimeout: request.AckTimeout(timeoutACK), Grace: ackGrace}
 }
 
-// runStream feeds one consumer connection from its queue until the client
-// goes away, the node shuts down, a write times out or (reliable mode) an
-// acknowledgement does not come in time. Messages taken from Redis and not
-// written go back to the head of the queue.
-func (s *Server) runStream(ctx context.Context, t transport, o streamOpts) endReason {
-	defer s.m.Conn(t.name())()
-	w := hub.NewStream(o.full, streamOutbox, o.mode, t.name())
-	s.hub.Add(w)
-	defer s.hub.Remove(w) // hands back whatever is still in the outbox
+// streamSub is one queue subscription of a stream: its hub waiter and, in
+// reliable mode, the messages written on this connection and not yet
+// acknowledged.
+type streamSub struct {
+	q       domain.Queue
+	w       *hub.Waiter
+	unacked map[string]unacked // tid -> written, waiting for its ack
+	expires time.Time          // the token that opened it expires (zero: never)
+}
 
+// unacked is a reliable message written to the client, with its deadline.
+type unacked struct {
+	m        delivery.Message
+	deadline time.Time
+}
+
+// stream is one consumer connection while runStream serves it. Its methods
+// run on the writer goroutine only (control frames come in as closures on
+// the ctrl channel), so it needs no locks.
+type stream struct {
+	s       *Server
+	t       transport
+	ctx     context.Context
+	subs    []*streamSub // in round-robin order
+	next    int
+	ready   chan struct{}       // a subscription's outbox got messages
+	overdue map[overdueKey]bool // acks that came too late here: never written again
+	ackTick *time.Ticker        // while a reliable subscription exists
+	expiry  *time.Timer         // fires at expires: a token the stream depends on expires
+	expires time.Time
+}
+
+// overdueKey is a message of a queue whose ack was overdue on a stream.
+type overdueKey struct {
+	q   domain.Queue
+	tid string
+}
+
+// streamCtrl is work the connection's reader hands to the writer goroutine
+// (subscribe, unsubscribe, in-band acks); it may write frames.
+type streamCtrl func(st *stream)
+
+// runStream feeds one consumer connection from its queue subscriptions
+// (subs; the multiplexed WebSocket adds more through ctrl) until the client
+// goes away, the node shuts down, Redis cannot be reached, a write times out
+// or (reliable mode) an acknowledgement does not come in time. Messages
+// taken from Redis and not written go back to the head of their queue.
+func (s *Server) runStream(ctx context.Context, t transport, ctrl <-chan streamCtrl, subs ...*streamSub) endReason {
+	defer s.m.Conn(t.name())()
+	st := &stream{s: s, t: t, ctx: ctx, ready: make(chan struct{}, 1), overdue: map[overdueKey]bool{}}
+	defer st.closeAll()
+	for _, sub := range subs {
+		st.add(sub)
+	}
 	hb := time.NewTimer(jittered(heartbeatInterval))
 	defer hb.Stop()
-	var ackTick <-chan time.Time
-	pending := map[string]time.Time{} // reliable: tid -> ack deadline
-	if o.mode.Reliable {
-		tk := time.NewTicker(ackCheckInterval)
-		defer tk.Stop()
-		ackTick = tk.C
-	}
+	shutdown, outage := s.svc.ShuttingDown(), s.svc.Outage()
 	for {
+		var ackC, expC <-chan time.Time
+		if st.ackTick != nil {
+			ackC = st.ackTick.C
+		}
+		if st.expiry != nil {
+			expC = st.expiry.C
+		}
+		reason, done := endClientGone, false
 		select {
 		case <-ctx.Done():
-			t.end(endClientGone)
-			return endClientGone
-		case <-w.ShuttingDown():
-			t.end(endShutdown)
-			return endShutdown
-		case m := <-w.Outbox():
-			if ctx.Err() != nil {
-				s.handBack(w, t.name(), m)
-				return endClientGone
-			}
-			start := time.Now()
-			if err := t.send(ctx, m, start.Add(writeTimeout)); err != nil {
-				s.handBack(w, t.name(), m)
-				reason := endClientGone
-				if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
-					reason = endSlow
-					s.m.SlowConsumers.WithLabelValues(t.name()).Inc()
-					s.log.LogAttrs(ctx, slog.LevelInfo, "slow consumer disconnected", slog.String("transport", t.name()), slog.String("queue", o.full))
-				}
-				t.end(reason)
-				return reason
-			}
-			s.m.DeliveryLatency.WithLabelValues(t.name()).Observe(time.Since(start).Seconds())
-			s.delivered([]redisq.Message{m}, o.mode.Reliable, t.name())
-			if o.mode.Reliable {
-				pending[m.TID] = start.Add(o.mode.AckTimeout)
-			}
-			s.hub.Pulled(w)
-		case tids := <-o.acks:
-			res, err := s.ackOn(ctx, o.full, tids, t.name())
-			if err != nil {
-				s.log.LogAttrs(ctx, slog.LevelWarn, "in-band ack", slog.Any("err", err))
-				continue
-			}
-			for _, r := range res {
-				if r.OK {
-					delete(pending, r.TID)
-				} else if o.onAckErr != nil {
-					o.onAckErr(r.TID)
-				}
-			}
-		case now := <-ackTick:
-			if s.ackOverdue(ctx, o.full, pending, now) {
-				t.end(endAckTimeout)
-				return endAckTimeout
-			}
+			done = true
+		case <-shutdown:
+			reason, done = endShutdown, true
+		case <-outage:
+			reason, done = endUnavailable, true
+		case <-st.ready:
+			reason, done = st.writeNext()
+		case f := <-ctrl:
+			f(st)
+		case now := <-ackC:
+			reason, done = st.checkAcks(now)
+		case <-expC:
+			reason, done = endTokenExpired, true
 		case <-hb.C:
 			if err := t.heartbeat(ctx, time.Now().Add(writeTimeout)); err != nil {
-				t.end(endClientGone)
-				return endClientGone
+				done = true
 			}
 			hb.Reset(jittered(heartbeatInterval))
 		}
-	}
-}
-
-// handBack returns messages that could not be written to the head of
-// their queue, and counts them.
-func (s *Server) handBack(w *hub.Waiter, transport string, msgs ...redisq.Message) {
-	if len(msgs) == 0 {
-		return
-	}
-	s.hub.HandBack(w, msgs)
-	s.m.HandedBack.WithLabelValues(transport).Add(float64(len(msgs)))
-}
-
-// ackOverdue checks reliable deliveries whose ack deadline passed: acked
-// ones (state Delivered, acked through any route or node) are forgotten;
-// if one is still unacknowledged the stream must end (API.md 1.3: the
-// stream is closed if an ack times out; the reaper re-queues the message).
-func (s *Server) ackOverdue(ctx context.Context, full string, pending map[string]time.Time, now time.Time) bool {
-	for tid, deadline := range pending {
-		if now.Before(deadline) {
-			continue
+		if done {
+			t.end(reason)
+			return reason
 		}
-		states, err := s.store.States(ctx, tid)
+	}
+}
+
+// newSub makes a subscription of queue q in mode.
+func newSub(q domain.Queue, mode hub.Mode, transport string) *streamSub {
+	return &streamSub{q: q, w: hub.NewStream(q.String(), streamOutbox, mode, transport), unacked: map[string]unacked{}}
+}
+
+// add starts feeding sub into the stream.
+func (st *stream) add(sub *streamSub) {
+	sub.w.NotifyTo(st.ready)
+	st.subs = append(st.subs, sub)
+	st.expireAt(sub.expires)
+	if sub.w.Mode().Reliable && st.ackTick == nil {
+		st.ackTick = time.NewTicker(ackCheckInterval)
+	}
+	st.s.svc.Subscribe(sub.w)
+}
+
+// sub returns the subscription of queue id, or nil.
+func (st *stream) sub(id string) *streamSub {
+	for _, sub := range st.subs {
+		if sub.q.ID == id {
+			return sub
+		}
+	}
+	return nil
+}
+
+// remove ends sub: the hub hands back what is still in its outbox.
+// Messages written and not acknowledged stay in flight (the client may
+// still ack them through POST /ack) until their deadline.
+func (st *stream) remove(sub *streamSub) {
+	for i, x := range st.subs {
+		if x == sub {
+			st.subs = append(st.subs[:i], st.subs[i+1:]...)
+			break
+		}
+	}
+	st.s.svc.Unsubscribe(sub.w)
+}
+
+func (st *stream) closeAll() {
+	for len(st.subs) > 0 {
+		st.remove(st.subs[0])
+	}
+	if st.ackTick != nil {
+		st.ackTick.Stop()
+	}
+	st.setExpiry(time.Time{})
+}
+
+// endSub ends one subscription for reason; done is true when that ends the
+// whole stream (transports with one queue per connection).
+func (st *stream) endSub(sub *streamSub, reason endReason) (endReason, bool) {
+	if !st.t.subEnded(st.ctx, sub, reason) {
+		return reason, true
+	}
+	st.remove(sub)
+	return 0, false
+}
+
+// take returns the next message of the subscriptions, round-robin.
+func (st *stream) take() (*streamSub, delivery.Message, bool) {
+	for range st.subs {
+		sub := st.subs[st.next%len(st.subs)]
+		st.next++
+		select {
+		case m := <-sub.w.Outbox():
+			return sub, m, true
+		default:
+		}
+	}
+	return nil, delivery.Message{}, false
+}
+
+// writeNext writes one waiting message, if any, and keeps the writer going
+// while messages wait.
+func (st *stream) writeNext() (endReason, bool) {
+	sub, m, ok := st.take()
+	if !ok {
+		return 0, false
+	}
+	select { // more may wait: come back after serving the other events
+	case st.ready <- struct{}{}:
+	default:
+	}
+	s, t, name := st.s, st.t, st.t.name()
+	if st.ctx.Err() != nil {
+		s.svc.HandBack(sub.w, name, m)
+		return endClientGone, true
+	}
+	if _, written := sub.unacked[m.TID]; written || st.overdue[overdueKey{sub.q, m.TID}] {
+		// Re-queued while this connection still had it unacknowledged:
+		// its ack is overdue, and it is never written twice here.
+		st.overdueBack(sub, m)
+		return st.endSub(sub, endAckTimeout)
+	}
+	start := time.Now()
+	if err := t.send(st.ctx, sub, m, start.Add(writeTimeout)); err != nil {
+		s.svc.HandBack(sub.w, name, m)
+		if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
+			s.m.SlowConsumers.WithLabelValues(name).Inc()
+			s.log.LogAttrs(st.ctx, slog.LevelInfo, "slow consumer disconnected", slog.String("transport", name), slog.String("queue", sub.w.Queue()))
+			return endSlow, true
+		}
+		return endClientGone, true
+	}
+	s.m.DeliveryLatency.WithLabelValues(name).Observe(time.Since(start).Seconds())
+	reliable := sub.w.Mode().Reliable
+	s.svc.Delivered(name, reliable, m)
+	if reliable {
+		sub.unacked[m.TID] = unacked{m: m, deadline: start.Add(sub.w.Mode().AckTimeout)}
+	}
+	s.svc.Pulled(sub.w)
+	return 0, false
+}
+
+// ack acknowledges tids in-band: on queue id, or (id empty) on each
+// subscription in turn. It returns the ids that were not in flight.
+func (st *stream) ack(id string, tids []string) (failed []string, err error) {
+	var subs []*streamSub
+	if id != "" {
+		if sub := st.sub(id); sub != nil {
+			subs = append(subs, sub)
+		}
+	} else {
+		subs = st.subs
+	}
+	left := tids
+	for _, sub := range subs {
+		if len(left) == 0 {
+			break
+		}
+		res, err := st.s.svc.Ack(st.ctx, sub.q, left, st.t.name())
 		if err != nil {
-			return false // try again on the next tick
+			return nil, err
 		}
-		if st, ok := states[full]; ok && st == redisq.StateDelivered || len(states) == 0 {
-			delete(pending, tid)
-			continue
+		left = left[:0:0]
+		for _, r := range res {
+			if r.OK {
+				delete(sub.unacked, r.TID)
+			} else {
+				left = append(left, r.TID)
+			}
 		}
-		return true
 	}
-	return false
+	return left, nil
+}
+
+// checkAcks looks at reliable deliveries whose ack deadline passed:
+// acknowledged ones (through any route or node) are forgotten; for one
+// still unacknowledged the message goes back to its queue at once and its
+// subscription (on one-queue transports: the stream) ends (API.md 1.3).
+func (st *stream) checkAcks(now time.Time) (endReason, bool) {
+	for _, sub := range append([]*streamSub(nil), st.subs...) {
+		for tid, u := range sub.unacked {
+			if now.Before(u.deadline) {
+				continue
+			}
+			settled, err := st.s.svc.Settled(st.ctx, sub.q, tid)
+			if err != nil {
+				break // try again on the next tick
+			}
+			if settled {
+				delete(sub.unacked, tid)
+				continue
+			}
+			st.overdueBack(sub, u.m)
+			if reason, done := st.endSub(sub, endAckTimeout); done {
+				return reason, true
+			}
+			break
+		}
+	}
+	return 0, false
+}
+
+// overdueBack puts a message whose ack is overdue back at the head of its
+// queue for the next consumer, unless the reaper already did (the hand-back
+// is conditional on the in-flight record of this very delivery).
+func (st *stream) overdueBack(sub *streamSub, m delivery.Message) {
+	delete(sub.unacked, m.TID)
+	st.overdue[overdueKey{sub.q, m.TID}] = true
+	st.s.svc.Overdue(sub.w, m)
 }
 
 // isTimeout tells whether err is a network timeout.

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"errors"
+	"log/slog"
 	"net/http"
 	"sort"
 	"strconv"
@@ -11,7 +12,8 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/popbox/popbox/events"
-	"github.com/popbox/popbox/redisq"
+	"github.com/popbox/popbox/hub/delivery"
+	"github.com/popbox/popbox/internal/domain"
 	"github.com/popbox/popbox/request"
 	"github.com/popbox/popbox/web"
 )
@@ -25,69 +27,69 @@ func (s *Server) provision(c echo.Context) error {
 	ctx := c.Request().Context()
 	now := time.Now()
 	var delay time.Duration
-	if d := c.QueryParam("delay"); d != "" {
+	// No query string (the usual request) needs no parse of one.
+	if d := queryParam(c, "delay"); d != "" {
 		if delay, err = request.ParseDelay(d); err != nil {
 			return errorsJSON(c, http.StatusBadRequest, err.Error())
 		}
 	}
-	p, errs := request.ParseProvision(c.Request().Header.Get(echo.HeaderContentType), body, now.Add(delay))
+	p, errs := request.ParseProvisionLimited(c.Request().Header.Get(echo.HeaderContentType), body, now.Add(delay), s.opts.Bounds.MaxMetaBytes)
 	if len(errs) > 0 {
-		return errorsJSON(c, http.StatusBadRequest, errs...)
+		return badBody(c, errs...)
+	}
+	key, msg := request.IdempotencyKey(c.Request().Header.Values(headerIdempotencyKey))
+	if msg != "" {
+		return errorsJSON(c, http.StatusBadRequest, msg)
 	}
 	ns := namespace(c)
 	queues, err := s.targets(c, ns, p)
 	if err != nil {
 		return err
 	}
-	tx := &redisq.Transaction{
+	tx := &delivery.Transaction{
 		ID:        uuid.NewString(),
-		NS:        ns,
+		NS:        string(ns),
 		Queues:    queues,
-		Priority:  p.Priority[0],
+		Priority:  p.Priority,
 		ExpiresAt: p.ExpirationDate,
 		Meta:      transMeta(p),
 	}
-	if delay > 0 {
-		if err := s.store.Defer(ctx, tx, now.Add(delay)); err != nil {
-			return s.storeError(c, err)
-		}
-		s.emit(events.Event{Kind: events.KindAction, Action: events.ActionProvision, Transaction: tx.ID,
-			Namespace: ns, Count: len(queues), Error: "deferred " + delay.String()})
-		return c.JSON(http.StatusOK, okData(tx.ID))
+	pr := delivery.Provisioning{Tx: tx, Delay: delay}
+	if key != "" {
+		pr.Once = &delivery.Once{NS: string(ns), Key: key, Hash: request.CanonicalHash(body, c.QueryParam("delay")),
+			Window: s.opts.IdempotencyWindow}
 	}
-	if err := s.store.Provision(ctx, tx); err != nil {
+	tid, err := s.svc.Provision(ctx, pr)
+	switch {
+	case errors.Is(err, delivery.ErrIdempotencyConflict):
+		return errorsJSON(c, http.StatusConflict, request.MsgIdempotencyConflict)
+	case err != nil:
 		return s.storeError(c, err)
+	case key != "":
+		return c.JSON(http.StatusOK, okData(tid))
 	}
-	s.provisioned(tx)
-	return c.JSON(http.StatusOK, okData(tx.ID))
+	return okTIDAnswer(c, http.StatusOK, tid)
 }
 
-// Provisioned records a provisioned transaction in metrics and events
-// (also used for deferred provisioning carried out in the background).
-func (s *Server) provisioned(tx *redisq.Transaction) {
-	s.m.Transactions.Inc()
-	s.m.Provisioned.Add(float64(len(tx.Queues)))
-	s.emit(events.Event{Kind: events.KindAction, Action: events.ActionProvision, Transaction: tx.ID,
-		Namespace: tx.NS, Count: len(tx.Queues)})
-	now := time.Now()
-	for _, q := range tx.Queues {
-		ev := events.Event{Time: now, Kind: events.KindState, State: events.StatePending, Transaction: tx.ID,
-			Queue: q, Namespace: tx.NS, Callback: tx.Meta["callback"]}
-		if s.opts.HistoryPayloads {
-			ev.Payload = tx.Meta["payload"]
-		}
-		s.emit(ev)
+// queryParam is c.QueryParam(name) without parsing an empty query string
+// (echo builds a map of it).
+func queryParam(c echo.Context, name string) string {
+	if c.Request().URL.RawQuery == "" {
+		return ""
 	}
+	return c.QueryParam(name)
 }
 
-// ProvisionDeferred carries out a deferred provisioning (called by the
-// background runner on whichever node claimed it).
-func (s *Server) ProvisionDeferred(tx *redisq.Transaction) { s.provisioned(tx) }
+// headerIdempotencyKey makes a POST /trans idempotent (API.md 1.1).
+const headerIdempotencyKey = "Idempotency-Key"
 
 // targets resolves the queue list and groups of a provisioning into
 // deduplicated queue ids. On failure it has written the answer and returns
 // errHandled.
-func (s *Server) targets(c echo.Context, ns string, p *request.Provision) ([]string, error) {
+func (s *Server) targets(c echo.Context, ns domain.Namespace, p *request.Provision) ([]string, error) {
+	if len(p.Groups) == 0 && len(p.Queues) > 0 && len(p.Queues) <= request.MaxQueues {
+		return p.Queues, nil // the parser deduplicated them already
+	}
 	seen := make(map[string]struct{}, len(p.Queues))
 	out := make([]string, 0, len(p.Queues))
 	add := func(q string) {
@@ -100,7 +102,7 @@ func (s *Server) targets(c echo.Context, ns string, p *request.Provision) ([]str
 		add(q)
 	}
 	for _, g := range p.Groups {
-		members, err := s.store.Group(c.Request().Context(), ns, g)
+		members, err := s.svc.Group(c.Request().Context(), ns, g)
 		if err != nil {
 			_ = s.storeError(c, err)
 			return nil, errHandled
@@ -127,7 +129,7 @@ func transMeta(p *request.Provision) map[string]string {
 		m[k] = v
 	}
 	m["payload"] = p.Payload
-	m["priority"] = p.Priority
+	m["priority"] = p.Priority.String()
 	m["expirationDate"] = strconv.FormatInt(p.ExpirationDate, 10)
 	if p.Callback != "" {
 		m["callback"] = p.Callback
@@ -149,40 +151,107 @@ func transParam(c echo.Context) string {
 	return tid
 }
 
+// readTrans reads transaction tid for the request: one of another org (or
+// a tid that is no UUID) is unknown (API.md 0: info.Found is false). On a
+// storage failure it has written the answer and returns errHandled.
+func (s *Server) readTrans(c echo.Context, tid string, withMeta bool) (delivery.TransInfo, error) {
+	if !request.ValidTransactionID(tid) {
+		return delivery.TransInfo{States: map[string]string{}}, nil
+	}
+	info, err := s.svc.ReadTrans(c.Request().Context(), tid, withMeta)
+	if err != nil {
+		_ = s.storeError(c, err)
+		return info, errHandled
+	}
+	if info.Found && info.Org != orgOf(c) {
+		return delivery.TransInfo{States: map[string]string{}}, nil
+	}
+	return info, nil
+}
+
+// readRights is the first step of every transaction read (API.md 0): with
+// provisioning auth or RequireAuth on, reading needs provisioning rights
+// for the org. On refusal it has written the answer and returns
+// errHandled; granted tells whether provisioning rights were shown.
+func (s *Server) readRights(c echo.Context) (granted bool, err error) {
+	if !s.opts.ProvisionAuth && !s.opts.RequireAuth {
+		return false, nil
+	}
+	if err := s.provisionRights(c); err != nil {
+		s.writeDenied(c, err)
+		return false, errHandled
+	}
+	return true, nil
+}
+
+// secureQueues returns the secure (SEC:) queues among the full names of
+// a transaction's states.
+func secureQueues(states map[string]string) []domain.Queue {
+	var out []domain.Queue
+	for full := range states {
+		if q, ok := domain.ParseQueue(full); ok && q.Secure() {
+			out = append(out, q)
+		}
+	}
+	return out
+}
+
+// secureOnPlain answers a read of a transaction to secure queues made on
+// the plain port: 403, it is read only over TLS (API.md 0).
+func secureOnPlain(c echo.Context, tid string) error {
+	return errorsJSON(c, http.StatusForbidden, "transaction "+tid+" is for secure queues: read it on the TLS port")
+}
+
+// publicMeta is what anyone may read of a transaction to secure queues:
+// its priority and expiry, not its payload, callback or extra fields.
+var publicMeta = map[string]bool{"priority": true, "expirationDate": true, "expirationDelay": true}
+
 // getTrans is GET /trans/{tid}[?queues=...] (API.md 1.2).
 func (s *Server) getTrans(c echo.Context) error {
-	ctx := c.Request().Context()
 	tid := transParam(c)
 	filter := c.QueryParam("queues")
 	state, summary, ok := request.ParseStateFilter(filter)
 	if filter != "" && !ok {
 		return errorsJSON(c, http.StatusBadRequest, "Wrong State:"+filter)
 	}
-	meta := map[string]string{}
-	if request.ValidTransactionID(tid) {
-		var err error
-		if meta, err = s.store.Meta(ctx, tid); err != nil {
-			return s.storeError(c, err)
+	rights, err := s.readRights(c)
+	if err != nil {
+		return err
+	}
+	info, err := s.readTrans(c, tid, true)
+	if err != nil {
+		return err
+	}
+	meta := info.Meta
+	if meta == nil {
+		meta = map[string]string{}
+	}
+	if sec := secureQueues(info.States); len(sec) > 0 {
+		if !isSecure(c) {
+			return secureOnPlain(c, tid)
+		}
+		if !rights && !s.secureReadRights(c, sec) {
+			for k := range meta {
+				if !publicMeta[k] {
+					delete(meta, k)
+				}
+			}
 		}
 	}
 	if wantsHTML(c) {
-		return s.transPage(c, tid, meta)
+		return s.transPage(c, tid, meta, info.States)
 	}
 	if filter == "" || len(meta) == 0 {
 		return c.JSON(http.StatusOK, meta)
-	}
-	states, err := s.store.States(ctx, tid)
-	if err != nil {
-		return s.storeError(c, err)
 	}
 	out := make(map[string]any, len(meta)+1)
 	for k, v := range meta {
 		out[k] = v
 	}
 	if summary {
-		out["queues"] = summarize(states)
+		out["queues"] = summarize(info.States)
 	} else {
-		out["queues"] = queueStates(c, states, state, true)
+		out["queues"] = queueStates(c, info.States, state, true)
 	}
 	return c.JSON(http.StatusOK, out)
 }
@@ -195,17 +264,20 @@ func (s *Server) getTransState(c echo.Context) error {
 	if !ok {
 		return errorsJSON(c, http.StatusBadRequest, "Wrong State:"+raw)
 	}
-	states := map[string]string{}
-	if request.ValidTransactionID(tid) {
-		var err error
-		if states, err = s.store.States(c.Request().Context(), tid); err != nil {
-			return s.storeError(c, err)
-		}
+	if _, err := s.readRights(c); err != nil {
+		return err
+	}
+	info, err := s.readTrans(c, tid, false)
+	if err != nil {
+		return err
+	}
+	if len(secureQueues(info.States)) > 0 && !isSecure(c) {
+		return secureOnPlain(c, tid)
 	}
 	if summary {
-		return c.JSON(http.StatusOK, okData(summarize(states)))
+		return c.JSON(http.StatusOK, okData(summarize(info.States)))
 	}
-	return c.JSON(http.StatusOK, okData(queueStates(c, states, state, false)))
+	return c.JSON(http.StatusOK, okData(queueStates(c, info.States, state, false)))
 }
 
 // summarize counts queues per state.
@@ -225,37 +297,33 @@ func queueStates(c echo.Context, states map[string]string, state string, withHre
 		if state != request.StateAll && st != state {
 			continue
 		}
-		org, _, id, ok := redisq.SplitQueue(full)
+		q, ok := domain.ParseQueue(full)
 		if !ok {
 			continue
 		}
 		if withHref {
-			out[id] = map[string]string{"state": st, "href": baseURL(c) + orgPrefix(org) + "/queue/" + escapeSegment(id)}
+			out[q.ID] = map[string]string{"state": st, "href": baseURL(c) + orgPrefix(q.Org()) + "/queue/" + escapeSegment(q.ID)}
 		} else {
-			out[id] = st
+			out[q.ID] = st
 		}
 	}
 	return out
 }
 
-func (s *Server) transPage(c echo.Context, tid string, meta map[string]string) error {
+func (s *Server) transPage(c echo.Context, tid string, meta, states map[string]string) error {
 	v := web.TransView{ID: tid, Found: len(meta) > 0, Meta: meta}
 	if v.Found {
-		states, err := s.store.States(c.Request().Context(), tid)
-		if err != nil {
-			return s.storeError(c, err)
-		}
 		v.Summary = summarize(states)
 		ids := make([]string, 0, len(states))
 		byID := map[string]web.QueueStateView{}
 		for full, st := range states {
-			org, _, id, ok := redisq.SplitQueue(full)
+			q, ok := domain.ParseQueue(full)
 			if !ok {
 				continue
 			}
-			key := org + "/" + id
+			key := q.Org() + "/" + q.ID
 			ids = append(ids, key)
-			byID[key] = web.QueueStateView{Queue: id, State: st, Href: orgPrefix(org) + "/queue/" + escapeSegment(id)}
+			byID[key] = web.QueueStateView{Queue: q.ID, State: st, Href: orgPrefix(q.Org()) + "/queue/" + escapeSegment(q.ID)}
 		}
 		sort.Strings(ids)
 		for _, k := range ids {
@@ -276,7 +344,7 @@ func (s *Server) updateTrans(c echo.Context) error {
 	tid := transParam(c)
 	u, errs := request.ParseUpdate(c.Request().Header.Get(echo.HeaderContentType), body)
 	if len(errs) > 0 {
-		return errorsJSON(c, http.StatusBadRequest, errs...)
+		return badBody(c, errs...)
 	}
 	if u.Empty() {
 		return c.JSON(http.StatusOK, okData("empty data"))
@@ -296,8 +364,8 @@ func (s *Server) updateTrans(c echo.Context) error {
 		fields["expirationDate"] = strconv.FormatInt(*u.ExpirationDate, 10)
 		exp = max(*u.ExpirationDate, 1) // a date of 0 expires the transaction now
 	}
-	err = s.store.UpdateTrans(c.Request().Context(), tid, fields, exp)
-	if errors.Is(err, redisq.ErrNotFound) {
+	err = s.svc.UpdateTrans(c.Request().Context(), tid, orgOf(c), fields, exp)
+	if errors.Is(err, delivery.ErrNotFound) {
 		return errorsJSON(c, http.StatusBadRequest, tid+" does not exist")
 	}
 	if err != nil {
@@ -310,10 +378,9 @@ func (s *Server) updateTrans(c echo.Context) error {
 func (s *Server) deleteTrans(c echo.Context) error {
 	tid := transParam(c)
 	if request.ValidTransactionID(tid) {
-		if err := s.store.DeleteTrans(c.Request().Context(), tid); err != nil {
+		if err := s.svc.DeleteTrans(c.Request().Context(), tid, namespace(c)); err != nil {
 			return s.storeError(c, err)
 		}
-		s.emit(events.Event{Kind: events.KindAction, Action: "delete", Transaction: tid})
 	}
 	return c.JSON(http.StatusOK, map[string]bool{"ok": true})
 }
@@ -323,9 +390,47 @@ func (s *Server) transHistory(c echo.Context) error {
 	if s.opts.History == nil {
 		return errorsJSON(c, http.StatusServiceUnavailable, "history is not enabled on this gateway (set POPBOX_MONGO_URI)")
 	}
-	evs, err := s.opts.History.Transaction(c.Request().Context(), transParam(c))
+	rights, err := s.readRights(c)
 	if err != nil {
-		return errorsJSON(c, http.StatusServiceUnavailable, "history unavailable: "+err.Error())
+		return err
+	}
+	tid := transParam(c)
+	evs, err := s.opts.History.Transaction(c.Request().Context(), tid)
+	if err != nil {
+		s.log.LogAttrs(c.Request().Context(), slog.LevelError, "history unavailable", slog.String("id", requestID(c)), slog.Any("err", err))
+		return errorsJSON(c, http.StatusServiceUnavailable, "history unavailable (request id "+requestID(c)+")")
+	}
+	if !historyOfOrg(evs, orgOf(c)) {
+		evs = []events.Event{} // another org's transaction is unknown (API.md 0)
+	}
+	var sec []domain.Queue
+	for _, ev := range evs {
+		if q := domain.Namespace(ev.Namespace).Queue(ev.Queue); ev.Queue != "" && q.Secure() {
+			sec = append(sec, q)
+		}
+	}
+	if len(sec) > 0 {
+		if !isSecure(c) {
+			return secureOnPlain(c, tid)
+		}
+		if !rights && !s.secureReadRights(c, sec) {
+			for i := range evs {
+				evs[i].Payload, evs[i].Callback = "", ""
+			}
+		}
 	}
 	return c.JSON(http.StatusOK, okData(evs))
+}
+
+// historyOfOrg tells whether the history of a transaction belongs to org:
+// the org of its namespaced events (the provisioning carries the
+// transaction's namespace). A history without any namespace names no owner
+// and belongs to nobody.
+func historyOfOrg(evs []events.Event, org string) bool {
+	for _, ev := range evs {
+		if ev.Namespace != "" {
+			return domain.Namespace(ev.Namespace).Org() == org
+		}
+	}
+	return false
 }

@@ -3,24 +3,32 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/popbox/popbox/redisq"
+	"github.com/popbox/popbox/hub/delivery"
 )
 
 // httpStream is the framing shared by HTTP streaming and SSE: a flushed,
-// deadline-guarded write of one chunk per message. It keeps no buffer of
-// its own between messages (idle connections cost as little as possible).
+// deadline-guarded write of one chunk per message. Once hijacked (detach)
+// it writes the chunks to the connection itself, byte for byte what
+// net/http wrote, from a pooled buffer; it keeps no buffer of its own
+// between messages (idle connections cost as little as possible).
 type httpStream struct {
 	label string
 	rw    http.ResponseWriter
 	rc    *http.ResponseController
-	frame func(b []byte, m redisq.Message) ([]byte, error)
-	beat  func(b []byte) ([]byte, error)
-	ended endReason
+	conn  net.Conn // after hijack
+	// broken: a write to conn failed (timed out); nothing more is
+	// written to it.
+	broken bool
+	frame  func(b []byte, m delivery.Message) ([]byte, error)
+	beat   func(b []byte) ([]byte, error)
+	ended  endReason
 }
 
 func newHTTPStream(label string, rw http.ResponseWriter) *httpStream {
@@ -29,10 +37,21 @@ func newHTTPStream(label string, rw http.ResponseWriter) *httpStream {
 
 func (h *httpStream) name() string { return h.label }
 
-// write appends one frame to a fresh buffer and writes and flushes it
-// before deadline.
+// write builds one frame with fn and writes and flushes it before
+// deadline.
 func (h *httpStream) write(deadline time.Time, fn func(b []byte) ([]byte, error)) error {
-	b, err := fn(make([]byte, 0, 256))
+	if h.conn != nil {
+		if h.broken {
+			return net.ErrClosed
+		}
+		err := writeChunk(h.conn, deadline, fn)
+		h.broken = err != nil
+		return err
+	}
+	bp := getWriteBuf()
+	defer putWriteBuf(bp)
+	b, err := fn((*bp)[:0])
+	*bp = b
 	if err != nil {
 		return err
 	}
@@ -46,7 +65,7 @@ func (h *httpStream) write(deadline time.Time, fn func(b []byte) ([]byte, error)
 	return h.rc.SetWriteDeadline(time.Time{})
 }
 
-func (h *httpStream) send(_ context.Context, m redisq.Message, deadline time.Time) error {
+func (h *httpStream) send(_ context.Context, _ *streamSub, m delivery.Message, deadline time.Time) error {
 	return h.write(deadline, func(b []byte) ([]byte, error) { return h.frame(b, m) })
 }
 
@@ -57,7 +76,57 @@ func (h *httpStream) heartbeat(_ context.Context, deadline time.Time) error {
 	return h.write(deadline, h.beat)
 }
 
+// subEnded: one queue per connection, so the stream ends with it.
+func (h *httpStream) subEnded(context.Context, *streamSub, endReason) bool { return false }
+
 func (h *httpStream) end(r endReason) { h.ended = r }
+
+// serve runs the stream of sub and, when it ends for reason, writes last
+// (if not nil) as the last frame. When the connection can be hijacked
+// (HTTP/1.x) this happens on goroutines of its own after the handler
+// returns (detach): a reader that sees the client go, and the stream,
+// which then ends the chunked body and closes the connection. Otherwise
+// (HTTP/2) it runs in the handler, on the ResponseWriter.
+func (s *Server) serveHTTPStream(c echo.Context, hs *httpStream, sub *streamSub, last func(reason endReason) string) {
+	finish := func(ctx context.Context) {
+		reason := s.runStream(ctx, hs, nil, sub)
+		if msg := last(reason); msg != "" {
+			_ = hs.write(time.Now().Add(time.Second), func(b []byte) ([]byte, error) { return append(b, msg...), nil })
+		}
+	}
+	conn, _, err := hs.rc.Hijack()
+	if err != nil {
+		finish(c.Request().Context())
+		return
+	}
+	hs.conn = conn
+	s.detach(c, func(ctx context.Context) {
+		ctx, cancel := context.WithCancel(ctx)
+		var reader sync.WaitGroup
+		reader.Go(func() {
+			defer cancel()
+			drainConn(conn)
+		})
+		finish(ctx)
+		if ctx.Err() == nil && !hs.broken {
+			_ = writeConn(conn, []byte(lastChunk), time.Now().Add(time.Second))
+		}
+		_ = conn.Close()
+		reader.Wait()
+	})
+}
+
+// closeAfterStream tells an HTTP/1.x client that the connection ends with
+// the stream (Connection: close). The stream leaves net/http (hijack,
+// serveHTTPStream) and its connection is closed after the last chunk, so
+// a client must not put it back into its keep-alive pool: one that did
+// would send its next request into a closing socket (a POST then fails
+// with EOF, since clients do not retry non-idempotent requests).
+func closeAfterStream(c echo.Context) {
+	if c.Request().ProtoMajor == 1 {
+		c.Response().Header().Set(echo.HeaderConnection, "close")
+	}
+}
 
 // streamMessage is one message of HTTP streaming (classic subscribe).
 type streamMessage struct {
@@ -74,30 +143,37 @@ func (s *Server) subscribe(c echo.Context) error { return s.subscribeStream(c, f
 func (s *Server) subscribeReliable(c echo.Context) error { return s.subscribeStream(c, true) }
 
 func (s *Server) subscribeStream(c echo.Context, reliable bool) error {
-	_, full, err := queueParam(c)
+	q, err := s.queueRoute(c)
 	if err != nil {
-		return err
-	}
-	if err := s.authorizeQueue(c, full); err != nil {
 		return err
 	}
 	rw := c.Response()
 	rw.Header().Set(echo.HeaderContentType, echo.MIMEApplicationJSON)
 	rw.Header().Set("Cache-Control", "no-store")
 	rw.Header().Set("X-Accel-Buffering", "no")
+	closeAfterStream(c)
 	rw.WriteHeader(http.StatusOK)
 	hs := newHTTPStream(TransportStream, rw)
 	if err := hs.write(time.Now().Add(writeTimeout), func(b []byte) ([]byte, error) { return b, nil }); err != nil {
 		return nil
 	}
-	hs.frame = func(b []byte, m redisq.Message) ([]byte, error) {
+	hs.frame = func(b []byte, m delivery.Message) ([]byte, error) {
 		out, err := json.Marshal(streamMessage{OK: true, Data: [1]string{m.Payload}, Transactions: [1]string{m.TID}})
 		if err != nil {
 			return nil, err
 		}
 		return append(append(b, out...), '\n'), nil
 	}
-	s.runStream(c.Request().Context(), hs, streamOpts{full: full, mode: modeFrom(reliable, c.QueryParam("timeoutACK"))})
+	sub := newSub(q, modeFrom(reliable, c.QueryParam("timeoutACK")), TransportStream)
+	sub.expires = s.tokenExpiry(c, q)
+	s.serveHTTPStream(c, hs, sub, func(reason endReason) string {
+		if reason == endUnavailable || reason == endTokenExpired {
+			// The classic error shape as the last object, so that a client
+			// tells an outage or an expired token from the end of the stream.
+			return `{"ok":false,"errors":["` + reason.String() + `"]}` + "\n"
+		}
+		return ""
+	})
 	return nil
 }
 
@@ -110,26 +186,26 @@ type eventData struct {
 	Priority    string `json:"priority"`
 }
 
-func newEventData(m redisq.Message) eventData {
-	return eventData{Data: m.Payload, Transaction: m.TID, Queue: queueID(m.Queue), Priority: m.PriorityString()}
+func newEventData(queueID string, m delivery.Message) eventData {
+	return eventData{Data: m.Payload, Transaction: m.TID, Queue: queueID, Priority: m.Priority.String()}
 }
 
 // events is GET /queue/{id}/events: Server-Sent Events for EventSource.
 func (s *Server) events(c echo.Context) error {
-	_, full, err := queueParam(c)
+	q, err := s.queueRoute(c)
 	if err != nil {
-		return err
-	}
-	if err := s.authorizeQueue(c, full); err != nil {
 		return err
 	}
 	reliable := c.QueryParam("reliable") == "1" || c.QueryParam("reliable") == "true"
 	rw := c.Response()
 	rw.Header().Set(echo.HeaderContentType, "text/event-stream")
 	rw.Header().Set("Cache-Control", "no-store")
-	rw.Header().Set("Connection", "keep-alive")
 	rw.Header().Set("X-Accel-Buffering", "no")
+	closeAfterStream(c)
 	rw.WriteHeader(http.StatusOK)
+	if isHead(c) {
+		return nil // the headers of the stream, without a consumer
+	}
 	hs := newHTTPStream(TransportSSE, rw)
 	// Open the stream at once (EventSource fires "open") and tell the
 	// browser how soon to reconnect.
@@ -138,8 +214,8 @@ func (s *Server) events(c echo.Context) error {
 	}); err != nil {
 		return nil
 	}
-	hs.frame = func(b []byte, m redisq.Message) ([]byte, error) {
-		out, err := json.Marshal(newEventData(m))
+	hs.frame = func(b []byte, m delivery.Message) ([]byte, error) {
+		out, err := json.Marshal(newEventData(q.ID, m))
 		if err != nil {
 			return nil, err
 		}
@@ -152,11 +228,13 @@ func (s *Server) events(c echo.Context) error {
 	hs.beat = func(b []byte) ([]byte, error) {
 		return append(b, ": heartbeat\n\n"...), nil
 	}
-	reason := s.runStream(c.Request().Context(), hs, streamOpts{full: full, mode: modeFrom(reliable, c.QueryParam("timeoutACK"))})
-	if reason == endShutdown || reason == endAckTimeout {
-		_ = hs.write(time.Now().Add(time.Second), func(b []byte) ([]byte, error) {
-			return append(b, "event: end\ndata: "+reason.String()+"\n\n"...), nil
-		})
-	}
+	sub := newSub(q, modeFrom(reliable, c.QueryParam("timeoutACK")), TransportSSE)
+	sub.expires = s.tokenExpiry(c, q)
+	s.serveHTTPStream(c, hs, sub, func(reason endReason) string {
+		if reason == endShutdown || reason == endAckTimeout || reason == endUnavailable || reason == endTokenExpired {
+			return "event: end\ndata: " + reason.String() + "\n\n"
+		}
+		return ""
+	})
 	return nil
 }

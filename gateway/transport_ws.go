@@ -11,35 +11,69 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/labstack/echo/v4"
+	"golang.org/x/time/rate"
 
-	"github.com/popbox/popbox/hub"
-	"github.com/popbox/popbox/redisq"
+	"github.com/popbox/popbox/hub/delivery"
+	"github.com/popbox/popbox/internal/domain"
 )
 
 const (
 	wsReadLimit        = 64 << 10 // largest client frame accepted
 	wsMaxSubscriptions = 256      // queues per multiplexed connection
+	// wsMaxAuthFailures is how many subscriptions a multiplexed connection
+	// may have refused for their credentials before it is closed (1008),
+	// so one connection cannot be used to guess on and on.
+	wsMaxAuthFailures = 3
 )
 
 // acceptWS upgrades the request to a WebSocket, with the origin rules of
 // the configured CORS origins (the request's own host is always allowed).
-func (s *Server) acceptWS(c echo.Context) (*websocket.Conn, error) {
-	conn, err := websocket.Accept(c.Response(), c.Request(), &websocket.AcceptOptions{
+// The library gets small buffers over the returned wsWire (see wsHijacker);
+// the transport writes its frames through it.
+func (s *Server) acceptWS(c echo.Context) (*websocket.Conn, *wsWire, error) {
+	hj := &wsHijacker{ResponseWriter: c.Response()}
+	conn, err := websocket.Accept(hj, c.Request(), &websocket.AcceptOptions{
 		OriginPatterns: s.opts.WSOriginPatterns,
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	conn.SetReadLimit(wsReadLimit)
-	return conn, nil
+	return conn, hj.wire, nil
 }
 
-// wsTransport frames per-queue WebSocket messages.
+// wsTransport frames WebSocket messages: per-queue (API.md 2.2, the SSE
+// data JSON) or multiplexed (muxFrame).
 type wsTransport struct {
 	conn    *websocket.Conn
+	wire    *wsWire // the connection under conn: writeJSON gathers each frame and writes it at once
 	label   string
+	mux     bool        // GET /ws: frames name their queue; a subscription may end alone
 	mu      sync.Mutex  // one writer at a time (frames and close)
 	pinging atomic.Bool // a ping is waiting for its pong
+	pings   sync.WaitGroup
+	// authFailures counts the subscriptions refused for their credentials
+	// (multiplexed socket; only the writer goroutine touches it).
+	authFailures int
+
+	// Multiplexed socket: provenC is closed once it authenticated or
+	// subscribed (guardMuxWS stops its auth timeout; the connection limit
+	// no longer sheds it); shedC is closed when the limit sheds it.
+	provenC   chan struct{}
+	proveOnce sync.Once
+	shedC     chan struct{}
+	shedOnce  sync.Once
+	lc        *limitConn // its socket under the connection limit, or nil
+}
+
+// prove records that a multiplexed socket authenticated or subscribed.
+func (t *wsTransport) prove(s *Server) {
+	t.proveOnce.Do(func() {
+		close(t.provenC)
+		if l := s.sec.limit; l != nil && t.lc != nil {
+			l.spokeWS(t.lc)
+		}
+	})
 }
 
 // pongTimeout is how long a ping may wait for its pong before the peer is
@@ -57,44 +91,82 @@ func (t *wsTransport) writeJSON(ctx context.Context, v any, deadline time.Time) 
 	defer cancel()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.conn.Write(wctx, websocket.MessageText, b)
+	t.wire.gather()
+	err = t.conn.Write(wctx, websocket.MessageText, b)
+	if ferr := t.wire.flush(deadline); ferr != nil {
+		// Part of a frame may be out: the connection cannot go on (as
+		// when the library's own write times out).
+		_ = t.conn.CloseNow()
+		if err == nil {
+			err = ferr
+		}
+	}
+	return err
 }
 
-func (t *wsTransport) send(ctx context.Context, m redisq.Message, deadline time.Time) error {
-	return t.writeJSON(ctx, newEventData(m), deadline)
+// frame writes a control frame (errors, subscription answers) with the
+// usual write deadline; a failure shows up on the next write or read.
+func (t *wsTransport) frame(ctx context.Context, v any) {
+	_ = t.writeJSON(ctx, v, time.Now().Add(writeTimeout))
+}
+
+func (t *wsTransport) send(ctx context.Context, sub *streamSub, m delivery.Message, deadline time.Time) error {
+	if t.mux {
+		return t.writeJSON(ctx, muxFrame{Op: "message", Queue: sub.q.ID, Data: m.Payload, Transaction: m.TID, Priority: m.Priority.String()}, deadline)
+	}
+	return t.writeJSON(ctx, newEventData(sub.q.ID, m), deadline)
 }
 
 // heartbeat sends a ping without holding up the stream: the pong is awaited
 // in the background (up to pongTimeout), and a peer that does not answer
-// is disconnected, which ends the stream through its reader.
+// is disconnected, which ends the stream through its reader. end waits for
+// the ping goroutine.
 func (t *wsTransport) heartbeat(ctx context.Context, _ time.Time) error {
 	if !t.pinging.CompareAndSwap(false, true) {
 		return nil // the previous ping is still out
 	}
-	go func() {
+	t.pings.Go(func() {
 		defer t.pinging.Store(false)
 		pctx, cancel := context.WithTimeout(ctx, pongTimeout)
 		defer cancel()
 		if err := t.conn.Ping(pctx); err != nil && ctx.Err() == nil {
 			_ = t.conn.CloseNow()
 		}
-	}()
+	})
 	return nil
 }
 
+// subEnded: on the multiplexed socket an error frame names the queue whose
+// subscription ended; a per-queue socket ends as a whole.
+func (t *wsTransport) subEnded(ctx context.Context, sub *streamSub, r endReason) bool {
+	if !t.mux {
+		return false
+	}
+	t.frame(ctx, muxFrame{Op: "error", Queue: sub.q.ID, Error: r.String() + ": subscription ended"})
+	return true
+}
+
+// StatusTokenExpired closes a WebSocket whose token expired (docs/API.md
+// 2.2; 4000-4999 are the application's codes, 4401 echoes HTTP 401).
+const StatusTokenExpired websocket.StatusCode = 4401
+
+// Close codes (docs/API.md 2.2): 1001 shutdown, 1008 ack timeout or slow
+// consumer, 1011 storage unavailable or internal error, 4401 token
+// expired.
 func (t *wsTransport) end(r endReason) {
 	switch r {
+	case endTokenExpired:
+		_ = t.conn.Close(StatusTokenExpired, r.String())
 	case endShutdown:
 		_ = t.conn.Close(websocket.StatusGoingAway, r.String())
-	case endAckTimeout:
+	case endAckTimeout, endSlow:
 		_ = t.conn.Close(websocket.StatusPolicyViolation, r.String())
-	case endSlow:
-		_ = t.conn.Close(websocket.StatusPolicyViolation, r.String())
-	case endError:
+	case endError, endUnavailable:
 		_ = t.conn.Close(websocket.StatusInternalError, r.String())
 	default:
 		_ = t.conn.CloseNow()
 	}
+	t.pings.Wait()
 }
 
 // clientFrame is what clients send: {"ack": [...]} on per-queue sockets;
@@ -106,50 +178,94 @@ type clientFrame struct {
 	Ack          []string `json:"ack"`
 	Reliable     bool     `json:"reliable"`
 	TimeoutACK   int      `json:"timeoutACK"`
+	Token        string   `json:"token"`
+}
+
+// readFrames runs the connection's reader: each client frame becomes work
+// for the writer goroutine (parse turns it into a streamCtrl, or nil to
+// ignore it). It returns when the connection or ctx ends; cancel then ends
+// the stream.
+//
+// Client frames are rate-limited per connection (perSecond frames a
+// second, burst perSecond+wsMaxSubscriptions so that a client may
+// subscribe to every queue at once; 0: unlimited): a client beyond it is
+// closed with 1008 before its frame is parsed.
+func (t *wsTransport) readFrames(ctx context.Context, cancel context.CancelFunc, ctrl chan<- streamCtrl, perSecond int, parse func(data []byte) streamCtrl) {
+	defer cancel()
+	lim := rate.NewLimiter(rate.Inf, 0)
+	if perSecond > 0 {
+		lim = rate.NewLimiter(rate.Limit(perSecond), perSecond+wsMaxSubscriptions)
+	}
+	for {
+		_, data, err := t.conn.Read(ctx)
+		if err != nil {
+			return
+		}
+		if !lim.Allow() {
+			_ = t.conn.Close(websocket.StatusPolicyViolation, "too many frames")
+			return
+		}
+		f := parse(data)
+		if f == nil {
+			continue
+		}
+		select {
+		case ctrl <- f:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// serveWS runs the stream of a WebSocket connection with its reader, and
+// waits for the reader before it returns.
+func (s *Server) serveWS(ctx context.Context, t *wsTransport, parse func(data []byte) streamCtrl, subs ...*streamSub) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ctrl := make(chan streamCtrl, 8)
+	var reader sync.WaitGroup
+	reader.Go(func() { t.readFrames(ctx, cancel, ctrl, s.opts.WSFrameRate, parse) })
+	defer reader.Wait() // after cancel (deferred later, runs first)
+	defer cancel()
+	s.runStream(ctx, t, ctrl, subs...)
 }
 
 // queueWS is GET /queue/{id}/ws: one queue per connection.
 func (s *Server) queueWS(c echo.Context) error {
-	id, full, err := queueParam(c)
+	q, err := s.queueRoute(c)
 	if err != nil {
-		return err
-	}
-	if err := s.authorizeQueue(c, full); err != nil {
 		return err
 	}
 	reliable := c.QueryParam("reliable") == "1" || c.QueryParam("reliable") == "true"
-	conn, err := s.acceptWS(c)
+	conn, wire, err := s.acceptWS(c)
 	if err != nil {
 		return nil // Accept wrote the error answer
 	}
-	t := &wsTransport{conn: conn, label: TransportWS}
-	ctx, cancel := context.WithCancel(c.Request().Context())
-	defer cancel()
-	acks := make(chan []string, 8)
-	go func() {
-		defer cancel() // the reader ends: the stream ends
-		for {
-			_, data, err := conn.Read(ctx)
-			if err != nil {
-				return
-			}
-			var f clientFrame
-			if json.Unmarshal(data, &f) != nil || (len(f.Ack) == 0 && len(f.Transactions) == 0) {
-				_ = t.writeJSON(ctx, map[string]string{"op": "error", "error": "unknown frame: send {\"ack\": [\"<tid>\", ...]}"}, time.Now().Add(writeTimeout))
-				continue
-			}
-			tids := append(f.Ack, f.Transactions...)
-			select {
-			case acks <- tids:
-			case <-ctx.Done():
-				return
+	t := &wsTransport{conn: conn, wire: wire, label: TransportWS}
+	parse := func(data []byte) streamCtrl {
+		var f clientFrame
+		if json.Unmarshal(data, &f) != nil || (len(f.Ack) == 0 && len(f.Transactions) == 0) {
+			return func(st *stream) {
+				t.frame(st.ctx, map[string]string{"op": "error", "error": "unknown frame: send {\"ack\": [\"<tid>\", ...]}"})
 			}
 		}
-	}()
-	s.runStream(ctx, t, streamOpts{full: full, mode: modeFrom(reliable, c.QueryParam("timeoutACK")), acks: acks,
-		onAckErr: func(tid string) {
-			_ = t.writeJSON(ctx, map[string]string{"op": "error", "error": tid + "/" + id + " does not exist"}, time.Now().Add(writeTimeout))
-		}})
+		tids := append(f.Ack, f.Transactions...)
+		return func(st *stream) {
+			failed, err := st.ack(q.ID, tids)
+			if err != nil {
+				s.log.LogAttrs(st.ctx, slog.LevelWarn, "in-band ack", slog.Any("err", err))
+				return
+			}
+			for _, tid := range failed {
+				t.frame(st.ctx, map[string]string{"op": "error", "error": tid + "/" + q.ID + " does not exist"})
+			}
+		}
+	}
+	sub := newSub(q, modeFrom(reliable, c.QueryParam("timeoutACK")), TransportWS)
+	sub.expires = s.tokenExpiry(c, q)
+	// The stream needs nothing more of the request: it leaves the handler
+	// (and net/http's buffers of the connection) behind.
+	s.detach(c, func(ctx context.Context) { s.serveWS(ctx, t, parse, sub) })
 	return nil
 }
 
@@ -161,204 +277,162 @@ type muxFrame struct {
 	Transaction string `json:"transaction,omitempty"`
 	Priority    string `json:"priority,omitempty"`
 	Error       string `json:"error,omitempty"`
-}
-
-// muxSub is one queue subscription of a multiplexed socket.
-type muxSub struct {
-	id, full string
-	w        *hub.Waiter
-	stop     context.CancelFunc
-	done     chan struct{}
-}
-
-// muxItem is a message on its way from a subscription to the writer.
-type muxItem struct {
-	sub *muxSub
-	m   redisq.Message
+	Expires     int64  `json:"expires,omitempty"` // "authenticated": the new deadline, Unix seconds
 }
 
 // muxWS is GET /ws: one connection, many queues (client frames subscribe,
-// unsubscribe and ack).
+// unsubscribe and ack), on the same stream runner as every transport.
+//
+// With RequireAuth, a token given at the handshake (Authorization: Bearer
+// or access_token) is verified before the upgrade (401 when refused), and
+// a socket that has neither such a token nor a successful subscription or
+// auth frame within WSAuthTimeout is closed with 1008. Under the
+// connection limit, a socket without subscription may be shed (1013).
 func (s *Server) muxWS(c echo.Context) error {
-	conn, err := s.acceptWS(c)
+	proven := false // authenticated at the handshake
+	if s.opts.RequireAuth && s.sec.jwt != nil {
+		if tok := bearer(c, true); tok != "" {
+			if err := s.failureBlocked(c); err != nil {
+				s.writeDenied(c, err)
+				return errHandled
+			}
+			if _, err := s.sec.jwt.Parse(tok); err != nil {
+				s.authLog(c, "", err.Error())
+				s.writeDenied(c, s.failed(c, &denied{tokenBad: true}))
+				return errHandled
+			}
+			proven = true
+		}
+	}
+	conn, wire, err := s.acceptWS(c)
 	if err != nil {
 		return nil
 	}
-	defer s.m.Conn(TransportWSMux)()
-	t := &wsTransport{conn: conn, label: TransportWSMux}
+	t := &wsTransport{conn: conn, wire: wire, label: TransportWSMux, mux: true,
+		provenC: make(chan struct{}), shedC: make(chan struct{}), lc: limitConnOf(c)}
 	ctx, cancel := context.WithCancel(c.Request().Context())
 	defer cancel()
+	var guard sync.WaitGroup
+	defer guard.Wait() // after cancel (deferred later, runs first)
+	defer cancel()
+	if l := s.sec.limit; l != nil && t.lc != nil {
+		l.silentWS(t.lc, func() { t.shedOnce.Do(func() { close(t.shedC) }) })
+	}
+	if proven {
+		t.prove(s)
+	}
+	timeout := time.Duration(0)
+	if s.opts.RequireAuth {
+		timeout = s.opts.WSAuthTimeout
+	}
+	guard.Go(func() { s.guardMuxWS(ctx, t, timeout) })
 	ns := namespace(c)
-	out := make(chan muxItem) // unbuffered: each subscription's outbox is the buffer
-	frames := make(chan clientFrame, 8)
-	go func() {
-		defer cancel()
-		for {
-			_, data, err := conn.Read(ctx)
-			if err != nil {
-				return
-			}
-			var f clientFrame
-			if err := json.Unmarshal(data, &f); err != nil {
-				_ = t.writeJSON(ctx, muxFrame{Op: "error", Error: "invalid JSON frame"}, time.Now().Add(writeTimeout))
-				continue
-			}
-			select {
-			case frames <- f:
-			case <-ctx.Done():
-				return
-			}
+	parse := func(data []byte) streamCtrl {
+		var f clientFrame
+		if err := json.Unmarshal(data, &f); err != nil {
+			return func(st *stream) { t.frame(st.ctx, muxFrame{Op: "error", Error: "invalid JSON frame"}) }
 		}
-	}()
-
-	subs := map[string]*muxSub{}
-	shutdown := s.closing
-	unsubscribe := func(sub *muxSub) {
-		sub.stop()
-		<-sub.done
-		s.hub.Remove(sub.w)
-		delete(subs, sub.id)
+		return func(st *stream) { s.muxControl(c, st, t, ns, f) }
 	}
-	defer func() {
-		for _, sub := range subs {
-			unsubscribe(sub)
-		}
-	}()
-	hb := time.NewTimer(jittered(heartbeatInterval))
-	defer hb.Stop()
-	errFrame := func(queue, msg string) {
-		_ = t.writeJSON(ctx, muxFrame{Op: "error", Queue: queue, Error: msg}, time.Now().Add(writeTimeout))
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-shutdown:
-			t.end(endShutdown)
-			return nil
-		case <-hb.C:
-			if err := t.heartbeat(ctx, time.Now().Add(writeTimeout)); err != nil {
-				return nil
-			}
-			hb.Reset(jittered(heartbeatInterval))
-		case it := <-out:
-			start := time.Now()
-			if err := t.writeJSON(ctx, muxFrame{Op: "message", Queue: it.sub.id, Data: it.m.Payload, Transaction: it.m.TID,
-				Priority: it.m.PriorityString()}, time.Now().Add(writeTimeout)); err != nil {
-				s.handBack(it.sub.w, TransportWSMux, it.m)
-				if errors.Is(err, context.DeadlineExceeded) {
-					s.m.SlowConsumers.WithLabelValues(TransportWSMux).Inc()
-					t.end(endSlow)
-				}
-				return nil
-			}
-			s.m.DeliveryLatency.WithLabelValues(TransportWSMux).Observe(time.Since(start).Seconds())
-			s.delivered([]redisq.Message{it.m}, it.sub.w.Mode().Reliable, TransportWSMux)
-			s.hub.Pulled(it.sub.w)
-		case f := <-frames:
-			switch f.Op {
-			case "subscribe":
-				if err := validQueue(f.Queue); err != nil {
-					errFrame(f.Queue, err.Error())
-					continue
-				}
-				if _, ok := subs[f.Queue]; ok {
-					continue
-				}
-				if len(subs) >= wsMaxSubscriptions {
-					errFrame(f.Queue, "too many subscriptions on one connection")
-					continue
-				}
-				full := ns + f.Queue
-				if err := s.authorizeMux(c, full); err != nil {
-					errFrame(f.Queue, err.Error())
-					continue
-				}
-				mode := hub.Mode{}
-				if f.Reliable {
-					mode = modeFrom(true, itoa(int64(f.TimeoutACK)))
-				}
-				sctx, stop := context.WithCancel(ctx)
-				sub := &muxSub{id: f.Queue, full: full, w: hub.NewStream(full, streamOutbox, mode, TransportWSMux), stop: stop, done: make(chan struct{})}
-				subs[f.Queue] = sub
-				s.hub.Add(sub.w)
-				go s.forward(sctx, sub, out)
-				_ = t.writeJSON(ctx, muxFrame{Op: "subscribed", Queue: f.Queue}, time.Now().Add(writeTimeout))
-			case "unsubscribe":
-				if sub, ok := subs[f.Queue]; ok {
-					unsubscribe(sub)
-					_ = t.writeJSON(ctx, muxFrame{Op: "unsubscribed", Queue: f.Queue}, time.Now().Add(writeTimeout))
-				}
-			case "ack":
-				s.muxAck(ctx, ns, f, subs, errFrame)
-			default:
-				errFrame(f.Queue, "unknown op "+f.Op+": use subscribe, unsubscribe or ack")
-			}
-		}
-	}
+	s.serveWS(ctx, t, parse)
+	return nil
 }
 
-// forward moves one subscription's messages to the connection writer; a
-// message it holds when the subscription ends goes back to the queue.
-func (s *Server) forward(ctx context.Context, sub *muxSub, out chan<- muxItem) {
-	defer close(sub.done)
+// guardMuxWS closes a multiplexed socket that has proven nothing (no
+// authentication, no subscription) within timeout (1008; 0: never), or
+// that the connection limit shed (1013). It returns when ctx ends or it
+// closed the socket.
+func (s *Server) guardMuxWS(ctx context.Context, t *wsTransport, timeout time.Duration) {
+	var expired <-chan time.Time
+	if timeout > 0 {
+		tm := time.NewTimer(timeout)
+		defer tm.Stop()
+		expired = tm.C
+	}
+	proven := t.provenC
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case m := <-sub.w.Outbox():
-			select {
-			case out <- muxItem{sub: sub, m: m}:
-			case <-ctx.Done():
-				s.handBack(sub.w, TransportWSMux, m)
-				return
-			}
+		case <-proven:
+			proven, expired = nil, nil
+		case <-expired:
+			s.m.ShedConns.WithLabelValues(ShedWSAuthTimeout).Inc()
+			_ = t.conn.Close(websocket.StatusPolicyViolation, "no successful authentication or subscription within "+timeout.String())
+			return
+		case <-t.shedC:
+			_ = t.conn.Close(StatusTryAgainLater, "server at its connection limit: try again later")
+			return
 		}
 	}
 }
 
-// muxAck acknowledges reliable deliveries: on the queue named in the frame,
-// or else on each subscribed queue in turn.
-func (s *Server) muxAck(ctx context.Context, ns string, f clientFrame, subs map[string]*muxSub, errFrame func(q, msg string)) {
-	tids := append(f.Transactions, f.Ack...)
-	if len(tids) == 0 {
-		errFrame(f.Queue, "missing transactions")
-		return
-	}
-	var queues []*muxSub
-	if f.Queue != "" {
-		if sub, ok := subs[f.Queue]; ok {
-			queues = append(queues, sub)
+// muxControl carries out one client frame of the multiplexed socket, on
+// the writer goroutine.
+func (s *Server) muxControl(c echo.Context, st *stream, t *wsTransport, ns domain.Namespace, f clientFrame) {
+	errFrame := func(msg string) { t.frame(st.ctx, muxFrame{Op: "error", Queue: f.Queue, Error: msg}) }
+	switch f.Op {
+	case "subscribe":
+		if err := validQueue(f.Queue); err != nil {
+			errFrame(err.Error())
+			return
 		}
-	} else {
-		for _, sub := range subs {
-			queues = append(queues, sub)
+		if st.sub(f.Queue) != nil {
+			return
 		}
-	}
-	left := map[string]bool{}
-	for _, t := range tids {
-		left[t] = true
-	}
-	for _, sub := range queues {
-		var try []string
-		for t := range left {
-			try = append(try, t)
+		if len(st.subs) >= wsMaxSubscriptions {
+			errFrame("too many subscriptions on one connection")
+			return
 		}
-		if len(try) == 0 {
-			break
+		q := ns.Queue(f.Queue)
+		if err := s.authorizeMux(c, q); err != nil {
+			errFrame(err.Error())
+			var d *denied
+			if errors.As(err, &d) && (d.credentials || d.limited > 0) {
+				if t.authFailures++; t.authFailures >= wsMaxAuthFailures {
+					// The reader sees the close, which ends the stream.
+					_ = t.conn.Close(websocket.StatusPolicyViolation, "too many failed authentications")
+				}
+			}
+			return
 		}
-		res, err := s.ackOn(ctx, sub.full, try, TransportWSMux)
+		sub := newSub(q, modeFrom(f.Reliable, itoa(int64(f.TimeoutACK))), TransportWSMux)
+		sub.expires = s.tokenExpiry(c, q)
+		st.add(sub)
+		t.prove(s)
+		t.frame(st.ctx, muxFrame{Op: "subscribed", Queue: f.Queue})
+	case "auth":
+		until, refused := s.refreshToken(c, st, f.Token)
+		if refused != "" {
+			errFrame(refused)
+			return
+		}
+		t.prove(s)
+		fr := muxFrame{Op: "authenticated"}
+		if !until.IsZero() {
+			fr.Expires = until.Unix()
+		}
+		t.frame(st.ctx, fr)
+	case "unsubscribe":
+		if sub := st.sub(f.Queue); sub != nil {
+			st.remove(sub)
+			t.frame(st.ctx, muxFrame{Op: "unsubscribed", Queue: f.Queue})
+		}
+	case "ack":
+		tids := append(f.Transactions, f.Ack...)
+		if len(tids) == 0 {
+			errFrame("missing transactions")
+			return
+		}
+		failed, err := st.ack(f.Queue, tids)
 		if err != nil {
-			s.log.LogAttrs(ctx, slog.LevelWarn, "in-band ack", slog.Any("err", err))
+			s.log.LogAttrs(st.ctx, slog.LevelWarn, "in-band ack", slog.Any("err", err))
 			return
 		}
-		for _, r := range res {
-			if r.OK {
-				delete(left, r.TID)
-			}
+		for _, tid := range failed {
+			errFrame(tid + " is not in flight on this connection's queues")
 		}
-	}
-	for t := range left {
-		errFrame(f.Queue, t+" is not in flight on this connection's queues")
+	default:
+		errFrame("unknown op " + f.Op + ": use subscribe, unsubscribe, ack or auth")
 	}
 }

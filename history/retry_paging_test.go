@@ -9,6 +9,7 @@ import (
 
 	"github.com/popbox/popbox/events"
 	"github.com/popbox/popbox/history"
+	"github.com/popbox/popbox/internal/domain"
 	"github.com/popbox/popbox/internal/testenv"
 )
 
@@ -22,7 +23,7 @@ func TestQueuePagingSameMillisecond(t *testing.T) {
 	var want []events.Event
 	add := func(at time.Time, n int) {
 		for range n {
-			want = append(want, events.Event{Time: at, Kind: events.KindState, State: events.StateDelivered,
+			want = append(want, events.Event{Time: at, Kind: events.KindState, State: domain.StateDelivered,
 				Transaction: "t", Queue: "burst", Namespace: "UNSEC:", Count: len(want)})
 		}
 	}
@@ -65,7 +66,7 @@ func TestDefaultSinkConfigWaitsForMongo(t *testing.T) {
 	stats := func() events.SinkStats { return b.Stats()["history"] }
 	m.Stop()
 	for i := range 1000 {
-		b.Publish(events.Event{Kind: events.KindState, State: events.StatePending, Transaction: "down", Queue: "q", Count: i})
+		b.Publish(events.Event{Kind: events.KindState, State: domain.StatePending, Transaction: "down", Queue: "q", Count: i})
 	}
 	// Well past the old retry budget (3 attempts): still nothing dropped.
 	deadline := time.Now().Add(30 * time.Second)

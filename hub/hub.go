@@ -2,11 +2,13 @@
 // and feeds them from Redis. One subscriber connection per Redis primary
 // brings wake-ups (keyspace notifications or explicit publishes); woken
 // queues go on a ready list that a few pop workers serve in batches: one
-// PopMany (two pipelined round trips) pops for up to 256 queues, each for
-// the first waiter that has room. The number of Redis connections does not
-// grow with the number of consumers, and the round trips per message fall
-// as the load grows. A slow periodic re-check makes a lost wake-up delay a message
-// but never strand it.
+// PopMany (one pipelined round trip on a single server, three on a
+// Cluster; bounded in payload bytes) pops for up to 256 queues, each for
+// the first waiter that has room; a consumer that does not read cannot
+// make one batch read more than that budget. The number of Redis
+// connections does not grow with the number of consumers, and the round
+// trips per message fall as the load grows. A slow periodic re-check makes
+// a lost wake-up delay a message but never strand it.
 package hub
 
 import (
@@ -28,10 +30,13 @@ type Store interface {
 	HandBack(ctx context.Context, full string, msgs []redisq.Message) error
 	HandBackReliable(ctx context.Context, full string, msgs []redisq.Message) error
 	NonEmpty(ctx context.Context, fulls []string) ([]bool, error)
-	SetWaiting(ctx context.Context, node string, on, off []string) error
+	SetWaiting(ctx context.Context, node string, lease time.Duration, on, off []string) (lapsed bool, err error)
 	Heartbeat(ctx context.Context, node string, ttl time.Duration) (existed bool, err error)
 	NodeGone(ctx context.Context, node string) error
-	Wakeups(ctx context.Context, wake redisq.WakeHandler, resync func()) error
+	Wakeups(ctx context.Context, wake redisq.WakeHandler, resync func(), lost func(error)) error
+	// UndoPending retries the undos of failed pops that could not reach
+	// Redis (see redisq.Store.PopMany); a no-op when there are none.
+	UndoPending(ctx context.Context)
 }
 
 var _ Store = (*redisq.Store)(nil)
@@ -54,6 +59,11 @@ type queueState struct {
 	waiters  []*Waiter
 	draining bool
 	again    bool
+	// registered: this node's "waiting" registration of the queue is (to
+	// be) in Redis. A stream registers when it is added; one-shot pops
+	// only once a pop round left them waiting, so a pop served at once
+	// costs no registration and unregistration in Redis.
+	registered bool
 }
 
 type shard struct {
@@ -81,7 +91,14 @@ type Hub struct {
 	readyCh chan struct{} // wakes an idle pop worker
 
 	shuttingDown atomic.Bool
+	closing      chan struct{}  // closed by Shutdown
 	drains       sync.WaitGroup // the pop workers
+
+	healthMu sync.Mutex
+	down     chan struct{} // closed while Redis cannot be reached; a fresh one once it is back
+	isDown   bool
+	probe    chan struct{} // look at Redis now (a pop failed, the wake-up subscription dropped)
+	recheck  chan struct{} // re-check every local queue now (wake-up subscription back)
 
 	stats Stats
 }
@@ -96,7 +113,8 @@ type Stats struct {
 	Errors    atomic.Int64 // Redis errors while popping
 }
 
-// New makes a hub; call Run to start it.
+// New makes a hub and starts nothing: Run starts its goroutines (queues
+// woken before that wait on the ready list).
 func New(store Store, opts Options) *Hub {
 	if opts.Lease <= 0 {
 		opts.Lease = 15 * time.Second
@@ -110,13 +128,9 @@ func New(store Store, opts Options) *Hub {
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &Hub{store: store, opts: opts, log: opts.Logger, seed: maphash.MakeSeed(),
 		ctx: ctx, cancel: cancel, dirty: map[string]struct{}{}, dirtyCh: make(chan struct{}, 1),
-		readyCh: make(chan struct{}, 1)}
+		readyCh: make(chan struct{}, 1), closing: make(chan struct{}), down: make(chan struct{}), probe: make(chan struct{}, 1), recheck: make(chan struct{}, 1)}
 	for i := range h.sh {
 		h.sh[i].queues = map[string]*queueState{}
-	}
-	for range popWorkers {
-		h.drains.Add(1)
-		go h.popWorker()
 	}
 	return h
 }
@@ -145,11 +159,12 @@ func (h *Hub) Add(w *Waiter) {
 		s.queues[w.queue] = q
 	}
 	q.waiters = append(q.waiters, w)
-	first := len(q.waiters) == 1
+	register := !w.oneShot && !q.registered
+	q.registered = q.registered || register
 	start := h.scheduleLocked(w.queue, q)
 	s.mu.Unlock()
 	h.stats.Waiters.Add(1)
-	if first {
+	if register {
 		h.markDirty(w.queue)
 	}
 	if start {
@@ -175,7 +190,8 @@ func (h *Hub) Remove(w *Waiter) (beforeOffer bool) {
 			}
 		}
 		if len(q.waiters) == 0 {
-			last = true
+			last = q.registered
+			q.registered = false
 			if !q.draining {
 				delete(s.queues, w.queue)
 			}
@@ -292,9 +308,10 @@ func (h *Hub) takeReady(n int) []string {
 	}
 }
 
-// popWorker pops for batches of woken queues: one PopMany (two pipelined
-// Redis round trips) serves up to popBatch queues, so the Redis round trips
-// per delivered message fall as the load grows. Each queue is in at most one
+// popWorker pops for batches of woken queues: one PopMany (one or three
+// pipelined Redis round trips, at most the store's byte budget of
+// payloads) serves up to popBatch queues, so the Redis round trips per
+// delivered message fall as the load grows. Each queue is in at most one
 // batch at a time (queueState.draining); nodes race through the atomic pop
 // script.
 func (h *Hub) popWorker() {
@@ -318,7 +335,7 @@ func (h *Hub) popFor(queues []string) {
 			continue
 		}
 		reqs = append(reqs, redisq.PopRequest{Queue: q, Max: n,
-			Opts: redisq.PopOptions{Reliable: w.mode.Reliable, AckTimeout: w.mode.AckTimeout}})
+			Opts: redisq.PopOptions{Reliable: w.mode.Reliable, AckTimeout: w.mode.AckTimeout, Grace: w.mode.Grace}})
 		ws = append(ws, w)
 	}
 	if len(reqs) == 0 {
@@ -333,6 +350,7 @@ func (h *Hub) popFor(queues []string) {
 				h.log.LogAttrs(h.ctx, slog.LevelWarn, "pop failed", slog.String("queue", q), slog.Any("err", r.Err))
 			}
 			h.finish(q, false) // the sweep or the next wake-up retries
+			h.checkRedis()
 			continue
 		}
 		if msgs := r.Messages; len(msgs) > 0 {
@@ -347,7 +365,7 @@ func (h *Hub) popFor(queues []string) {
 				}
 			}
 		}
-		h.finish(q, r.Taken > 0 && r.Taken >= reqs[i].Max)
+		h.finish(q, r.Limited || r.Taken > 0 && r.Taken >= reqs[i].Max)
 	}
 }
 
@@ -363,14 +381,33 @@ func (h *Hub) finish(queue string, more bool) {
 		h.startDrain(queue)
 		return
 	}
+	register := false
 	if q != nil {
 		q.draining = false
 		q.again = false
 		if len(q.waiters) == 0 {
 			delete(s.queues, queue)
+		} else if !q.registered && anyOpen(q.waiters) {
+			// The round left waiters waiting (one-shot pops): now they
+			// count as blocked.
+			q.registered, register = true, true
 		}
 	}
 	s.mu.Unlock()
+	if register {
+		h.markDirty(queue)
+	}
+}
+
+// anyOpen tells whether any of ws still takes messages (a one-shot pop
+// that got its batch stays listed until its request removes it).
+func anyOpen(ws []*Waiter) bool {
+	for _, w := range ws {
+		if w.open() {
+			return true
+		}
+	}
+	return false
 }
 
 // pick returns the first waiter with room and how many messages it takes;
@@ -426,13 +463,21 @@ func (h *Hub) offerOthers(queue string, s *shard, skip *Waiter, msgs []redisq.Me
 }
 
 // queues returns the names of all queues with local waiters.
-func (h *Hub) queues() []string {
+func (h *Hub) queues() []string { return h.queuesWhere(false) }
+
+// registeredQueues returns the names of the queues whose registrations
+// belong in Redis.
+func (h *Hub) registeredQueues() []string { return h.queuesWhere(true) }
+
+// queuesWhere returns the names of the queues with local waiters, only the
+// registered ones if registered.
+func (h *Hub) queuesWhere(registered bool) []string {
 	var out []string
 	for i := range h.sh {
 		s := &h.sh[i]
 		s.mu.Lock()
 		for name, q := range s.queues {
-			if len(q.waiters) > 0 {
+			if len(q.waiters) > 0 && (q.registered || !registered) {
 				out = append(out, name)
 			}
 		}
@@ -441,12 +486,13 @@ func (h *Hub) queues() []string {
 	return out
 }
 
+// waiting tells whether the queue's registration belongs in Redis.
 func (h *Hub) waiting(queue string) bool {
 	s := h.shardOf(queue)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	q := s.queues[queue]
-	return q != nil && len(q.waiters) > 0
+	return q != nil && q.registered && len(q.waiters) > 0
 }
 
 func (h *Hub) markDirty(queue string) {
@@ -482,6 +528,10 @@ func (h *Hub) Recheck(ctx context.Context) {
 // node heartbeat and the slow re-check, and blocks until ctx ends. Call
 // Shutdown first for a graceful stop.
 func (h *Hub) Run(ctx context.Context) {
+	for range popWorkers {
+		h.drains.Add(1)
+		go h.popWorker()
+	}
 	h.beat(ctx) // alive before the first registration
 	var wg sync.WaitGroup
 	wg.Add(4)
@@ -492,7 +542,13 @@ func (h *Hub) Run(ctx context.Context) {
 			h.Wake(full)
 		}, func() {
 			h.log.LogAttrs(ctx, slog.LevelInfo, "wake-up subscription (re)established; re-checking queues")
-			go h.Recheck(ctx)
+			h.recheckSoon()
+			// Redis may have restarted or failed over (possibly without its
+			// data): beat now, which asserts the heartbeat and, if it had
+			// lapsed, every registration, instead of at the next beat.
+			h.checkRedis()
+		}, func(err error) {
+			h.checkRedis()
 		})
 		if err != nil {
 			h.log.LogAttrs(ctx, slog.LevelError, "wake-up subscription ended", slog.Any("err", err))
@@ -506,7 +562,7 @@ func (h *Hub) Run(ctx context.Context) {
 	h.drains.Wait()
 	cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := h.store.SetWaiting(cctx, h.opts.Node, nil, h.queues()); err != nil {
+	if _, err := h.store.SetWaiting(cctx, h.opts.Node, 0, nil, h.queues()); err != nil {
 		h.log.LogAttrs(cctx, slog.LevelWarn, "unregister waiters", slog.Any("err", err))
 	}
 	if err := h.store.NodeGone(cctx, h.opts.Node); err != nil {
@@ -520,6 +576,7 @@ func (h *Hub) Shutdown() {
 	if h.shuttingDown.Swap(true) {
 		return
 	}
+	close(h.closing)
 	for i := range h.sh {
 		s := &h.sh[i]
 		s.mu.Lock()
@@ -537,7 +594,11 @@ func (h *Hub) Shutdown() {
 }
 
 // registrations keeps "node waits on queue" in Redis in step with the local
-// waiters, batching changes.
+// waiters: each change is written as soon as the previous write is done
+// (changes that came meanwhile go together). Every write also asserts the
+// node's heartbeat; when that had lapsed (Redis lost its data, or a long
+// outage), every local queue is registered again at once, so `blocked`
+// never waits for the next beat.
 func (h *Hub) registrations(ctx context.Context) {
 	for {
 		select {
@@ -557,7 +618,11 @@ func (h *Hub) registrations(ctx context.Context) {
 				off = append(off, q)
 			}
 		}
-		if err := h.store.SetWaiting(ctx, h.opts.Node, on, off); err != nil && ctx.Err() == nil {
+		lapsed, err := h.store.SetWaiting(ctx, h.opts.Node, h.opts.Lease, on, off)
+		if err == nil && lapsed {
+			h.reassert()
+		}
+		if err != nil && ctx.Err() == nil {
 			h.log.LogAttrs(ctx, slog.LevelWarn, "register waiters", slog.Any("err", err))
 			// Try again later with the same queues.
 			h.dirtyMu.Lock()
@@ -578,33 +643,16 @@ func (h *Hub) registrations(ctx context.Context) {
 	}
 }
 
-func (h *Hub) heartbeats(ctx context.Context) {
-	every := h.opts.Lease / 3
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(every):
-		}
-		h.beat(ctx)
-	}
-}
+// ShuttingDown is closed when Shutdown is called: streams end cleanly and
+// hand back what they could not write.
+func (h *Hub) ShuttingDown() <-chan struct{} { return h.closing }
 
-// beat refreshes the node's heartbeat; when it had lapsed (first beat, or a
-// Redis outage longer than the lease) readers may have dropped this node's
-// registrations, so every local queue is registered again.
-func (h *Hub) beat(ctx context.Context) {
-	existed, err := h.store.Heartbeat(ctx, h.opts.Node, h.opts.Lease)
-	if err != nil {
-		if ctx.Err() == nil {
-			h.log.LogAttrs(ctx, slog.LevelWarn, "heartbeat", slog.Any("err", err))
-		}
-		return
-	}
-	if !existed {
-		for _, q := range h.queues() {
-			h.markDirty(q)
-		}
+// recheckSoon makes the sweep goroutine re-check at once (after a wake-up
+// subscription gap), without blocking the subscription.
+func (h *Hub) recheckSoon() {
+	select {
+	case h.recheck <- struct{}{}:
+	default:
 	}
 }
 
@@ -612,10 +660,14 @@ func (h *Hub) sweep(ctx context.Context) {
 	for {
 		// Jitter so that many nodes do not sweep in lock-step.
 		d := h.opts.RecheckInterval/2 + rand.N(h.opts.RecheckInterval)
+		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
-		case <-time.After(d):
+		case <-t.C:
+		case <-h.recheck:
+			t.Stop()
 		}
 		h.Recheck(ctx)
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/popbox/popbox/hub"
+	"github.com/popbox/popbox/internal/domain"
 	"github.com/popbox/popbox/internal/testenv"
 	"github.com/popbox/popbox/redisq"
 )
@@ -33,12 +34,12 @@ func startHub(t *testing.T, s *redisq.Store, node string) *hub.Hub {
 	return h
 }
 
-func push(t *testing.T, s *redisq.Store, queue, payload string, prio byte) string {
+func push(t *testing.T, s *redisq.Store, queue, payload string, prio domain.Priority) string {
 	t.Helper()
 	tid := uuid.NewString()
 	exp := time.Now().Add(time.Hour).Unix()
 	err := s.Provision(context.Background(), &redisq.Transaction{ID: tid, NS: "UNSEC:", Queues: []string{queue}, Priority: prio,
-		ExpiresAt: exp, Meta: map[string]string{"payload": payload, "priority": string(prio)}})
+		ExpiresAt: exp, Meta: map[string]string{"payload": payload, "priority": prio.String()}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,5 +165,71 @@ func waitBlocked(t *testing.T, s *redisq.Store, q string, want bool) {
 			t.Fatalf("blocked never became %v", want)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// recordingStore records the queues registered and unregistered.
+type recordingStore struct {
+	*redisq.Store
+	mu      sync.Mutex
+	on, off map[string]int
+}
+
+func (r *recordingStore) SetWaiting(ctx context.Context, node string, lease time.Duration, on, off []string) (bool, error) {
+	r.mu.Lock()
+	for _, q := range on {
+		r.on[q]++
+	}
+	for _, q := range off {
+		r.off[q]++
+	}
+	r.mu.Unlock()
+	return r.Store.SetWaiting(ctx, node, lease, on, off)
+}
+
+func (r *recordingStore) count(q string) (on, off int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.on[q], r.off[q]
+}
+
+// TestServedPopNotRegistered: a long-poll pop that its first pop round
+// serves never waited, so the node writes no "waiting" registration for it
+// (nor its removal): two Redis round trips less per such pop. A pop that
+// does wait is registered, and unregistered when it ends.
+func TestServedPopNotRegistered(t *testing.T) {
+	r := testenv.StartRedis(t)
+	rs := &recordingStore{Store: newStore(t, r), on: map[string]int{}, off: map[string]int{}}
+	h := hub.New(rs, hub.Options{Node: "n1", Lease: time.Minute, RecheckInterval: time.Minute})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { h.Run(ctx); close(done) }()
+	t.Cleanup(func() { h.Shutdown(); cancel(); <-done })
+
+	push(t, rs.Store, "served", "hello", 'H')
+	w := hub.NewPop("UNSEC:served", 1, hub.Mode{}, "test")
+	h.Add(w)
+	select {
+	case b := <-w.Batch():
+		if len(b) != 1 || b[0].Payload != "hello" {
+			t.Fatalf("batch %+v", b)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no batch")
+	}
+	h.Remove(w)
+	// A pop on an empty queue waits: registered, then unregistered.
+	w2 := hub.NewPop("UNSEC:empty", 1, hub.Mode{}, "test")
+	h.Add(w2)
+	waitBlocked(t, rs.Store, "UNSEC:empty", true)
+	h.Remove(w2)
+	waitBlocked(t, rs.Store, "UNSEC:empty", false)
+	// Registrations are written in order: the served pop's would have
+	// gone before the empty queue's.
+	if on, off := rs.count("UNSEC:served"); on != 0 || off != 0 {
+		t.Fatalf("served pop: %d registrations, %d removals; want none", on, off)
+	}
+	if on, off := rs.count("UNSEC:empty"); on != 1 || off != 1 {
+		t.Fatalf("waiting pop: %d registrations, %d removals; want one each", on, off)
 	}
 }

@@ -13,6 +13,11 @@ type Mode struct {
 	// Reliable pops keep messages Blocked (in flight) until acknowledged.
 	Reliable   bool
 	AckTimeout time.Duration
+	// Grace is how much longer than AckTimeout the reaper leaves an
+	// unacknowledged delivery alone. A stream watches its own deadlines
+	// and hands an overdue message back itself; the grace keeps the
+	// reaper (the backstop for a node that died) from racing it.
+	Grace time.Duration
 }
 
 // Waiter is one local consumer of one queue: a long-poll pop (one-shot) or
@@ -33,6 +38,7 @@ type Waiter struct {
 
 	kick     atomic.Bool   // the last offer filled the outbox: pull again after writing
 	shutdown chan struct{} // closed when the hub shuts down
+	ready    chan<- struct{}
 }
 
 // NewPop makes a one-shot waiter for a long-poll pop of up to max messages.
@@ -49,6 +55,11 @@ func NewStream(queue string, capacity int, mode Mode, transport string) *Waiter 
 	return &Waiter{queue: queue, max: capacity, mode: mode, label: transport,
 		outbox: make(chan redisq.Message, capacity), shutdown: make(chan struct{})}
 }
+
+// NotifyTo makes a stream waiter signal ch (without blocking) whenever it
+// takes messages into its outbox, so that one writer can serve the outboxes
+// of many waiters. Call it before Add.
+func (w *Waiter) NotifyTo(ch chan<- struct{}) { w.ready = ch }
 
 // Queue is the full queue name the waiter consumes.
 func (w *Waiter) Queue() string { return w.queue }
@@ -79,6 +90,13 @@ func (w *Waiter) want() int {
 	return cap(w.outbox) - len(w.outbox)
 }
 
+// open tells whether the waiter still takes offers.
+func (w *Waiter) open() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return !w.closed
+}
+
 // offer gives msgs to the waiter; it returns those it could not take.
 func (w *Waiter) offer(msgs []redisq.Message) (rest []redisq.Message) {
 	w.mu.Lock()
@@ -91,6 +109,7 @@ func (w *Waiter) offer(msgs []redisq.Message) (rest []redisq.Message) {
 		w.closed = true
 		return nil
 	}
+	defer w.notify()
 	for i, m := range msgs {
 		select {
 		case w.outbox <- m:
@@ -102,6 +121,17 @@ func (w *Waiter) offer(msgs []redisq.Message) (rest []redisq.Message) {
 		w.kick.Store(true)
 	}
 	return nil
+}
+
+// notify tells the waiter's writer that its outbox has messages.
+func (w *Waiter) notify() {
+	if w.ready == nil {
+		return
+	}
+	select {
+	case w.ready <- struct{}{}:
+	default:
+	}
 }
 
 // cancel closes the waiter for further offers. For a one-shot waiter it

@@ -25,8 +25,9 @@ What one machine does with PopBox, measured by the load tool in ` + "`loadtest/`
 (` + "`go run ./loadtest <scenario> -h`" + ` for every flag). ` + "`make bench`" + ` runs the reduced suite
 (under 10 minutes on a 2-core box) and ` + "`make bench-full`" + ` the large one; both start their
 own redis-server and gateway processes on free loopback ports, write JSON results and
-SVG charts to ` + "`artifacts/bench/`" + `, and regenerate the tables below. Text outside the
-generated block is kept.
+SVG charts to ` + "`artifacts/bench/`" + `, and regenerate the tables below. They also run the
+same workloads against Centrifugo (` + "`make centrifugo`" + ` builds ` + "`bin/centrifugo`" + `; without it
+those rows say "peer not run"). Text outside the generated block is kept.
 
 `
 
@@ -203,128 +204,6 @@ func renderBench(suites []*suiteData) string {
 	return b.String()
 }
 
-func renderTargets(b *strings.Builder, suites []*suiteData) {
-	b.WriteString("## Against the targets\n\n")
-	b.WriteString("Targets from issue 8; the Centrifugo v6.9.1 column was measured on the same kind of machine " +
-		"with the same kind of load (memory engine, uni SSE + uni WebSocket). \"KiB\" is 1024 bytes. " +
-		"Where both suites ran, the full suite's figure is shown.\n\n")
-	t := table{head: []string{"figure", "target", "measured", "Centrifugo here", "verdict"}}
-	nan := math.NaN()
-
-	// capacity on one process
-	if s, r := findSuite(suites, "capacity", "full"); r != nil {
-		v := r.Verify
-		if v == nil {
-			v = &VerifyStats{}
-		}
-		ok := r.Conns.Failed == 0 && r.Conns.Dropped == 0 && v.Verified == v.Expected && v.Expected > 0 && len(r.Errors) == 0
-		verd := "met"
-		if !ok || r.Conns.Open < 19500 {
-			verd = "missed"
-		}
-		t.add("concurrent idle subscribers on one gateway process, mixed transports",
-			"19,500 (the file ceiling) with 0 errors",
-			fmt.Sprintf("%s open of %s, %d failed, %d dropped, %s of %s messages verified (%s suite)",
-				thousands(r.Conns.Open), thousands(r.Conns.Attempted), r.Conns.Failed, r.Conns.Dropped,
-				thousands(v.Verified), thousands(v.Expected), s.meta.Mode),
-			"19,900 ok; at 20,000 its API stopped answering", verd)
-	} else {
-		t.add("concurrent idle subscribers on one gateway process, mixed transports", "19,500 (the file ceiling) with 0 errors", "not measured", "19,900 ok", "not measured")
-	}
-	_, big := findSuite(suites, "capacity-100k", "full")
-	if big != nil {
-		v := big.Verify
-		if v == nil {
-			v = &VerifyStats{}
-		}
-		verd := "met"
-		if big.Conns.Open < 100000 || big.Conns.Dropped > 0 || big.Conns.Failed > 0 {
-			verd = "missed"
-		}
-		t.add("concurrent idle subscribers on one machine (6+ gateway processes, one Redis)", "≥ 100,000, 0 dropped",
-			fmt.Sprintf("%s open over %d processes, %d failed, %d dropped, %s of %s verified", thousands(big.Conns.Open),
-				len(big.Gateway.PIDs), big.Conns.Failed, big.Conns.Dropped, thousands(v.Verified), thousands(v.Expected)),
-			"100,000 over 6 processes, 0.4 % dropped", verd)
-	} else {
-		t.add("concurrent idle subscribers on one machine (6+ gateway processes, one Redis)", "≥ 100,000, 0 dropped",
-			"not measured here: `make bench-full`", "100,000 over 6 processes, 0.4 % dropped", "not measured")
-	}
-	_, capR := findSuite(suites, "capacity", "full")
-	rss, idle := nan, nan
-	if capR != nil && capR.Gateway != nil && capR.Gateway.RSSPerConn > 0 {
-		rss = capR.Gateway.RSSPerConn / 1024
-		idle = capR.Gateway.IdleCPU
-	}
-	rssText := "not measured"
-	if !math.IsNaN(rss) {
-		rssText = fmt.Sprintf("%.1f KiB (RSS %s → %s with %s connections)", rss, mib(capR.Gateway.BaselineRSS), mib(capR.Gateway.RSS), thousands(capR.Conns.Open))
-	}
-	stretch := ""
-	if !math.IsNaN(rss) && rss <= 10 {
-		stretch = " (stretch met too)"
-	}
-	t.add("gateway RSS per idle connection", "≤ 16 KB (stretch ≤ 10 KB)", rssText, "53–59 KB", verdict(rss, 16, true)+stretch)
-	idleBig := nan
-	if big != nil && big.Gateway != nil && big.Gateway.IdleSecs > 0 {
-		idleBig = big.Gateway.IdleCPU
-	}
-	idleText := "not measured"
-	if !math.IsNaN(idle) {
-		idleText = fmt.Sprintf("%.3f cores", idle)
-	}
-	bigText := "not measured (`make bench-full`)"
-	if !math.IsNaN(idleBig) {
-		bigText = fmt.Sprintf("%.3f cores", idleBig)
-	}
-	t.add("CPU while idle: 19,500 subscribers / 100,000 subscribers", "≤ 0.1 / ≤ 0.4 cores", idleText+" / "+bigText,
-		"0.18–0.20 / 0.66 cores", joinVerdicts(verdict(idle, 0.1, true), verdict(idleBig, 0.4, true)))
-	maxRedis := int64(-1)
-	for _, s := range suites {
-		for _, r := range s.results {
-			if r.Redis != nil && r.Redis.Clients != nil {
-				maxRedis = max(maxRedis, int64(r.Redis.Clients.MaxPerName()))
-			}
-		}
-	}
-	redisText, redisV := "not measured", "not measured"
-	if maxRedis >= 0 {
-		redisText = fmt.Sprintf("at most %d per gateway process (CLIENT LIST, over every scenario)", maxRedis)
-		redisV = verdict(float64(maxRedis), 64, true)
-	}
-	t.add("Redis connections per gateway process, whatever its subscriber count", "≤ 64", redisText, "(no Redis)", redisV)
-
-	if _, r := findSuite(suites, "throughput", "full"); r != nil && r.Throughput != nil {
-		all := r.Latency["all"]
-		t.add("delivered messages/s end-to-end (provision → SSE subscriber), 1,000 subscribers", "≥ 20,000",
-			fmt.Sprintf("%s/s (p50 %.1f ms, p99 %.1f ms)", thousands(int64(r.Throughput.DelivPerSec)), ms(all.P50), ms(all.P99)),
-			"~12,000 (p50 2.4 ms, p99 12 ms)", verdict(r.Throughput.DelivPerSec, 20000, false))
-	} else {
-		t.add("delivered messages/s end-to-end (provision → SSE subscriber), 1,000 subscribers", "≥ 20,000", "not measured", "~12,000", "not measured")
-	}
-	if _, r := findSuite(suites, "fanout", "full"); r != nil && r.Fanout != nil && len(r.Fanout.Rounds) > 0 {
-		prov, last := medianRound(r.Fanout.Rounds, func(f FanoutRound) float64 { return f.ProvisionMs }),
-			medianRound(r.Fanout.Rounds, func(f FanoutRound) float64 { return f.LastMs })
-		worstP, worstL := 0.0, 0.0
-		for _, rd := range r.Fanout.Rounds {
-			worstP, worstL = max(worstP, rd.ProvisionMs), max(worstL, rd.LastMs)
-		}
-		t.add(fmt.Sprintf("fan-out of one transaction to %s live subscribers", thousands(r.Fanout.Queues)), "provision answers ≤ 500 ms; last delivery ≤ 1 s",
-			fmt.Sprintf("provision %.0f ms, last delivery %.0f ms (median of %d rounds; worst %.0f / %.0f ms)", prov, last, len(r.Fanout.Rounds), worstP, worstL),
-			"19,900 channels broadcast at ~22,000/s, p99 285 ms", joinVerdicts(verdict(prov, 500, true), verdict(last, 1000, true)))
-	} else {
-		t.add("fan-out of one transaction to 10,000 live subscribers", "provision answers ≤ 500 ms; last delivery ≤ 1 s", "not measured", "p99 285 ms", "not measured")
-	}
-	if _, r := findSuite(suites, "latency", "full"); r != nil && len(r.Latency) > 0 {
-		all := r.Latency["all"]
-		t.add(fmt.Sprintf("provision→receive latency at %s msg/s to %s subscribers", thousands(int64(r.Options.Rate)), thousands(r.Subscribers)),
-			"p50 ≤ 2 ms, p99 ≤ 10 ms", fmt.Sprintf("p50 %.2f ms, p99 %.2f ms (all transports; per transport below)", ms(all.P50), ms(all.P99)), "—",
-			joinVerdicts(verdict(ms(all.P50), 2, true), verdict(ms(all.P99), 10, true)))
-	} else {
-		t.add("provision→receive latency at 1,000 msg/s to 10,000 subscribers", "p50 ≤ 2 ms, p99 ≤ 10 ms", "not measured", "—", "not measured")
-	}
-	t.render(b)
-}
-
 func medianRound(rounds []FanoutRound, f func(FanoutRound) float64) float64 {
 	v := make([]float64, 0, len(rounds))
 	for _, r := range rounds {
@@ -347,6 +226,7 @@ func renderSuite(b *strings.Builder, s *suiteData) {
 			fmt.Fprintf(b, "**%s: failed to run**: %s\n\n", c.Name, c.Error)
 		}
 	}
+	renderWrk(b, s)
 	for _, name := range []string{"capacity", "capacity-100k"} {
 		if r := s.results[name]; r != nil {
 			renderCapacity(b, name, s.cases[name], r)
@@ -355,6 +235,7 @@ func renderSuite(b *strings.Builder, s *suiteData) {
 	if r := s.results["throughput"]; r != nil {
 		renderThroughput(b, r)
 	}
+	renderPeer(b, s)
 	if r := s.results["fanout"]; r != nil {
 		renderFanout(b, r)
 	}
@@ -367,7 +248,17 @@ func renderSuite(b *strings.Builder, s *suiteData) {
 	fmt.Fprintf(b, "%s\n# (make bench runs go run ./loadtest bench $(BENCH_ARGS); make bench-full adds --full)\n", m.Invocation)
 	b.WriteString("# each case on a fresh redis-server and gateway(s) started by the suite:\n")
 	for _, c := range m.Cases {
-		fmt.Fprintf(b, "%s\n", c.Command)
+		switch {
+		case c.NotRun != "":
+			fmt.Fprintf(b, "# %s: %s\n", c.Name, c.NotRun)
+		case c.Command != "":
+			fmt.Fprintf(b, "%s\n", c.Command)
+		}
+	}
+	if p := m.Peer; p != nil && p.Version != "" {
+		cfg, _ := json.Marshal(centrifugoConfig(0, "API_KEY"))
+		fmt.Fprintf(b, "# the peer of the vs-*-centrifugo cases: centrifugo --config config.json (%s %s), config.json with PORT:\n# %s\n",
+			p.Name, p.Version, strings.Replace(string(cfg), `"port":0`, `"port":PORT`, 1))
 	}
 	for _, c := range m.RedisBenchCm {
 		fmt.Fprintf(b, "%s\n", c)
@@ -451,6 +342,37 @@ func redisText(r *Result) string {
 	return s
 }
 
+// renderWrk renders the wrk-like runs of the REST request path.
+func renderWrk(b *strings.Builder, s *suiteData) {
+	p, q := s.results["provision"], s.results["pop"]
+	if p == nil && q == nil {
+		return
+	}
+	b.WriteString("### REST request path (wrk-like: keep-alive connections, closed loop)\n\n")
+	b.WriteString("`provision`: POST /trans of one small message to one queue (a queue per connection). " +
+		"`pop`: POST /queue/{id}/pop?max=1 against queues filled beforehand. CPU per request is the " +
+		"process's CPU time over the run divided by the requests answered 200.\n\n")
+	t := table{head: []string{"scenario", "connections", "run", "requests/s", "latency p50 / p90 / p99 / p99.9", "gateway CPU", "Redis", "failed"}}
+	for _, r := range []*Result{p, q} {
+		if r == nil || r.Wrk == nil {
+			continue
+		}
+		w, l := r.Wrk, r.Wrk.Latency
+		gwText := "—"
+		if r.Gateway != nil && r.Gateway.LoadSecs > 0 {
+			gwText = fmt.Sprintf("%.2f cores; %.0f µs per request", r.Gateway.LoadCPU, w.GatewayUsPerReq)
+		}
+		rdText := "—"
+		if rd := r.Redis; rd != nil {
+			rdText = fmt.Sprintf("%.2f cores; %.0f µs, %.1f scripts, %.1f commands per request", rd.CPU, rd.CPUPerMsg, rd.EvalPerMsg, rd.CallsPerMsg)
+		}
+		t.add(r.Scenario, fmt.Sprint(w.Conns), fmt.Sprintf("%.0f s", w.RunSecs), thousands(int64(w.ReqPerSec)),
+			fmt.Sprintf("%.2f / %.2f / %.2f / %.2f ms", ms(l.P50), ms(l.P90), ms(l.P99), ms(l.P999)),
+			gwText, rdText, fmt.Sprintf("%s (%s)", thousands(w.Failed+w.Empty), errorsText(r)))
+	}
+	t.render(b)
+}
+
 func renderThroughput(b *strings.Builder, r *Result) {
 	t := r.Throughput
 	fmt.Fprintf(b, "### Throughput: %s subscribers (%s), closed loop\n\n", thousands(r.Subscribers), describeCounts(r.ByKind))
@@ -499,7 +421,7 @@ func renderHost(b *strings.Builder, s *suiteData) {
 	b.WriteString("Busy cores count every process on the machine over each measured window (capacity: the idle window; " +
 		"the others: the run). Anything well above gateway + Redis + load tool is other work on the box, and the figures " +
 		"of that case are pessimistic.\n\n")
-	t := table{head: []string{"case", "machine busy", "gateway", "Redis", "load average start → end"}}
+	t := table{head: []string{"case", "machine busy", "gateway (or peer)", "Redis", "load average start → end"}}
 	for _, c := range s.meta.Cases {
 		r := s.results[c.Name]
 		if r == nil {

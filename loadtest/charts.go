@@ -60,6 +60,12 @@ func writeChart(path string, r *Result) error {
 				lastX = max(lastX, x)
 			}
 		}
+	} else if h := r.Histograms[r.Scenario]; r.Wrk != nil && h != nil && h.Count() > 0 {
+		lat.Title = "request→answer latency percentiles"
+		l, x := percentileLine(r.Scenario, h)
+		lat.Lines = append(lat.Lines, l)
+		maxes = append(maxes, ms(h.Max()))
+		lastX = x
 	} else if len(r.Latency) > 0 {
 		lat.Title = "provision→receive latency percentiles by transport"
 		for _, k := range latencyKeys(r.Latency) {

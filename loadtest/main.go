@@ -39,10 +39,12 @@ scenarios:
   throughput  provision as fast as delivery keeps up to N live subscribers; provisioned/s, delivered/s
   fanout      one transaction to K queues with live subscribers; provision time, first/p50/p99/last delivery
   latency     fixed --rate over N subscribers; latency percentiles per transport
+  provision   wrk-like: N keep-alive connections POST /trans in a closed loop; requests/s, latency percentiles
+  pop         wrk-like: N keep-alive connections pop pre-filled queues in a closed loop; requests/s, latency percentiles
   bench       the reduced benchmark suite (make bench); --full for the large runs (make bench-full)
 
-Every scenario only targets 127.0.0.0/8 or ::1, is capped at 30 minutes and 200,000 connections,
-and stops by itself. 'go run ./loadtest <scenario> -h' lists its flags.
+Every scenario only targets 127.0.0.0/8 or ::1, is capped at 30 minutes and 200,000 connections
+(4,096 for provision and pop), and stops by itself. 'go run ./loadtest <scenario> -h' lists its flags.
 `
 
 // realMain runs the tool and returns the exit status: 0 success, 1 the run

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -313,5 +314,62 @@ func TestGatewayProfiles(t *testing.T) {
 	}
 	if _, err := parseOptions(testCtx(t), "capacity", []string{"--pprof", "http://192.0.2.1:6060"}, io.Discard); err == nil {
 		t.Fatal("--pprof must be loopback too")
+	}
+}
+
+// TestWrkProvision: the wrk-like provision scenario keeps its connections
+// busy for the duration, counts every answer, and reports requests/s and
+// latency; every request reached the gateway.
+func TestWrkProvision(t *testing.T) {
+	gw := fakegw.New(t)
+	r := run(t, "provision", "--target", gw.URL, "--conns", "2", "--duration", "300ms")
+	w := r.Wrk
+	if w == nil || w.OK == 0 || w.Failed != 0 || w.Empty != 0 || len(r.Problems) != 0 {
+		t.Fatalf("wrk %+v, problems %v", w, r.Problems)
+	}
+	// Requests in flight when the run ended reached the gateway but are
+	// not counted: at most one per connection.
+	if got := gw.Provisions.Load(); got < w.OK || got > w.OK+int64(w.Conns) {
+		t.Errorf("gateway saw %d provisions, the tool counted %d over %d connections", got, w.OK, w.Conns)
+	}
+	if w.ReqPerSec <= 0 || w.Latency.Count != uint64(w.OK) || w.Latency.P50 <= 0 {
+		t.Errorf("requests/s %v, latency %+v", w.ReqPerSec, w.Latency)
+	}
+}
+
+// TestWrkPopStopsWhenEmptied: the pop scenario fills its queues, pops one
+// message per request, never finds a queue empty, and ends by itself once
+// every message is taken, well before --duration.
+func TestWrkPopStopsWhenEmptied(t *testing.T) {
+	gw := fakegw.New(t)
+	start := time.Now()
+	r := run(t, "pop", "--target", gw.URL, "--conns", "3", "--duration", "1m", "--queues", "4", "--prefill", "50")
+	w := r.Wrk
+	if w == nil || w.Prefilled != 50 || w.OK != 50 || w.Empty != 0 || w.Failed != 0 || len(r.Problems) != 0 {
+		t.Fatalf("wrk %+v, problems %v", w, r.Problems)
+	}
+	if took := time.Since(start); took > 30*time.Second {
+		t.Errorf("the run took %v: it did not stop when the queues were empty", took)
+	}
+}
+
+// TestWrkLimits: the wrk-like scenarios refuse what crosses their bounds.
+func TestWrkLimits(t *testing.T) {
+	ctx := testCtx(t)
+	for _, args := range [][]string{
+		{"provision", "--conns", "4097"},
+		{"provision", "--duration", "31m"},
+		{"pop", "--queues", "10001"},
+		{"pop", "--prefill", "0"},
+		{"pop", "--prefill", "2000001"},
+		{"provision", "--target", "http://10.0.0.1:3001"},
+	} {
+		a := append([]string{}, args[1:]...)
+		if !slices.Contains(a, "--target") {
+			a = append(a, "--target", "http://127.0.0.1:1")
+		}
+		if _, err := parseOptions(ctx, args[0], a, io.Discard); err == nil {
+			t.Errorf("%v: accepted", args)
+		}
 	}
 }

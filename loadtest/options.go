@@ -45,6 +45,8 @@ type Options struct {
 	ProvConns int             `json:"prov_conns"`
 	Window    int             `json:"window"`
 	Rounds    int             `json:"rounds"`
+	Queues    int             `json:"queues,omitempty"`
+	Prefill   int64           `json:"prefill,omitempty"`
 	Payload   int             `json:"payload_size"`
 	PollSecs  int             `json:"poll_timeout_s"`
 	Connect   int             `json:"connect_concurrency"`
@@ -85,6 +87,10 @@ var scenarios = map[string]scenarioDefaults{
 		"one transaction to K queues (--conns K, at most 10000), each with a live subscriber; provision call time and first/p50/p99/last delivery"},
 	"latency": {1000, "sse=20,ws=20,wsmux=20,stream=20,longpoll=20", 20 * time.Second, 1000,
 		"a fixed message rate spread over N subscribers; provision→receive latency percentiles per transport"},
+	"provision": {32, "sse=100", 10 * time.Second, 0,
+		"wrk-like: N keep-alive connections send POST /trans (one small message to one queue, a queue per connection) in a closed loop; requests/s and latency percentiles"},
+	"pop": {32, "sse=100", 10 * time.Second, 0,
+		"wrk-like: N keep-alive connections send POST /queue/{id}/pop?max=1 in a closed loop against queues filled beforehand; requests/s and latency percentiles"},
 }
 
 // newFlagSet registers the flags of a scenario on a new FlagSet bound to o.
@@ -94,8 +100,12 @@ func newFlagSet(name string, o *Options, out io.Writer) (*flag.FlagSet, *flagTem
 	fs.SetOutput(out)
 	t := &flagTemps{}
 	o.Scenario = name
-	fs.StringVar(&t.targets, "target", "http://127.0.0.1:3001", "gateway URL(s), comma-separated; loopback only (subscribers are spread round-robin)")
-	fs.IntVar(&o.Conns, "conns", d.conns, "subscribers, each on its own queue (one connection each, except wsmux with --mux-queues > 1)")
+	fs.StringVar(&t.targets, "target", "http://127.0.0.1:3001", "gateway URL(s), comma-separated; loopback only (subscribers are spread round-robin); centrifugo://api:KEY@host:port runs against Centrifugo (sse and ws)")
+	if isWrk(name) {
+		fs.IntVar(&o.Conns, "conns", d.conns, "keep-alive connections, each with one request in flight (at most 4096)")
+	} else {
+		fs.IntVar(&o.Conns, "conns", d.conns, "subscribers, each on its own queue (one connection each, except wsmux with --mux-queues > 1)")
+	}
 	if name == "fanout" {
 		fs.IntVar(&o.Conns, "queues", d.conns, "alias of --conns: the K queues of the transaction")
 	}
@@ -120,6 +130,9 @@ func newFlagSet(name string, o *Options, out io.Writer) (*flag.FlagSet, *flagTem
 	case "latency":
 		fs.Float64Var(&o.Rate, "rate", d.rate, "messages/s provisioned (each to one subscriber, round-robin)")
 		fs.DurationVar(&o.Verify, "drain-timeout", 10*time.Second, "how long to wait for in-flight messages after the run")
+	case "pop":
+		fs.IntVar(&o.Queues, "queues", 1000, "queues popped round-robin (filled before the run)")
+		fs.Int64Var(&o.Prefill, "prefill", 200_000, "messages put in the queues before the run, in all; the run ends early when all are taken")
 	case "fanout":
 		fs.IntVar(&o.Rounds, "rounds", 3, "transactions sent one after the other (each to all K queues)")
 		fs.DurationVar(&o.Verify, "round-timeout", 30*time.Second, "how long to wait for a round's deliveries")
@@ -226,13 +239,14 @@ func (o *Options) validate(ctx context.Context) error {
 	if len(o.Targets) == 0 {
 		return errors.New("--target: at least one gateway URL is required")
 	}
-	for _, raw := range o.Targets {
-		u, ips, err := safety.CheckURL(ctx, nil, raw)
+	for i, raw := range o.Targets {
+		u, ips, err := checkTarget(ctx, raw)
 		if err != nil {
 			return err
 		}
 		o.targetURL = append(o.targetURL, u)
 		o.targetIPs = append(o.targetIPs, ips)
+		o.Targets[i] = u.Redacted() // results and logs never show an API key
 	}
 	if o.RedisAddr != "" {
 		addr := o.RedisAddr
@@ -298,6 +312,14 @@ func (o *Options) validate(ctx context.Context) error {
 		return errors.New("--source-addrs-after must be positive")
 	case o.Expire < 0:
 		return errors.New("--expiration-delay must not be negative")
+	}
+	if err := o.validatePeer(); err != nil {
+		return err
+	}
+	if isWrk(o.Scenario) {
+		if err := o.validateWrk(); err != nil {
+			return err
+		}
 	}
 	if o.Scenario == "fanout" {
 		o.Duration = 0

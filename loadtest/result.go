@@ -33,6 +33,7 @@ type Result struct {
 	Verify      *VerifyStats            `json:"verify,omitempty"`
 	Throughput  *ThroughputStats        `json:"throughput,omitempty"`
 	Fanout      *FanoutStats            `json:"fanout,omitempty"`
+	Wrk         *WrkStats               `json:"wrk,omitempty"`
 	Latency     map[string]hist.Summary `json:"latency,omitempty"`
 	Provision   hist.Summary            `json:"provision_call"`
 	Histograms  map[string]*hist.Hist   `json:"histograms,omitempty"`
@@ -293,6 +294,10 @@ func kib(b float64) string { return fmt.Sprintf("%.1f KiB", b/1024) }
 
 // printSummary writes the human summary.
 func (r *Result) printSummary(w io.Writer) {
+	if r.Wrk != nil {
+		r.printWrk(w)
+		return
+	}
 	fmt.Fprintf(w, "== %s: %d subscribers (%s) on %d target(s), %d worker process(es)%s, %.1fs\n",
 		r.Scenario, r.Subscribers, describeCounts(r.ByKind), len(r.Options.Targets), r.Procs,
 		map[bool]string{true: ", loopback source addresses", false: ""}[r.SourceAddrs], r.WallSecs)
@@ -368,6 +373,12 @@ func (r *Result) printSummary(w io.Writer) {
 		p := r.Provision
 		fmt.Fprintf(w, "POST /trans call time (ms): p50 %.2f, p99 %.2f, max %.2f over %d calls\n", ms(p.P50), ms(p.P99), ms(p.Max), p.Count)
 	}
+	r.printTail(w)
+}
+
+// printTail prints the errors, the load tool's and the machine's load, the
+// profiles and the problems of a run.
+func (r *Result) printTail(w io.Writer) {
 	if len(r.Errors) > 0 {
 		fmt.Fprintln(w, "errors by reason:")
 		keys := make([]string, 0, len(r.Errors))

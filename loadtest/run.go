@@ -119,6 +119,9 @@ func randomPrefix() string {
 
 // runScenario runs one scenario and returns its result; log gets notes.
 func runScenario(ctx context.Context, o *Options, stderr io.Writer) (*Result, error) {
+	if isWrk(o.Scenario) {
+		return runWrk(ctx, o, stderr)
+	}
 	started := time.Now()
 	nofile, err := sysinfo.RaiseNoFile()
 	if err != nil {
@@ -128,62 +131,122 @@ func runScenario(ctx context.Context, o *Options, stderr io.Writer) (*Result, er
 	deadline := started.Add(min(maxWall, budget))
 	ctx, cancel := context.WithDeadline(ctx, deadline.Add(time.Minute))
 	defer cancel()
-	prefix := randomPrefix()
-	plan, err := makePlan(o, nofile, prefix, deadline)
+	plan, err := makePlan(o, nofile, randomPrefix(), deadline)
 	if err != nil {
 		return nil, err
 	}
 	status := newStatusLine(stderr, o.Quiet)
-	r := &Result{
-		Scenario: o.Scenario, Started: started.UTC(), Command: os.Args, Options: o,
-		Machine: sysinfo.Proc{}.DescribeMachine(), Procs: len(plan.Workers), SourceAddrs: plan.Sources,
-	}
-	r.Host.Cores = r.Machine.Cores
-	r.Host.LoadAvgStart, _ = sysinfo.Proc{}.LoadAvg()
-	gw := newGwWatch(o)
-	base, basePer := gw.mem()
-	r.Gateway = &GatewayStats{PIDs: gw.pids, Found: gw.found, BaselineRSS: base.RSS}
+	r := newResult(o, started, len(plan.Workers))
+	r.SourceAddrs = plan.Sources
+	gw, basePer := watchGateway(o, r)
 	if gw.err != "" {
 		status.logf(stderr, "note: %s", gw.err)
 	}
-	var redisT *redisinfo.Target
-	if o.RedisAddr != "" {
-		t, err := redisinfo.ParseTarget(o.RedisAddr)
-		if err != nil {
-			return nil, err
-		}
-		redisT = &t
-		r.Redis = &RedisStats{}
+	rp, err := newRedisProbe(ctx, o, r)
+	if err != nil {
+		return nil, err
 	}
-	sampleRedis := func() {
-		if redisT == nil {
-			return
-		}
-		d := transport.NewDialer(nil, 5*time.Second)
-		cl, err := redisinfo.ListClients(ctx, d.DialContext, *redisT)
-		if err != nil {
-			r.Redis.Error = err.Error()
-			return
-		}
-		r.Redis.Clients = &cl
-	}
-	redisInfo := func() *redisinfo.Snapshot {
-		if redisT == nil {
-			return nil
-		}
-		d := transport.NewDialer(nil, 5*time.Second)
-		s, err := redisinfo.Info(ctx, d.DialContext, *redisT)
-		if err != nil {
-			if r.Redis.Error == "" {
-				r.Redis.Error = err.Error()
-			}
-			return nil
-		}
-		return s
-	}
-
 	prof := newProfiler(o)
-	f := newFleet(len(plan.Workers), o.Scenario, status)
+	f, err := startFleet(ctx, plan, o.Scenario, status)
+	if err != nil {
+		return nil, err
+	}
+	phaseErr := runPhases(ctx, o, plan, f, r, gw, rp, prof)
+	f.stop(ctx)
+	recordPhaseError(r, phaseErr)
+	r.Problems = append(r.Problems, f.errs...)
+	r.merge(f.results)
+	finish(o, r, f, gw, basePer)
+	r.Host.LoadAvgEnd, _ = sysinfo.Proc{}.LoadAvg()
+	r.addProfiles(prof)
+	r.WallSecs = time.Since(started).Seconds()
+	if errors.Is(phaseErr, context.Canceled) {
+		return r, phaseErr
+	}
+	return r, nil
+}
+
+// newResult starts the result of a scenario run by procs load processes:
+// what was run, when, and on which machine.
+func newResult(o *Options, started time.Time, procs int) *Result {
+	r := &Result{
+		Scenario: o.Scenario, Started: started.UTC(), Command: os.Args, Options: o,
+		Machine: sysinfo.Proc{}.DescribeMachine(), Procs: procs,
+	}
+	r.Host.Cores = r.Machine.Cores
+	r.Host.LoadAvgStart, _ = sysinfo.Proc{}.LoadAvg()
+	return r
+}
+
+// watchGateway finds the gateway processes, records them and their
+// baseline memory in r, and returns the watch with the RSS per pid.
+func watchGateway(o *Options, r *Result) (*gwWatch, map[int]int64) {
+	gw := newGwWatch(o)
+	base, basePer := gw.mem()
+	r.Gateway = &GatewayStats{PIDs: gw.pids, Found: gw.found, BaselineRSS: base.RSS}
+	return gw, basePer
+}
+
+// redisProbe samples the Redis named by --redis, if any: INFO snapshots
+// and the client list. Without --redis every sample is empty. The first
+// failure is recorded in the result's RedisStats.
+type redisProbe struct {
+	ctx    context.Context
+	target *redisinfo.Target
+	stats  *RedisStats
+}
+
+// newRedisProbe parses --redis and, when it is set, gives r a RedisStats
+// that the probe fills.
+func newRedisProbe(ctx context.Context, o *Options, r *Result) (*redisProbe, error) {
+	p := &redisProbe{ctx: ctx}
+	if o.RedisAddr == "" {
+		return p, nil
+	}
+	t, err := redisinfo.ParseTarget(o.RedisAddr)
+	if err != nil {
+		return nil, err
+	}
+	p.target = &t
+	r.Redis = &RedisStats{}
+	p.stats = r.Redis
+	return p, nil
+}
+
+// info returns an INFO snapshot, nil without --redis or on error.
+func (p *redisProbe) info() *redisinfo.Snapshot {
+	if p.target == nil {
+		return nil
+	}
+	d := transport.NewDialer(nil, 5*time.Second)
+	s, err := redisinfo.Info(p.ctx, d.DialContext, *p.target)
+	if err != nil {
+		if p.stats.Error == "" {
+			p.stats.Error = err.Error()
+		}
+		return nil
+	}
+	return s
+}
+
+// clients records Redis' client list in the result's RedisStats.
+func (p *redisProbe) clients() {
+	if p.target == nil {
+		return
+	}
+	d := transport.NewDialer(nil, 5*time.Second)
+	cl, err := redisinfo.ListClients(p.ctx, d.DialContext, *p.target)
+	if err != nil {
+		p.stats.Error = err.Error()
+		return
+	}
+	p.stats.Clients = &cl
+}
+
+// startFleet starts the planned load workers (in this process when there
+// is only one); on error it stops the ones already started.
+func startFleet(ctx context.Context, plan *Plan, scenario string, status *statusLine) (*fleet, error) {
+	f := newFleet(len(plan.Workers), scenario, status)
 	inProc := len(plan.Workers) == 1
 	for i, spec := range plan.Workers {
 		w, err := startWorker(ctx, i, spec, inProc, f.events, f.quit)
@@ -193,51 +256,53 @@ func runScenario(ctx context.Context, o *Options, stderr io.Writer) (*Result, er
 		}
 		f.workers = append(f.workers, w)
 	}
+	return f, nil
+}
 
-	phaseErr := func() error {
-		// 1. connect
-		if err := f.pump(ctx, 0, func() bool { return f.all(f.ready) }); err != nil {
-			return fmt.Errorf("connecting: %w", err)
-		}
-		r.Conns.Open = f.total().Open
-		openSubs := f.total().OpenSubs
-		s0 := redisInfo()
-		var err error
-		switch o.Scenario {
-		case "capacity":
-			err = runCapacity(ctx, o, f, r, gw, sampleRedis, openSubs, prof)
-		case "throughput", "latency":
-			err = runLoad(ctx, o, f, r, gw, sampleRedis, redisInfo, prof)
-		case "fanout":
-			err = runFanout(ctx, o, plan, f, r, gw, redisInfo, openSubs, prof)
-		}
-		if s1 := redisInfo(); s0 != nil && s1 != nil {
-			r.Redis.perMessage(s0, s1, f.total().Delivered)
-		}
-		return err
-	}()
-	f.stop(ctx)
-	switch {
-	case errors.Is(phaseErr, context.Canceled):
-		r.Problems = append(r.Problems, "interrupted: partial results")
-	case errors.Is(phaseErr, context.DeadlineExceeded):
-		r.Problems = append(r.Problems, "stopped at the hard time limit: partial results")
-	case phaseErr != nil:
-		r.Problems = append(r.Problems, phaseErr.Error())
+// runPhases waits until every worker is connected, then runs the
+// scenario's measurement phases and records Redis' work per delivered
+// message over them.
+func runPhases(ctx context.Context, o *Options, plan *Plan, f *fleet, r *Result, gw *gwWatch, rp *redisProbe, prof *gwProfiler) error {
+	if err := f.pump(ctx, 0, func() bool { return f.all(f.ready) }); err != nil {
+		return fmt.Errorf("connecting: %w", err)
 	}
-	r.Problems = append(r.Problems, f.errs...)
-	r.merge(f.results)
-	finish(o, r, f, gw, basePer)
-	r.Host.LoadAvgEnd, _ = sysinfo.Proc{}.LoadAvg()
+	r.Conns.Open = f.total().Open
+	openSubs := f.total().OpenSubs
+	s0 := rp.info()
+	var err error
+	switch o.Scenario {
+	case "capacity":
+		err = runCapacity(ctx, o, f, r, gw, rp.clients, openSubs, prof)
+	case "throughput", "latency":
+		err = runLoad(ctx, o, f, r, gw, rp.clients, rp.info, prof)
+	case "fanout":
+		err = runFanout(ctx, o, plan, f, r, gw, rp.info, openSubs, prof)
+	}
+	if s1 := rp.info(); s0 != nil && s1 != nil {
+		r.Redis.perMessage(s0, s1, f.total().Delivered)
+	}
+	return err
+}
+
+// recordPhaseError notes in r's problems why the phases ended early.
+func recordPhaseError(r *Result, err error) {
+	switch {
+	case errors.Is(err, context.Canceled):
+		r.Problems = append(r.Problems, "interrupted: partial results")
+	case errors.Is(err, context.DeadlineExceeded):
+		r.Problems = append(r.Problems, "stopped at the hard time limit: partial results")
+	case err != nil:
+		r.Problems = append(r.Problems, err.Error())
+	}
+}
+
+// addProfiles records the gateway profiles fetched (prof may be nil) and
+// the errors met fetching them.
+func (r *Result) addProfiles(prof *gwProfiler) {
 	if prof != nil {
 		r.Profiles = prof.files
 		r.Problems = append(r.Problems, prof.errs...)
 	}
-	r.WallSecs = time.Since(started).Seconds()
-	if errors.Is(phaseErr, context.Canceled) {
-		return r, phaseErr
-	}
-	return r, nil
 }
 
 func runCapacity(ctx context.Context, o *Options, f *fleet, r *Result, gw *gwWatch, sampleRedis func(), openSubs int64, prof *gwProfiler) error {
@@ -273,6 +338,21 @@ func runCapacity(ctx context.Context, o *Options, f *fleet, r *Result, gw *gwWat
 	return nil
 }
 
+// recordLoad ends the CPU windows of the gateway (cw) and the host (hw)
+// opened with the load and records them, the Redis CPU since the INFO
+// snapshot rs0 (nil: not recorded) and the gateway's memory into r.
+func recordLoad(r *Result, gw *gwWatch, cw, hw *cpuWindow, rs0 *redisinfo.Snapshot, redisInfo func() *redisinfo.Snapshot) {
+	cw.stop()
+	hw.stop()
+	r.Host.BusyCores = hw.cores
+	if rs1 := redisInfo(); rs0 != nil && rs1 != nil {
+		r.Redis.CPU = redisCores(rs0, rs1)
+	}
+	r.Gateway.LoadCPU, r.Gateway.LoadSecs = cw.cores, cw.secs
+	m, _ := gw.mem()
+	r.Gateway.RSS, r.Gateway.HWM = m.RSS, m.HWM
+}
+
 func runLoad(ctx context.Context, o *Options, f *fleet, r *Result, gw *gwWatch, sampleRedis func(), redisInfo func() *redisinfo.Snapshot, prof *gwProfiler) error {
 	t0 := time.Now()
 	f.broadcast(Command{Cmd: "run", T0: t0.UnixNano()})
@@ -284,15 +364,7 @@ func runLoad(ctx context.Context, o *Options, f *fleet, r *Result, gw *gwWatch, 
 	if err := f.pump(ctx, o.Duration, func() bool { return f.all(f.phase) }); err != nil && !errors.Is(err, errTimeout) {
 		return err
 	}
-	cw.stop()
-	hw.stop()
-	r.Host.BusyCores = hw.cores
-	if rs1 := redisInfo(); rs0 != nil && rs1 != nil {
-		r.Redis.CPU = redisCores(rs0, rs1)
-	}
-	r.Gateway.LoadCPU, r.Gateway.LoadSecs = cw.cores, cw.secs
-	m, _ := gw.mem()
-	r.Gateway.RSS, r.Gateway.HWM = m.RSS, m.HWM
+	recordLoad(r, gw, cw, hw, rs0, redisInfo)
 	sampleRedis()
 	if err := f.pump(ctx, o.Verify+time.Minute, func() bool { return f.all(f.phase) }); err != nil {
 		return fmt.Errorf("draining: %w", err)
@@ -336,15 +408,7 @@ func runFanout(ctx context.Context, o *Options, plan *Plan, f *fleet, r *Result,
 			return err
 		}
 	}
-	cw.stop()
-	hw.stop()
-	r.Host.BusyCores = hw.cores
-	if rs1 := redisInfo(); rs0 != nil && rs1 != nil {
-		r.Redis.CPU = redisCores(rs0, rs1)
-	}
-	r.Gateway.LoadCPU, r.Gateway.LoadSecs = cw.cores, cw.secs
-	m, _ := gw.mem()
-	r.Gateway.RSS, r.Gateway.HWM = m.RSS, m.HWM
+	recordLoad(r, gw, cw, hw, rs0, redisInfo)
 	prof.heap(ctx)
 	return nil
 }

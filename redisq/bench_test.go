@@ -3,10 +3,14 @@ package redisq_test
 import (
 	"context"
 	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/popbox/popbox/internal/testenv"
 	"github.com/popbox/popbox/redisq"
@@ -86,4 +90,153 @@ func BenchmarkPopMany(b *testing.B) {
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/msg")
 		})
 	}
+}
+
+// benchModes are the client set-ups the parallel benchmarks compare: the
+// gateway's (redisq.Connect: RESP2) with and without autopipelining, and
+// RESP3 (go-redis' default, push notifications checked around every
+// command) without it, as before issue 14.
+var benchModes = []struct {
+	name     string
+	protocol int
+	auto     bool
+}{
+	{"resp3", 3, false},
+	{"resp2", 2, false},
+	{"resp2+autopipeline", 2, true},
+}
+
+// benchModeStore is a Store on a fresh redis-server built the way the
+// gateway builds it (Connect), with the protocol and autopipelining of the
+// mode.
+func benchModeStore(b *testing.B, protocol int, auto bool) *redisq.Store {
+	r := testenv.StartRedis(b)
+	c, err := redisq.Connect(context.Background(), redisq.ConnectOptions{URL: r.URL()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	if protocol != 2 {
+		// Connect always speaks RESP2: rebuild the client on its options.
+		o := *c.(*redis.Client).Options()
+		o.Protocol = protocol
+		c2 := redis.NewClient(&o)
+		b.Cleanup(func() { c2.Close() })
+		c = c2
+	}
+	s := redisq.New(c, redisq.Options{AutoPipeline: auto})
+	if s.AutoPipelined() != auto {
+		b.Fatalf("autopipelined = %v, want %v", s.AutoPipelined(), auto)
+	}
+	if err := s.LoadScripts(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	return s
+}
+
+// benchCallers is the number of concurrent callers per GOMAXPROCS in the
+// parallel benchmarks (RunParallel runs benchCallers × GOMAXPROCS
+// goroutines), like the 32 connections of the wrk runs in issue 14.
+const benchCallers = 16
+
+// BenchmarkProvisionParallel: concurrent provisions of one transaction to
+// one queue each (the REST provision path), per client mode.
+func BenchmarkProvisionParallel(b *testing.B) {
+	for _, m := range benchModes {
+		b.Run(m.name, func(b *testing.B) {
+			s := benchModeStore(b, m.protocol, m.auto)
+			ctx := context.Background()
+			var n atomic.Int64
+			b.ReportAllocs()
+			b.SetParallelism(benchCallers)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := s.Provision(ctx, benchTx(fmt.Sprint("q", n.Add(1)%1000))); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+		})
+	}
+}
+
+// BenchmarkPopParallel: concurrent pops of one message each from
+// pre-filled queues (the REST pop path), per client mode.
+func BenchmarkPopParallel(b *testing.B) {
+	const queues = 256
+	for _, m := range benchModes {
+		b.Run(m.name, func(b *testing.B) {
+			s := benchModeStore(b, m.protocol, m.auto)
+			ctx := context.Background()
+			// Pop i takes from queue i % queues: fill each queue with
+			// exactly the messages its pops take.
+			var fill sync.WaitGroup
+			var next atomic.Int64
+			for range 32 {
+				fill.Go(func() {
+					for i := next.Add(1) - 1; i < int64(b.N); i = next.Add(1) - 1 {
+						if err := s.Provision(ctx, benchTx(fmt.Sprint("p", i%queues))); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			}
+			fill.Wait()
+			var n atomic.Int64
+			b.ReportAllocs()
+			b.SetParallelism(benchCallers)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					q := fmt.Sprint("UNSEC:p", (n.Add(1)-1)%queues)
+					got, err := s.Pop(ctx, q, 1, redisq.PopOptions{})
+					if err != nil || len(got) != 1 {
+						b.Errorf("pop %s: %d messages, %v", q, len(got), err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+		})
+	}
+}
+
+// BenchmarkProvisionIdle: one caller at a time: the autopipeliner must add
+// no latency when there is nothing to coalesce. The machine is shared and
+// noisy, so the two modes alternate call by call on two servers, and the
+// median latency of each is reported.
+func BenchmarkProvisionIdle(b *testing.B) {
+	direct := benchModeStore(b, 2, false)
+	auto := benchModeStore(b, 2, true)
+	ctx := context.Background()
+	var dDirect, dAuto []time.Duration
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		for _, m := range []struct {
+			s *redisq.Store
+			d *[]time.Duration
+		}{{direct, &dDirect}, {auto, &dAuto}} {
+			start := time.Now()
+			if err := m.s.Provision(ctx, benchTx(fmt.Sprint("q", i%1000))); err != nil {
+				b.Fatal(err)
+			}
+			*m.d = append(*m.d, time.Since(start))
+		}
+	}
+	b.ReportMetric(float64(median(dDirect).Nanoseconds()), "p50-ns-direct")
+	b.ReportMetric(float64(median(dAuto).Nanoseconds()), "p50-ns-autopipeline")
+}
+
+func median(d []time.Duration) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2]
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 )
 
 // ConnectOptions say how to reach Redis. Exactly one of URL, Cluster or
@@ -25,6 +26,21 @@ type ConnectOptions struct {
 	ClientName       string // CLIENT SETNAME for every connection (lets operators count a node's connections)
 }
 
+// protocol is the RESP version of every connection: RESP2. The gateway
+// expects no RESP3 push (the wake-up subscription works the same on RESP2),
+// and on RESP3 go-redis checks every connection for pending pushes around
+// each command (ProcessPendingNotifications: 8.8 % of the gateway's CPU in
+// the provisioning profile of issue 14). Replies read the same: every
+// command and script of this package answers with RESP2 types.
+const protocol = 2
+
+// noMaintNotifications turns off go-redis' maintenance notifications (Redis
+// Enterprise / Cloud hitless upgrades): they arrive as RESP3 pushes, which
+// RESP2 has not (left on, go-redis logs a failed attempt per client).
+func noMaintNotifications() *maintnotifications.Config {
+	return &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+}
+
 // Connect builds a go-redis UniversalClient for the options and pings it.
 func Connect(ctx context.Context, o ConnectOptions) (redis.UniversalClient, error) {
 	if o.PoolSize <= 0 {
@@ -34,11 +50,13 @@ func Connect(ctx context.Context, o ConnectOptions) (redis.UniversalClient, erro
 	switch {
 	case len(o.Cluster) > 0:
 		c = redis.NewClusterClient(&redis.ClusterOptions{
-			Addrs:        o.Cluster,
-			Password:     o.Password,
-			PoolSize:     o.PoolSize,
-			MinIdleConns: 1,
-			ClientName:   o.ClientName,
+			Addrs:                    o.Cluster,
+			Protocol:                 protocol,
+			MaintNotificationsConfig: noMaintNotifications(),
+			Password:                 o.Password,
+			PoolSize:                 o.PoolSize,
+			MinIdleConns:             1,
+			ClientName:               o.ClientName,
 		})
 	case len(o.Sentinels) > 0:
 		if o.Master == "" {
@@ -46,6 +64,7 @@ func Connect(ctx context.Context, o ConnectOptions) (redis.UniversalClient, erro
 		}
 		c = redis.NewFailoverClient(&redis.FailoverOptions{
 			MasterName:       o.Master,
+			Protocol:         protocol,
 			SentinelAddrs:    o.Sentinels,
 			SentinelPassword: o.SentinelPassword,
 			Password:         o.Password,
@@ -58,6 +77,8 @@ func Connect(ctx context.Context, o ConnectOptions) (redis.UniversalClient, erro
 			return nil, fmt.Errorf("redis url: %w", err)
 		}
 		opt.PoolSize = o.PoolSize
+		opt.Protocol = protocol
+		opt.MaintNotificationsConfig = noMaintNotifications()
 		opt.ClientName = o.ClientName
 		if o.Password != "" && opt.Password == "" {
 			opt.Password = o.Password
@@ -90,13 +111,13 @@ func (s *Store) Topology(ctx context.Context) []NodeInfo {
 	var out []NodeInfo
 	probe := func(ctx context.Context, c *redis.Client) error {
 		n := NodeInfo{Addr: c.Options().Addr}
-		info, err := c.Info(ctx, "server", "memory", "replication").Result()
+		info, err := c.InfoMap(ctx, "server", "memory", "replication").Result()
 		if err != nil {
 			// Servers that take no INFO sections (the embedded store).
 			if perr := c.Ping(ctx).Err(); perr == nil {
-				info, err = c.Info(ctx).Result()
+				info, err = c.InfoMap(ctx).Result()
 				if err != nil {
-					n.Reachable, info, err = true, "", nil
+					n.Reachable, info, err = true, nil, nil
 				}
 			}
 		}
@@ -104,10 +125,9 @@ func (s *Store) Topology(ctx context.Context) []NodeInfo {
 			n.Error = err.Error()
 		} else {
 			n.Reachable = true
-			fields := parseInfo(info)
-			n.Version = fields["redis_version"]
-			n.Role = fields["role"]
-			fmt.Sscan(fields["used_memory"], &n.UsedMemory)
+			n.Version = info["Server"]["redis_version"]
+			n.Role = info["Replication"]["role"]
+			fmt.Sscan(info["Memory"]["used_memory"], &n.UsedMemory)
 		}
 		mu.Lock()
 		out = append(out, n)
@@ -128,20 +148,6 @@ func (s *Store) Topology(ctx context.Context) []NodeInfo {
 
 func sortNodes(n []NodeInfo) {
 	sort.Slice(n, func(i, j int) bool { return n[i].Addr < n[j].Addr })
-}
-
-func parseInfo(s string) map[string]string {
-	m := map[string]string{}
-	for _, line := range strings.Split(s, "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		if k, v, ok := strings.Cut(line, ":"); ok {
-			m[k] = v
-		}
-	}
-	return m
 }
 
 // Ping checks that Redis answers.

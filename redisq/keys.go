@@ -2,6 +2,8 @@ package redisq
 
 import (
 	"strings"
+
+	"github.com/popbox/popbox/internal/domain"
 )
 
 // All Redis key names are built in this file, and nowhere else. The layout is
@@ -10,13 +12,15 @@ import (
 //
 //	pb:{q:<ns><queue>}:h         list of transaction ids, high priority (RPUSH to enqueue)
 //	pb:{q:<ns><queue>}:l         list of transaction ids, low priority
-//	pb:{q:<ns><queue>}:info      hash: lastPop (unix seconds)
+//	pb:{q:<ns><queue>}:lastpop   string: unix seconds of the last pop (expires 30 days after it)
+//	pb:{q:<ns><queue>}:info      hash: lastPop (unix seconds); written by versions before the :lastpop key, read only
 //	pb:{q:<ns><queue>}:waiters   zset: gateway node id -> registration time (ms); "blocked"
 //	pb:{q:<ns><queue>}:inflight  zset: "<H|L><tid>" -> ack deadline (ms); reliable pops
 //	pb:{q:<ns><queue>}:box       hash: secure box credentials (user, hash)
-//	pb:{t:<tid>}:meta            hash: payload, priority, callback, expirationDate, ... (expires at expirationDate)
+//	pb:{t:<tid>}:meta            hash: payload, priority, callback, expirationDate, ..., pb:org (expires at expirationDate)
 //	pb:{t:<tid>}:state           hash: <ns><queue> -> Pending|Blocked|Delivered (expires with meta)
 //	pb:{g:<ns><group>}:members   set of queue ids
+//	pb:{i:<ns><key>}             hash: idempotency record of an Idempotency-Key (hash, tid, state, lease; expires after the window)
 //	pb:{sys}:deferred            zset: tid -> due time (ms) of deferred provisioning
 //	pb:{sys}:deferred:body       hash: tid -> JSON of the transaction to provision
 //	pb:{sys}:inflight-queues     zset: <ns><queue> -> earliest ack deadline (ms), for the reaper
@@ -32,53 +36,46 @@ const (
 	keyPrefixTrans = "pb:{t:"
 	keyPrefixGroup = "pb:{g:"
 	keyPrefixNode  = "pb:node:"
+	keyPrefixOnce  = "pb:{i:"
 
 	keyDeferred       = "pb:{sys}:deferred"
 	keyDeferredBody   = "pb:{sys}:deferred:body"
 	keyInflightQueues = "pb:{sys}:inflight-queues"
 )
 
-// Namespace returns the namespace of a request: "[<org>:]UNSEC:" on the
-// plain port and "[<org>:]SEC:" on the secure port.
-func Namespace(org string, secure bool) string {
-	ns := "UNSEC:"
-	if secure {
-		ns = "SEC:"
-	}
-	if org != "" {
-		return org + ":" + ns
-	}
-	return ns
-}
-
-// SplitQueue splits a full queue name ("acme:SEC:q1") into its org, whether
-// it is secure, and its id. ok is false for a malformed name.
-func SplitQueue(full string) (org string, secure bool, id string, ok bool) {
-	rest := full
-	for i := 0; i < 2; i++ {
-		switch {
-		case strings.HasPrefix(rest, "UNSEC:"):
-			return org, false, rest[len("UNSEC:"):], true
-		case strings.HasPrefix(rest, "SEC:"):
-			return org, true, rest[len("SEC:"):], true
-		}
-		if i > 0 {
-			break
-		}
-		j := strings.IndexByte(rest, ':')
-		if j <= 0 {
-			return "", false, "", false
-		}
-		org, rest = rest[:j], rest[j+1:]
-	}
-	return "", false, "", false
-}
+// FieldOrg is the metadata field holding the org a transaction was
+// provisioned in ("" for the plain /trans path). Every transaction route
+// acts only within that org (API.md 0); a transaction without the field
+// (written by an external writer, or before the field existed) belongs to
+// no org.
+const FieldOrg = "pb:org"
 
 func queueBase(full string) string { return keyPrefixQueue + full + "}" }
 
 // QueueKeys are the keys of one queue, all in one cluster slot.
 type QueueKeys struct {
-	High, Low, Info, Waiters, Inflight, Box string
+	High, Low, LastPop, Waiters, Inflight, Box string
+	// Info is the hash in which versions before the LastPop key recorded
+	// lastPop; it is only read (and expires by itself).
+	Info string
+}
+
+// listKey is the list of the queue with the given full name that holds
+// entries of priority p: KeysOfQueue(full).High or .Low, built alone (the
+// provisioning path needs no other key of the queue).
+func listKey(full string, p domain.Priority) string {
+	if p == domain.PriorityHigh {
+		return keyPrefixQueue + full + "}:h"
+	}
+	return keyPrefixQueue + full + "}:l"
+}
+
+// popKeys are the keys of KeysOfQueue(full) that a pop script takes
+// (High, Low, LastPop, Inflight), built alone: the pop path needs no
+// other key of the queue.
+func popKeys(full string) (high, low, lastPop, inflight string) {
+	b := queueBase(full)
+	return b + ":h", b + ":l", b + ":lastpop", b + ":inflight"
 }
 
 // KeysOfQueue returns the keys of the queue with the given full name.
@@ -87,6 +84,7 @@ func KeysOfQueue(full string) QueueKeys {
 	return QueueKeys{
 		High:     b + ":h",
 		Low:      b + ":l",
+		LastPop:  b + ":lastpop",
 		Info:     b + ":info",
 		Waiters:  b + ":waiters",
 		Inflight: b + ":inflight",
@@ -121,8 +119,28 @@ func KeysOfTrans(tid string) TransKeys {
 	return TransKeys{Meta: b + ":meta", State: b + ":state"}
 }
 
+// transKeyParts are the parts of a transaction's key names, for scripts
+// that learn transaction ids as they run (the fused pop on a single
+// server): prefix..tid..metaSuffix is KeysOfTrans(tid).Meta, and likewise
+// for the state hash.
+func transKeyParts() (prefix, metaSuffix, stateSuffix string) {
+	return keyPrefixTrans, "}:meta", "}:state"
+}
+
+// transKeyArgs are transKeyParts as script arguments, converted to
+// interface values once rather than on every pop.
+var transKeyArgs = func() [3]any {
+	p, m, st := transKeyParts()
+	return [3]any{p, m, st}
+}()
+
 // KeyOfGroup returns the member set key of group name in namespace ns.
 func KeyOfGroup(ns, name string) string { return keyPrefixGroup + ns + name + "}:members" }
+
+// KeyOfIdempotency returns the record key of idempotency key key in
+// namespace ns ("pb:{i:UNSEC:k1}"). The whole name is the hash tag, so
+// records of different keys spread over the Cluster's slots.
+func KeyOfIdempotency(ns, key string) string { return keyPrefixOnce + ns + key + "}" }
 
 // KeyOfNode returns the heartbeat key of a gateway node.
 func KeyOfNode(node string) string { return keyPrefixNode + node }

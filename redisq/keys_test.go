@@ -1,29 +1,10 @@
 package redisq
 
-import "testing"
+import (
+	"testing"
 
-func TestSplitQueue(t *testing.T) {
-	cases := []struct {
-		full, org, id string
-		secure, ok    bool
-	}{
-		{"UNSEC:q1", "", "q1", false, true},
-		{"SEC:q1", "", "q1", true, true},
-		{"acme:UNSEC:q:1", "acme", "q:1", false, true},
-		{"acme:SEC:UNSEC:x", "acme", "UNSEC:x", true, true},
-		{"acme:other:q", "", "", false, false},
-		{"q1", "", "", false, false},
-	}
-	for _, c := range cases {
-		org, sec, id, ok := SplitQueue(c.full)
-		if org != c.org || sec != c.secure || id != c.id || ok != c.ok {
-			t.Errorf("SplitQueue(%q) = %q %v %q %v", c.full, org, sec, id, ok)
-		}
-	}
-	if Namespace("acme", true) != "acme:SEC:" || Namespace("", false) != "UNSEC:" {
-		t.Fatal("Namespace")
-	}
-}
+	"github.com/popbox/popbox/internal/domain"
+)
 
 func TestQueueOfListKey(t *testing.T) {
 	k := KeysOfQueue("UNSEC:a}b{c")
@@ -38,5 +19,30 @@ func TestQueueOfListKey(t *testing.T) {
 	}
 	if _, ok := QueueOfListKey("other"); ok {
 		t.Error("foreign key taken for a list")
+	}
+}
+
+func TestListKeyIsQueueList(t *testing.T) {
+	for _, full := range []string{"UNSEC:q1", "SEC:org/a}b{c"} {
+		k := KeysOfQueue(full)
+		if got := listKey(full, domain.PriorityHigh); got != k.High {
+			t.Errorf("listKey(%q, H) = %q, want %q", full, got, k.High)
+		}
+		if got := listKey(full, domain.PriorityLow); got != k.Low {
+			t.Errorf("listKey(%q, L) = %q, want %q", full, got, k.Low)
+		}
+	}
+}
+
+func TestPopKeysAreQueueKeys(t *testing.T) {
+	full := "SEC:org/a}b{c"
+	k := KeysOfQueue(full)
+	h, l, lp, in := popKeys(full)
+	if h != k.High || l != k.Low || lp != k.LastPop || in != k.Inflight {
+		t.Errorf("popKeys(%q) = %q %q %q %q, want %q %q %q %q", full, h, l, lp, in, k.High, k.Low, k.LastPop, k.Inflight)
+	}
+	p, m, st := transKeyParts()
+	if transKeyArgs != [3]any{p, m, st} {
+		t.Errorf("transKeyArgs = %v", transKeyArgs)
 	}
 }

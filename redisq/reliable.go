@@ -9,12 +9,14 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/popbox/popbox/internal/domain"
 )
 
 // indexInflight records (or moves earlier) the earliest ack deadline of
 // queue full in the reaper's index.
 func (s *Store) indexInflight(ctx context.Context, full string, deadline int64) error {
-	err := inflightIndexScript.Run(ctx, s.rdb, []string{keyInflightQueues}, full, "lt", deadline).Err()
+	err := s.runScript(ctx, inflightIndexScript, []string{keyInflightQueues}, full, "lt", deadline).Err()
 	if err != nil {
 		return fmt.Errorf("inflight index %s: %w", full, err)
 	}
@@ -31,7 +33,7 @@ func (s *Store) ackRaw(ctx context.Context, full string, tids []string) ([]bool,
 	for i, t := range tids {
 		args[i] = t
 	}
-	res, err := ackScript.Run(ctx, s.rdb, []string{KeysOfQueue(full).Inflight}, args...).Int64Slice()
+	res, err := s.runScript(ctx, ackScript, []string{KeysOfQueue(full).Inflight}, args...).Int64Slice()
 	if err != nil {
 		return nil, fmt.Errorf("ack on %s: %w", full, err)
 	}
@@ -47,11 +49,17 @@ type AckResult struct {
 	TID      string
 	OK       bool   // it was in flight on the queue and is now Delivered
 	Callback string // the transaction's callback URL, if any
+	// Expired: it was in flight, but its transaction expired or was
+	// deleted meanwhile (OK is true: it is no longer in flight).
+	Expired bool
 }
 
 // Ack acknowledges reliable deliveries on queue full: each id in flight
 // there becomes Delivered. Ids that are not in flight give OK=false.
 func (s *Store) Ack(ctx context.Context, full string, tids []string) ([]AckResult, error) {
+	if s.fused() {
+		return s.ackFused(ctx, full, tids)
+	}
 	ok, err := s.ackRaw(ctx, full, tids)
 	if err != nil {
 		return nil, err
@@ -71,7 +79,7 @@ func (s *Store) Ack(ctx context.Context, full string, tids []string) ([]AckResul
 	}
 	// The entries left the in-flight set: record Delivered even if the
 	// caller goes away now, or they would stay Blocked for good.
-	marked, err := s.fetchAndMark(context.WithoutCancel(ctx), acked, StateDelivered)
+	marked, gone, err := s.fetchAndMark(context.WithoutCancel(ctx), acked, domain.StateDelivered)
 	if err != nil {
 		return out, fmt.Errorf("ack on %s: mark delivered: %w", full, err)
 	}
@@ -79,8 +87,42 @@ func (s *Store) Ack(ctx context.Context, full string, tids []string) ([]AckResul
 	for _, m := range marked {
 		cb[m.TID] = m.Callback
 	}
+	expired := make(map[string]bool, len(gone))
+	for _, m := range gone {
+		expired[m.TID] = true
+	}
 	for _, i := range idx {
 		out[i].Callback = cb[out[i].TID]
+		out[i].Expired = expired[out[i].TID]
+	}
+	return out, nil
+}
+
+// ackFused is Ack in one script (ackFusedScript) on a server that is not a
+// Cluster.
+func (s *Store) ackFused(ctx context.Context, full string, tids []string) ([]AckResult, error) {
+	if len(tids) == 0 {
+		return []AckResult{}, nil
+	}
+	pre, metaSuf, stateSuf := transKeyParts()
+	args := make([]any, 0, 4+len(tids))
+	args = append(args, full, pre, metaSuf, stateSuf)
+	for _, t := range tids {
+		args = append(args, t)
+	}
+	// The entries leave the in-flight set and become Delivered in one
+	// step, even if the caller goes away now.
+	raw, err := s.runScript(context.WithoutCancel(ctx), ackFusedScript, []string{KeysOfQueue(full).Inflight}, args...).StringSlice()
+	if err != nil {
+		return nil, fmt.Errorf("ack on %s: %w", full, err)
+	}
+	out := make([]AckResult, len(tids))
+	for i, t := range tids {
+		out[i] = AckResult{TID: t}
+		if 2*i+1 < len(raw) {
+			out[i].OK = raw[2*i] == "1"
+			out[i].Callback = raw[2*i+1]
+		}
 	}
 	return out, nil
 }
@@ -111,10 +153,10 @@ func (s *Store) ReapInflight(ctx context.Context, limit int) ([]Requeued, error)
 			msgs := make([]Message, 0, len(due))
 			for _, m := range due {
 				if len(m) > 1 {
-					msgs = append(msgs, Message{TID: m[1:], Queue: full, Priority: m[0]})
+					msgs = append(msgs, Message{TID: m[1:], Queue: full, Priority: domain.Priority(m[0])})
 				}
 			}
-			s.setStatesIf(ctx, msgs, StatePending, StateBlocked)
+			s.setStatesIf(ctx, msgs, domain.StatePending, domain.StateBlocked)
 		}
 		raw, err := requeueScript.Run(ctx, s.rdb, []string{qk.High, qk.Low, qk.Inflight}, now, handBackTTL.Milliseconds()).StringSlice()
 		if err != nil {

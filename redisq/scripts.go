@@ -2,49 +2,17 @@ package redisq
 
 import "github.com/redis/go-redis/v9"
 
-// Every Lua script of the gateway lives in this file, each with its KEYS /
-// ARGV / return contract. Scripts only touch the keys they are given, and all
+// Every Lua script of the gateway lives in this file or, for the pop
+// scripts and the records that let a lost pop be undone, in scripts_pop.go,
+// each with its KEYS / ARGV / return contract. Scripts only touch the keys they are given, and all
 // keys of one call share a cluster slot. The Go wrappers are the Store
 // methods that run them.
 
-// popScript takes up to max entries from a queue, high before low, FIFO.
-//
-//	KEYS[1] high list  KEYS[2] low list  KEYS[3] info hash  KEYS[4] inflight zset
-//	ARGV[1] max  ARGV[2] now (unix s)  ARGV[3] info TTL (s)
-//	ARGV[4] "1" reliable (record in inflight), "0" plain  ARGV[5] ack deadline (ms)
-//	returns {prio, tid, prio, tid, ...} in pop order; prio is "H" or "L".
-//
-// In reliable mode each entry is added to the inflight zset with member
-// prio..tid and score deadline + i/1000, so that re-queueing keeps pop order.
-var popScript = redis.NewScript(`
-local max = tonumber(ARGV[1])
-local out = {}
-local n = 0
-local function take(key, prio)
-  local want = max - n
-  if want <= 0 then return end
-  local items = redis.call('LPOP', key, want)
-  if not items then return end
-  for _, tid in ipairs(items) do
-    n = n + 1
-    out[#out + 1] = prio
-    out[#out + 1] = tid
-    if ARGV[4] == '1' then
-      redis.call('ZADD', KEYS[4], tonumber(ARGV[5]) + n / 1000, prio .. tid)
-    end
-  end
-end
-take(KEYS[1], 'H')
-take(KEYS[2], 'L')
-if n > 0 then
-  redis.call('HSET', KEYS[3], 'lastPop', ARGV[2])
-  redis.call('EXPIRE', KEYS[3], ARGV[3])
-end
-return out
-`)
-
 // transitionScript sets the state of one (transaction, queue) pair if the
-// transaction still exists, and optionally returns its metadata.
+// transaction still exists, and optionally returns its metadata. The state
+// hash gets the metadata's TTL when the state field is new (the hash may be
+// new: its provisioning wrote no states); an existing field means the hash
+// was written with its TTL.
 //
 //	KEYS[1] transaction meta hash  KEYS[2] transaction state hash
 //	ARGV[1] state field (full queue name)  ARGV[2] new state
@@ -55,8 +23,7 @@ return out
 var transitionScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 if ARGV[4] and redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[4] then return 0 end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-if redis.call('PTTL', KEYS[2]) == -1 then
+if redis.call('HSET', KEYS[2], ARGV[1], ARGV[2]) == 1 and redis.call('PTTL', KEYS[2]) == -1 then
   local ttl = redis.call('PTTL', KEYS[1])
   if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
 end
@@ -100,7 +67,7 @@ return 1
 //	ARGV[3] tid  ARGV[4] minimum list TTL (ms)
 //	ARGV[5 .. 4+2m] metadata field/value pairs, then one state field per queue
 //	returns 1.
-var provisionAllScript = redis.NewScript(`
+var provisionAllScript = redis.NewScript(luaPushEntry + `
 local m = tonumber(ARGV[2])
 local meta = {}
 for i = 5, 4 + 2 * m do meta[#meta + 1] = ARGV[i] end
@@ -108,13 +75,16 @@ for i = 1, #meta, 4000 do
   redis.call('HSET', KEYS[1], unpack(meta, i, math.min(i + 3999, #meta)))
 end
 redis.call('EXPIREAT', KEYS[1], ARGV[1])
-local ttl = tonumber(ARGV[4])
+local states = {}
 for q = 3, #KEYS do
-  redis.call('HSET', KEYS[2], ARGV[4 + 2 * m + q - 2], 'Pending')
-  redis.call('RPUSH', KEYS[q], ARGV[3])
-  if redis.call('PTTL', KEYS[q]) < ttl then redis.call('PEXPIRE', KEYS[q], ttl) end
+  states[#states + 1] = ARGV[4 + 2 * m + q - 2]
+  states[#states + 1] = 'Pending'
+end
+for i = 1, #states, 4000 do
+  redis.call('HSET', KEYS[2], unpack(states, i, math.min(i + 3999, #states)))
 end
 redis.call('EXPIREAT', KEYS[2], ARGV[1])
+for q = 3, #KEYS do pushEntry(KEYS[q], ARGV[3], ARGV[4]) end
 return 1
 `)
 
@@ -124,13 +94,27 @@ return 1
 //	KEYS[1] high or low list
 //	ARGV[1] tid  ARGV[2] minimum TTL (ms)
 //	returns the new list length.
-var pushScript = redis.NewScript(`
-local len = redis.call('RPUSH', KEYS[1], ARGV[1])
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return len
+var pushScript = redis.NewScript(luaPushEntry + `
+return pushEntry(KEYS[1], ARGV[1], ARGV[2])
 `)
+
+// luaPushEntry is the Lua function pushEntry(list, tid, ttl) of the push
+// scripts: it appends tid to list and makes sure the list lives at least
+// ttl ms, and returns the new length. A new list gets the TTL; a longer one
+// only moves its expiry later (PEXPIRE GT: one command, no PTTL read per
+// push), and is read only when that did not apply, to give a list without
+// a TTL (written by an external writer) one.
+const luaPushEntry = `
+local function pushEntry(list, tid, ttl)
+  local len = redis.call('RPUSH', list, tid)
+  if len == 1 then
+    redis.call('PEXPIRE', list, ttl)
+  elseif redis.call('PEXPIRE', list, ttl, 'GT') == 0 and redis.call('PTTL', list) == -1 then
+    redis.call('PEXPIRE', list, ttl)
+  end
+  return len
+end
+`
 
 // handBackScript puts entries back at the head of their lists, keeping their
 // original order (the first entry given ends up first in line).
@@ -158,13 +142,18 @@ return n
 // keeping their original order; entries acked meanwhile are left alone.
 //
 //	KEYS[1] high list  KEYS[2] low list  KEYS[3] inflight zset
-//	ARGV[1] minimum TTL (ms)  ARGV[2..] prio, tid pairs in pop order
+//	ARGV[1] minimum TTL (ms)  ARGV[2..] prio, tid, max score triples in pop
+//	order: an entry goes back only while its in-flight score is at most
+//	max score (the delivery it came from; "+inf": any)
 //	returns the ids put back.
 var handBackReliableScript = redis.NewScript(`
 local back = {}
-for i = #ARGV - 1, 2, -2 do
-  local prio, tid = ARGV[i], ARGV[i + 1]
-  if redis.call('ZREM', KEYS[3], prio .. tid) == 1 then
+for i = #ARGV - 2, 2, -3 do
+  local prio, tid, bound = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local member = prio .. tid
+  local score = redis.call('ZSCORE', KEYS[3], member)
+  local ours = score and (bound == '+inf' or tonumber(score) <= tonumber(bound))
+  if ours and redis.call('ZREM', KEYS[3], member) == 1 then
     local key = KEYS[2]
     if prio == 'H' then key = KEYS[1] end
     redis.call('LPUSH', key, tid)
@@ -256,18 +245,70 @@ end
 return out
 `)
 
-// updateTransScript changes the metadata of an existing transaction.
+// ackFusedScript acknowledges reliable deliveries in one step on a server
+// that is not a Cluster: each id in flight on the queue leaves the
+// inflight zset and, if its transaction still exists, becomes Delivered.
+//
+//	KEYS[1] inflight zset
+//	ARGV[1] full queue name (state field)  ARGV[2] transaction key prefix
+//	ARGV[3] meta suffix  ARGV[4] state suffix  ARGV[5..] transaction ids
+//	returns {ok, callback, ok, callback, ...} per id: ok "1" (it was in
+//	flight here) or "0"; callback "" for none (or a ghost).
+var ackFusedScript = redis.NewScript(`
+local pre, metaSuf, stateSuf = ARGV[2], ARGV[3], ARGV[4]
+local out = {}
+for i = 5, #ARGV do
+  local tid = ARGV[i]
+  local n = redis.call('ZREM', KEYS[1], 'H' .. tid)
+  if n == 0 then n = redis.call('ZREM', KEYS[1], 'L' .. tid) end
+  local cb = ''
+  if n == 1 then
+    local meta = pre .. tid .. metaSuf
+    local v = redis.call('HMGET', meta, 'callback', 'expirationDate')
+    if v[1] or v[2] or redis.call('EXISTS', meta) == 1 then
+      cb = v[1] or ''
+      local state = pre .. tid .. stateSuf
+      if redis.call('HSET', state, ARGV[1], 'Delivered') == 1 and redis.call('PTTL', state) == -1 then
+        local ttl = redis.call('PTTL', meta)
+        if ttl > 0 then redis.call('PEXPIRE', state, ttl) end
+      end
+    end
+  end
+  out[#out + 1] = tostring(n)
+  out[#out + 1] = cb
+end
+return out
+`)
+
+// updateTransScript changes the metadata of an existing transaction of
+// one org.
 //
 //	KEYS[1] meta hash  KEYS[2] state hash
-//	ARGV[1] new expire at (unix s) or "0" to keep  ARGV[2..] field/value pairs
-//	returns 0 if the transaction does not exist, else 1.
+//	ARGV[1] org ("" for none)  ARGV[2] new expire at (unix s) or "0" to keep
+//	ARGV[3..] field/value pairs
+//	returns 0 if the transaction does not exist or belongs to another org
+//	(an absent pb:org field is the empty org), else 1.
 var updateTransScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if #ARGV > 1 then redis.call('HSET', KEYS[1], unpack(ARGV, 2)) end
-if ARGV[1] ~= '0' then
-  redis.call('EXPIREAT', KEYS[1], ARGV[1])
-  redis.call('EXPIREAT', KEYS[2], ARGV[1])
+if (redis.call('HGET', KEYS[1], 'pb:org') or '') ~= ARGV[1] then return 0 end
+if #ARGV > 2 then redis.call('HSET', KEYS[1], unpack(ARGV, 3)) end
+if ARGV[2] ~= '0' then
+  redis.call('EXPIREAT', KEYS[1], ARGV[2])
+  redis.call('EXPIREAT', KEYS[2], ARGV[2])
 end
+return 1
+`)
+
+// deleteTransScript deletes a transaction of one org.
+//
+//	KEYS[1] meta hash  KEYS[2] state hash
+//	ARGV[1] org ("" for none)
+//	returns -1 if the transaction does not exist, 0 if it belongs to another
+//	org (left alone), 1 if it was deleted.
+var deleteTransScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if (redis.call('HGET', KEYS[1], 'pb:org') or '') ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
 return 1
 `)
 
@@ -331,8 +372,72 @@ end
 return out
 `)
 
+// onceClaimScript claims an idempotency key (POST /trans with an
+// Idempotency-Key header) or reports who holds it. The record is a hash
+// {hash, tid, state, lease}: state "pending" while the claimant provisions
+// (lease = the time in ms until which it is presumed alive), "done" once
+// the transaction is provisioned. The record expires window ms after the
+// first claim.
+//
+//	KEYS[1] idempotency record
+//	ARGV[1] body hash  ARGV[2] candidate tid  ARGV[3] now (ms)
+//	ARGV[4] lease (ms)  ARGV[5] window (ms)
+//	returns {"new", tid} (claimed: provision tid), {"conflict"} (another
+//	body), {"done", tid}, {"pending", tid} (someone is provisioning it), or
+//	{"takeover", tid, oldtid} (the claimant's lease ran out: provision tid,
+//	the pending oldtid is abandoned). The same call run twice (go-redis
+//	resends a script whose reply was lost) gets the same answer, so a
+//	claimant never waits on its own claim.
+var onceClaimScript = redis.NewScript(`
+local now = tonumber(ARGV[3])
+local lease = now + tonumber(ARGV[4])
+local r = redis.call('HMGET', KEYS[1], 'hash', 'tid', 'state', 'lease')
+if not r[1] then
+  redis.call('HSET', KEYS[1], 'hash', ARGV[1], 'tid', ARGV[2], 'state', 'pending', 'lease', lease)
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  return {'new', ARGV[2]}
+end
+if r[1] ~= ARGV[1] then return {'conflict'} end
+if r[3] == 'done' then return {'done', r[2]} end
+if r[2] == ARGV[2] then
+  -- This very call again (go-redis resent it after a lost reply): the
+  -- claim is already ours; answer as the first run did.
+  local prev = redis.call('HGET', KEYS[1], 'prev')
+  if prev then return {'takeover', ARGV[2], prev} end
+  return {'new', ARGV[2]}
+end
+if tonumber(r[4]) >= now then return {'pending', r[2]} end
+redis.call('HSET', KEYS[1], 'tid', ARGV[2], 'lease', lease, 'prev', r[2])
+return {'takeover', ARGV[2], r[2]}
+`)
+
+// onceSettleScript ends a claim made by onceClaimScript.
+//
+//	KEYS[1] idempotency record
+//	ARGV[1] tid  ARGV[2] "done" (provisioned), "release" (failed: drop the
+//	claim so a repeat provisions) or "renew" (extend the lease)
+//	ARGV[3] lease deadline (ms, for "renew")
+//	returns 1 when the claim was still tid's (or the record expired: the
+//	window passed), 0 when another claimant took it over.
+var onceSettleScript = redis.NewScript(`
+local tid = redis.call('HGET', KEYS[1], 'tid')
+if not tid then return 1 end
+if tid ~= ARGV[1] then return 0 end
+if ARGV[2] == 'done' then
+  redis.call('HSET', KEYS[1], 'state', 'done')
+elseif ARGV[2] == 'release' then
+  if redis.call('HGET', KEYS[1], 'state') == 'pending' then redis.call('DEL', KEYS[1]) end
+else
+  redis.call('HSET', KEYS[1], 'lease', ARGV[3])
+end
+return 1
+`)
+
 var allScripts = []*redis.Script{
-	popScript, transitionScript, provisionMetaScript, pushScript, handBackScript,
-	requeueScript, inflightIndexScript, ackScript, updateTransScript, extendScript,
+	popScript, popFusedScript, popUndoScript, touchLastPopScript, transitionScript, provisionMetaScript, provisionAllScript,
+	pushScript, handBackScript, handBackReliableScript,
+	requeueScript, inflightIndexScript, ackScript, ackFusedScript, updateTransScript, deleteTransScript, extendScript,
 	modifyGroupScript, createBoxScript, claimDeferredScript,
+	onceClaimScript, onceSettleScript,
+	metaInfoScript,
 }

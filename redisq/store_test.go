@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/popbox/popbox/internal/domain"
 	"github.com/popbox/popbox/internal/testenv"
 	"github.com/popbox/popbox/redisq"
 )
@@ -29,18 +30,35 @@ func realRedis(t *testing.T) (*redisq.Store, *redis.Client) {
 
 func embedded(t *testing.T) (*redisq.Store, *redis.Client) {
 	m := miniredis.RunT(t)
-	c := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	// miniredis runs its Lua in the test process: on a loaded machine a
+	// big script can exceed go-redis' default 3 s read timeout.
+	c := redis.NewClient(&redis.Options{Addr: m.Addr(), ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second})
 	t.Cleanup(func() { c.Close() })
 	return redisq.New(c, redisq.Options{ExplicitWake: true}), c
 }
 
-var backends = []backend{{"redis", realRedis}, {"embedded", embedded}}
+// autoPipelined is realRedis with the request path autopipelined.
+func autoPipelined(t *testing.T) (*redisq.Store, *redis.Client) {
+	r := testenv.StartRedis(t)
+	c := r.Client()
+	t.Cleanup(func() { c.Close() })
+	return redisq.New(c, redisq.Options{AutoPipeline: true}), c
+}
 
-func provision(t *testing.T, s *redisq.Store, ns string, prio byte, payload string, expires int64, queues ...string) string {
+// stepwise is realRedis taking the Cluster's path: one script per slot.
+func stepwise(t *testing.T) (*redisq.Store, *redis.Client) {
+	s, c := realRedis(t)
+	redisq.Stepwise(s)
+	return s, c
+}
+
+var backends = []backend{{"redis", realRedis}, {"embedded", embedded}, {"redis-autopipeline", autoPipelined}, {"redis-stepwise", stepwise}}
+
+func provision(t *testing.T, s *redisq.Store, ns string, prio domain.Priority, payload string, expires int64, queues ...string) string {
 	t.Helper()
 	tid := uuid.NewString()
 	tx := &redisq.Transaction{ID: tid, NS: ns, Queues: queues, Priority: prio, ExpiresAt: expires,
-		Meta: map[string]string{"payload": payload, "priority": string(prio), "expirationDate": fmt.Sprint(expires)}}
+		Meta: map[string]string{"payload": payload, "priority": prio.String(), "expirationDate": fmt.Sprint(expires)}}
 	if err := s.Provision(context.Background(), tx); err != nil {
 		t.Fatalf("provision: %v", err)
 	}
@@ -81,7 +99,7 @@ func TestPopOrderAndStates(t *testing.T) {
 				t.Fatalf("pop (-want +got):\n%s", d)
 			}
 			st, _ := s.States(ctx, tid)
-			if st["UNSEC:q1"] != redisq.StateDelivered {
+			if st["UNSEC:q1"] != domain.StateDelivered {
 				t.Fatalf("state after pop = %v", st)
 			}
 			info, err := s.QueueInfo(ctx, "UNSEC:q1")
@@ -96,7 +114,7 @@ func TestPopOrderAndStates(t *testing.T) {
 				t.Fatal(err)
 			}
 			st, _ = s.States(ctx, tid)
-			if st["UNSEC:q1"] != redisq.StatePending {
+			if st["UNSEC:q1"] != domain.StatePending {
 				t.Fatalf("state after hand back = %v", st)
 			}
 			again, _ := s.Pop(ctx, "UNSEC:q1", 10, redisq.PopOptions{})
@@ -116,8 +134,8 @@ func TestGhostsSkipped(t *testing.T) {
 			gone := provision(t, s, "UNSEC:", 'H', "deleted", exp, "q")
 			provision(t, s, "UNSEC:", 'H', "kept", exp, "q")
 			short := provision(t, s, "UNSEC:", 'H', "expired", exp, "q")
-			if err := s.DeleteTrans(ctx, gone); err != nil {
-				t.Fatal(err)
+			if deleted, err := s.DeleteTrans(ctx, gone, ""); err != nil || !deleted {
+				t.Fatal(deleted, err)
 			}
 			// Expire one transaction's metadata now (as Redis does at expirationDate).
 			c.Del(ctx, redisq.KeysOfTrans(short).Meta)
@@ -149,7 +167,7 @@ func TestReliableAndReaper(t *testing.T) {
 				t.Fatalf("reliable pop = %v, %v", got, err)
 			}
 			st, _ := s.States(ctx, a)
-			if st["UNSEC:r"] != redisq.StateBlocked {
+			if st["UNSEC:r"] != domain.StateBlocked {
 				t.Fatalf("state = %v", st)
 			}
 			res, err := s.Ack(ctx, "UNSEC:r", []string{a, "nope"})
@@ -157,7 +175,7 @@ func TestReliableAndReaper(t *testing.T) {
 				t.Fatalf("ack = %+v, %v", res, err)
 			}
 			st, _ = s.States(ctx, a)
-			if st["UNSEC:r"] != redisq.StateDelivered {
+			if st["UNSEC:r"] != domain.StateDelivered {
 				t.Fatalf("state after ack = %v", st)
 			}
 			// b is not acked: after its deadline the reaper puts it back.
@@ -176,7 +194,7 @@ func TestReliableAndReaper(t *testing.T) {
 				time.Sleep(20 * time.Millisecond)
 			}
 			st, _ = s.States(ctx, bb)
-			if st["UNSEC:r"] != redisq.StatePending {
+			if st["UNSEC:r"] != domain.StatePending {
 				t.Fatalf("state after reap = %v", st)
 			}
 			again, _ := s.Pop(ctx, "UNSEC:r", 10, redisq.PopOptions{})
@@ -195,8 +213,15 @@ func TestGroupsBoxesDeferred(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			s, _ := b.store(t)
 			ctx := context.Background()
-			if err := s.SetGroup(ctx, "UNSEC:", "g", []string{"b", "a"}); err != nil {
+			if err := s.AddToGroup(ctx, "UNSEC:", "g", []string{"b", "a"}); err != nil {
 				t.Fatal(err)
+			}
+			// Adding again keeps the members it has (set union).
+			if err := s.AddToGroup(ctx, "UNSEC:", "g", []string{"a"}); err != nil {
+				t.Fatal(err)
+			}
+			if m, _ := s.Group(ctx, "UNSEC:", "g"); cmp.Diff([]string{"a", "b"}, m) != "" {
+				t.Fatalf("members after adding a again: %v", m)
 			}
 			if err := s.ModifyGroup(ctx, "UNSEC:", "g", []string{"c"}, []string{"a"}); err != nil {
 				t.Fatal(err)
@@ -256,7 +281,7 @@ func TestWaitersAndHeartbeat(t *testing.T) {
 	if _, err := s.Heartbeat(ctx, "n1", 200*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.SetWaiting(ctx, "n1", []string{"UNSEC:w"}, nil); err != nil {
+	if _, err := s.SetWaiting(ctx, "n1", 0, []string{"UNSEC:w"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	info, _ := s.QueueInfo(ctx, "UNSEC:w")
@@ -277,15 +302,88 @@ func TestWaitersAndHeartbeat(t *testing.T) {
 	}
 }
 
+// TestRegistrationAssertsHeartbeat: a registration asserts the node's
+// heartbeat itself, so a waiter registered just after Redis lost its data
+// counts at once, and reports the lapse so the node registers its other
+// queues again. A registration without a heartbeat does not count, and is
+// removed by readers only once it is older than the grace period.
+func TestRegistrationAssertsHeartbeat(t *testing.T) {
+	s, c := realRedis(t)
+	ctx := context.Background()
+	blocked := func(q string) bool {
+		t.Helper()
+		info, err := s.QueueInfo(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.Blocked
+	}
+	lapsed, err := s.SetWaiting(ctx, "n1", time.Minute, []string{"UNSEC:a"}, nil)
+	if err != nil || !lapsed {
+		t.Fatalf("first registration: lapsed %v, err %v; want lapsed", lapsed, err)
+	}
+	if !blocked("UNSEC:a") {
+		t.Fatal("not blocked right after the first registration")
+	}
+	if lapsed, err = s.SetWaiting(ctx, "n1", time.Minute, []string{"UNSEC:b"}, nil); err != nil || lapsed {
+		t.Fatalf("second registration: lapsed %v, err %v", lapsed, err)
+	}
+	if err := c.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if blocked("UNSEC:a") || blocked("UNSEC:b") {
+		t.Fatal("blocked after FLUSHALL")
+	}
+	if lapsed, err = s.SetWaiting(ctx, "n1", time.Minute, []string{"UNSEC:c"}, nil); err != nil || !lapsed {
+		t.Fatalf("registration after FLUSHALL: lapsed %v, err %v; want lapsed", lapsed, err)
+	}
+	if !blocked("UNSEC:c") {
+		t.Fatal("not blocked right after a registration that followed FLUSHALL")
+	}
+	if lapsed, err = s.SetWaiting(ctx, "n1", time.Minute, nil, []string{"UNSEC:c"}); err != nil || lapsed {
+		t.Fatalf("unregistration: lapsed %v, err %v", lapsed, err)
+	}
+	if blocked("UNSEC:c") {
+		t.Fatal("still blocked right after the unregistration")
+	}
+
+	// A fresh registration of a node whose heartbeat is not (yet) there
+	// does not count and stays; an old one is dropped.
+	if _, err := s.SetWaiting(ctx, "n2", 0, []string{"UNSEC:d"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if blocked("UNSEC:d") {
+		t.Fatal("a node without a heartbeat counts")
+	}
+	waiters := redisq.KeysOfQueue("UNSEC:d").Waiters
+	if err := c.ZScore(ctx, waiters, "n2").Err(); err != nil {
+		t.Fatalf("a fresh registration was dropped: %v", err)
+	}
+	if _, err := s.Heartbeat(ctx, "n2", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if !blocked("UNSEC:d") {
+		t.Fatal("not blocked once the node's heartbeat is there")
+	}
+	old := float64(time.Now().Add(-time.Minute).UnixMilli())
+	if err := c.ZAdd(ctx, waiters, redis.Z{Score: old, Member: "gone"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	blocked("UNSEC:d")
+	if err := c.ZScore(ctx, waiters, "gone").Err(); err != redis.Nil {
+		t.Fatalf("an old registration of a dead node was kept: %v", err)
+	}
+}
+
 func TestUpdateTrans(t *testing.T) {
 	s, c := realRedis(t)
 	ctx := context.Background()
 	tid := provision(t, s, "UNSEC:", 'H', "p", time.Now().Add(time.Hour).Unix(), "u")
-	if err := s.UpdateTrans(ctx, uuid.NewString(), map[string]string{"payload": "x"}, 0); err != redisq.ErrNotFound {
+	if err := s.UpdateTrans(ctx, uuid.NewString(), "", map[string]string{"payload": "x"}, 0); err != redisq.ErrNotFound {
 		t.Fatalf("update unknown: %v", err)
 	}
 	newExp := time.Now().Add(48 * time.Hour).Unix()
-	if err := s.UpdateTrans(ctx, tid, map[string]string{"payload": "new"}, newExp); err != nil {
+	if err := s.UpdateTrans(ctx, tid, "", map[string]string{"payload": "new"}, newExp); err != nil {
 		t.Fatal(err)
 	}
 	ttl := c.TTL(ctx, redisq.KeysOfQueue("UNSEC:u").High).Val()
@@ -301,6 +399,70 @@ func TestUpdateTrans(t *testing.T) {
 	}
 }
 
+// TestTransOrg: a transaction belongs to the org of its namespace; reads
+// see it, updates and deletes act on it only within that org (issue 13
+// item 1).
+func TestTransOrg(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			s, _ := b.store(t)
+			ctx := context.Background()
+			exp := time.Now().Add(time.Hour).Unix()
+			acme := provision(t, s, "acme:UNSEC:", 'H', "acme-secret", exp, "q")
+			root := provision(t, s, "SEC:", 'L', "root", exp, "q")
+			for _, c := range []struct{ tid, org string }{{acme, "acme"}, {root, ""}} {
+				info, err := s.ReadTrans(ctx, c.tid, true)
+				if err != nil || !info.Found || info.Org != c.org {
+					t.Fatalf("read %s: %+v %v, want org %q", c.tid, info, err, c.org)
+				}
+				if _, ok := info.Meta[redisq.FieldOrg]; ok || info.Meta["payload"] == "" || len(info.States) != 1 {
+					t.Fatalf("read %s: meta %v states %v", c.tid, info.Meta, info.States)
+				}
+			}
+			if err := s.UpdateTrans(ctx, acme, "evil", map[string]string{"payload": "pwned"}, 0); err != redisq.ErrNotFound {
+				t.Fatalf("update from another org: %v", err)
+			}
+			if err := s.UpdateTrans(ctx, acme, "", map[string]string{"payload": "pwned"}, 0); err != redisq.ErrNotFound {
+				t.Fatalf("update from no org: %v", err)
+			}
+			if err := s.UpdateTrans(ctx, root, "acme", map[string]string{"payload": "pwned"}, 0); err != redisq.ErrNotFound {
+				t.Fatalf("update of a no-org transaction from an org: %v", err)
+			}
+			if d, err := s.DeleteTrans(ctx, acme, "evil"); err != nil || d {
+				t.Fatalf("delete from another org: %v %v", d, err)
+			}
+			info, _ := s.ReadTrans(ctx, acme, true)
+			if !info.Found || info.Meta["payload"] != "acme-secret" {
+				t.Fatalf("acme's transaction changed by another org: %+v", info)
+			}
+			if err := s.UpdateTrans(ctx, acme, "acme", map[string]string{"payload": "v2", redisq.FieldOrg: "evil"}, 0); err != nil {
+				t.Fatal(err)
+			}
+			if info, _ := s.ReadTrans(ctx, acme, true); info.Org != "acme" || info.Meta["payload"] != "v2" {
+				t.Fatalf("after update: %+v", info)
+			}
+			if d, err := s.DeleteTrans(ctx, acme, "acme"); err != nil || !d {
+				t.Fatalf("delete by its org: %v %v", d, err)
+			}
+			if info, _ := s.ReadTrans(ctx, acme, true); info.Found {
+				t.Fatalf("deleted transaction still found: %+v", info)
+			}
+			// A deferral is cancelled only by its own org.
+			later := &redisq.Transaction{ID: uuid.NewString(), NS: "acme:UNSEC:", Queues: []string{"q"}, Priority: 'H', ExpiresAt: exp,
+				Meta: map[string]string{"payload": "later"}}
+			if err := s.Defer(ctx, later, time.Now().Add(time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+			if d, err := s.DeleteTrans(ctx, later.ID, "evil"); err != nil || d {
+				t.Fatalf("cancel another org's deferral: %v %v", d, err)
+			}
+			if d, err := s.DeleteTrans(ctx, later.ID, "acme"); err != nil || !d {
+				t.Fatalf("cancel own deferral: %v %v", d, err)
+			}
+		})
+	}
+}
+
 func TestWakeupsKeyspace(t *testing.T) {
 	s, c := realRedis(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -310,7 +472,7 @@ func TestWakeupsKeyspace(t *testing.T) {
 		t.Fatalf("enable notifications: %v %v", ok, err)
 	}
 	woke := make(chan string, 10)
-	go func() { _ = s.Wakeups(ctx, func(f string) { woke <- f }, func() {}) }()
+	go func() { _ = s.Wakeups(ctx, func(f string) { woke <- f }, func() {}, nil) }()
 	// An external writer pushing by the documented key layout wakes us.
 	deadline := time.After(5 * time.Second)
 	for {
@@ -340,8 +502,6 @@ func TestPopMany(t *testing.T) {
 			provision(t, s, "UNSEC:", 'H', "b-live", exp, "b")
 			provision(t, s, "UNSEC:", 'H', "r1", exp, "r")
 			c.Del(ctx, redisq.KeysOfTrans(ghost).Meta)
-			var skipped []string
-			s.OnSkip(func(q, tid string) { skipped = append(skipped, q+"/"+tid) })
 			res := s.PopMany(ctx, []redisq.PopRequest{
 				{Queue: "UNSEC:a", Max: 10},
 				{Queue: "UNSEC:b", Max: 1},
@@ -351,19 +511,27 @@ func TestPopMany(t *testing.T) {
 			if d := cmp.Diff([]string{"a-h", "a-l"}, payloads(res[0].Messages)); d != "" || res[0].Taken != 2 {
 				t.Fatalf("queue a: %s taken=%d", d, res[0].Taken)
 			}
-			// The ghost is taken (Taken == Max: pop again) but not returned.
-			if len(res[1].Messages) != 0 || res[1].Taken != 1 || len(skipped) != 1 || skipped[0] != "UNSEC:b/"+ghost {
-				t.Fatalf("queue b: %+v skipped=%v", res[1], skipped)
+			if sk := res[1].Skipped; len(sk) != 1 || sk[0].Queue != "UNSEC:b" || sk[0].TID != ghost {
+				t.Fatalf("queue b skipped: %+v", res[1])
 			}
-			again := s.PopMany(ctx, []redisq.PopRequest{{Queue: "UNSEC:b", Max: 1}})
-			if d := cmp.Diff([]string{"b-live"}, payloads(again[0].Messages)); d != "" {
-				t.Fatal(d)
+			if b.name == "redis-stepwise" {
+				// The ghost is taken (Taken == Max: pop again) but not returned.
+				if len(res[1].Messages) != 0 || res[1].Taken != 1 {
+					t.Fatalf("queue b: %+v", res[1])
+				}
+				again := s.PopMany(ctx, []redisq.PopRequest{{Queue: "UNSEC:b", Max: 1}})
+				if d := cmp.Diff([]string{"b-live"}, payloads(again[0].Messages)); d != "" {
+					t.Fatal(d)
+				}
+			} else if d := cmp.Diff([]string{"b-live"}, payloads(res[1].Messages)); d != "" || res[1].Taken != 2 {
+				// One script pops on past the ghost.
+				t.Fatalf("queue b: %s taken=%d", d, res[1].Taken)
 			}
 			if len(res[2].Messages) != 1 {
 				t.Fatalf("reliable: %+v", res[2])
 			}
 			st, _ := s.States(ctx, res[2].Messages[0].TID)
-			if st["UNSEC:r"] != redisq.StateBlocked {
+			if st["UNSEC:r"] != domain.StateBlocked {
 				t.Fatalf("reliable state = %v", st)
 			}
 			if res[3].Taken != 0 || len(res[3].Messages) != 0 || res[3].Err != nil {
@@ -394,7 +562,7 @@ func TestHandBackReliable(t *testing.T) {
 				t.Fatal(err)
 			}
 			st, _ := s.States(ctx, got[1].TID)
-			if st["UNSEC:hb"] != redisq.StatePending {
+			if st["UNSEC:hb"] != domain.StatePending {
 				t.Fatalf("state after hand back = %v", st)
 			}
 			rest, _ := s.Pop(ctx, "UNSEC:hb", 10, redisq.PopOptions{})
@@ -405,5 +573,88 @@ func TestHandBackReliable(t *testing.T) {
 				t.Fatalf("a handed-back entry stayed in flight: %v", req)
 			}
 		})
+	}
+}
+
+// TestHandBackReliableOnlyItsOwnDelivery: a consumer that hands back a
+// reliable message after the reaper re-queued it and another consumer took
+// it again must not take that newer delivery away (the stream's deadline and
+// the reaper do not race).
+func TestHandBackReliableOnlyItsOwnDelivery(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			s, _ := b.store(t)
+			ctx := context.Background()
+			exp := time.Now().Add(time.Hour).Unix()
+			tid := provision(t, s, "UNSEC:", 'H', "a", exp, "own")
+			first, err := s.Pop(ctx, "UNSEC:own", 1, redisq.PopOptions{Reliable: true, AckTimeout: time.Millisecond})
+			if err != nil || len(first) != 1 || first[0].Deadline == 0 {
+				t.Fatalf("pop = %+v %v", first, err)
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				req, err := s.ReapInflight(ctx, 10)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(req) == 1 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("never re-queued")
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			second, err := s.Pop(ctx, "UNSEC:own", 1, redisq.PopOptions{Reliable: true, AckTimeout: time.Minute})
+			if err != nil || len(second) != 1 || second[0].TID != tid {
+				t.Fatalf("second pop = %+v %v", second, err)
+			}
+			// The first consumer hands back late: nothing changes.
+			if err := s.HandBackReliable(ctx, "UNSEC:own", first); err != nil {
+				t.Fatal(err)
+			}
+			if rest, _ := s.Peek(ctx, "UNSEC:own", 10); len(rest) != 0 {
+				t.Fatalf("a stale hand-back put the message back while another consumer holds it: %+v", rest)
+			}
+			res, err := s.Ack(ctx, "UNSEC:own", []string{tid})
+			if err != nil || !res[0].OK {
+				t.Fatalf("the second consumer's ack = %+v %v", res, err)
+			}
+		})
+	}
+}
+
+// TestPopSkipsGhostsInOneCall: on a single server one pop call pops on
+// past entries whose transaction is gone (a cancelled fan-out) instead of
+// returning empty-handed once per ghost, up to its bound of 1,000 ghosts.
+func TestPopSkipsGhostsInOneCall(t *testing.T) {
+	s, c := realRedis(t)
+	ctx := context.Background()
+	const q = "UNSEC:ghosts"
+	ghosts := make([]any, 1001)
+	for i := range ghosts {
+		ghosts[i] = uuid.NewString() // no transaction behind them
+	}
+	if err := c.RPush(ctx, redisq.KeysOfQueue(q).High, ghosts[:30]...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	live := provision(t, s, "UNSEC:", 'L', "live", time.Now().Add(time.Hour).Unix(), "ghosts")
+	res := s.PopMany(ctx, []redisq.PopRequest{{Queue: q, Max: 1}})[0]
+	if len(res.Messages) != 1 || res.Messages[0].TID != live || len(res.Skipped) != 30 || res.Taken != 31 || res.Err != nil {
+		t.Fatalf("30 ghosts then a live message: %d messages, %d skipped, taken %d, err %v", len(res.Messages), len(res.Skipped), res.Taken, res.Err)
+	}
+	// More ghosts than one call skips: it returns after 1,000, the caller
+	// (Taken >= Max) pops again and gets the live one.
+	if err := c.RPush(ctx, redisq.KeysOfQueue(q).High, ghosts...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	live = provision(t, s, "UNSEC:", 'H', "live2", time.Now().Add(time.Hour).Unix(), "ghosts")
+	res = s.PopMany(ctx, []redisq.PopRequest{{Queue: q, Max: 1}})[0]
+	if len(res.Messages) != 0 || len(res.Skipped) != 1000 || res.Taken != 1000 {
+		t.Fatalf("1,001 ghosts, first call: %d messages, %d skipped, taken %d, err %v", len(res.Messages), len(res.Skipped), res.Taken, res.Err)
+	}
+	res = s.PopMany(ctx, []redisq.PopRequest{{Queue: q, Max: 1}})[0]
+	if len(res.Messages) != 1 || res.Messages[0].TID != live || len(res.Skipped) != 1 {
+		t.Fatalf("second call: %d messages, %d skipped, taken %d, err %v", len(res.Messages), len(res.Skipped), res.Taken, res.Err)
 	}
 }

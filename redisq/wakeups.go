@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -26,13 +27,14 @@ func (s *Store) EnableNotifications(ctx context.Context) (bool, error) {
 	var err error
 	switch c := s.rdb.(type) {
 	case *redis.ClusterClient:
-		ok = true
+		var failed atomic.Bool // ForEachShard calls back concurrently
 		err = c.ForEachShard(ctx, func(ctx context.Context, n *redis.Client) error {
 			if !enableOn(ctx, n) {
-				ok = false
+				failed.Store(true)
 			}
 			return nil
 		})
+		ok = !failed.Load()
 	case *redis.Client:
 		ok = enableOn(ctx, c)
 	default:
@@ -83,14 +85,15 @@ type WakeHandler func(full string)
 // entries (keyevent notifications for RPUSH/LPUSH on queue lists, and
 // explicit publishes on WakeChannel). resync is called whenever a
 // subscription was (re)established after a gap, when wake-ups may have been
-// missed. It uses one connection per Redis primary, follows Cluster
-// topology changes, and returns when ctx ends.
-func (s *Store) Wakeups(ctx context.Context, wake WakeHandler, resync func()) error {
+// missed; lost is called when a subscription breaks (once per
+// interruption: Redis may be unreachable). It uses one connection per Redis
+// primary, follows Cluster topology changes, and returns when ctx ends.
+func (s *Store) Wakeups(ctx context.Context, wake WakeHandler, resync func(), lost func(error)) error {
 	switch c := s.rdb.(type) {
 	case *redis.ClusterClient:
-		return s.clusterWakeups(ctx, c, wake, resync)
+		return s.clusterWakeups(ctx, c, wake, resync, lost)
 	case *redis.Client:
-		s.nodeWakeups(ctx, c, wake, resync)
+		s.nodeWakeups(ctx, c, wake, resync, lost)
 		return nil
 	default:
 		return errors.New("wakeups: unsupported client")
@@ -106,7 +109,7 @@ func wakeChannels(db int) []string {
 }
 
 // nodeWakeups runs the subscription on one server until ctx ends.
-func (s *Store) nodeWakeups(ctx context.Context, c *redis.Client, wake WakeHandler, resync func()) {
+func (s *Store) nodeWakeups(ctx context.Context, c *redis.Client, wake WakeHandler, resync func(), lost func(error)) {
 	ps := c.Subscribe(ctx, wakeChannels(c.Options().DB)...)
 	// Receive does not return on ctx cancellation by itself: closing the
 	// subscription unblocks it.
@@ -127,6 +130,9 @@ func (s *Store) nodeWakeups(ctx context.Context, c *redis.Client, wake WakeHandl
 			if failing.IsZero() {
 				failing = time.Now()
 				s.log.LogAttrs(ctx, slog.LevelWarn, "wake-up subscription interrupted; reconnecting", slog.String("addr", c.Options().Addr), slog.Any("err", err))
+				if lost != nil {
+					lost(err)
+				}
 			}
 			select {
 			case <-ctx.Done():
@@ -175,7 +181,7 @@ func (s *Store) nodeWakeups(ctx context.Context, c *redis.Client, wake WakeHandl
 // clusterWakeups keeps one subscription per primary and follows topology
 // changes (failover, added or removed shards) by re-reading the primaries
 // every few seconds.
-func (s *Store) clusterWakeups(ctx context.Context, c *redis.ClusterClient, wake WakeHandler, resync func()) error {
+func (s *Store) clusterWakeups(ctx context.Context, c *redis.ClusterClient, wake WakeHandler, resync func(), lost func(error)) error {
 	type sub struct{ cancel context.CancelFunc }
 	subs := map[string]sub{}
 	var wg sync.WaitGroup
@@ -211,7 +217,7 @@ func (s *Store) clusterWakeups(ctx context.Context, c *redis.ClusterClient, wake
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				s.nodeWakeups(sctx, n, wake, resync)
+				s.nodeWakeups(sctx, n, wake, resync, lost)
 			}()
 		}
 		for addr, sb := range subs {

@@ -48,7 +48,7 @@ func FuzzParseProvision(f *testing.F) {
 		if p == nil {
 			t.Fatal("nil provision without errors")
 		}
-		if p.Priority != "H" && p.Priority != "L" {
+		if !p.Priority.Valid() {
 			t.Fatalf("priority %q", p.Priority)
 		}
 		if len(p.Payload) > MaxPayload {

@@ -2,9 +2,13 @@ package request
 
 import (
 	"errors"
+	"math"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+
+	"github.com/popbox/popbox/internal/domain"
 )
 
 // Query parameter defaults and bounds (API.md 1.1 and 1.3).
@@ -29,37 +33,58 @@ const (
 // message.
 var ErrInvalidDelay = errors.New(MsgInvalidDelay)
 
-// parseCount parses a positive decimal count ("+" sign allowed). ok is false
-// for anything else, including values that do not fit an int.
-func parseCount(s string) (int, bool) {
-	n, err := strconv.Atoi(s)
-	if err != nil || n <= 0 {
-		return 0, false
+// parseIntJS reads s as the original PopBox read its query values, like
+// JavaScript's parseInt(s, 10): leading white space is skipped, an optional
+// sign and the decimal digits that follow count, and the rest is ignored
+// ("10s" is 10, "1.5" is 1, " 7" is 7). ok is false when there are no such
+// digits (NaN). huge reports a positive value too large for int64 (treated
+// as "above any cap"); a negative one too large comes back as -1.
+//
+// Hand-written because neither strconv nor a library offers parseInt's
+// prefix semantics, and every classic client relies on them.
+func parseIntJS(s string) (n int64, huge, ok bool) {
+	s = strings.TrimLeftFunc(s, isJSSpace)
+	neg := false
+	if s != "" && (s[0] == '+' || s[0] == '-') {
+		neg = s[0] == '-'
+		s = s[1:]
 	}
-	return n, true
-}
-
-// parseSeconds parses a decimal integer number of seconds. huge reports a
-// positive value too large for int64 (treated as "above any cap").
-func parseSeconds(s string) (n int64, huge, ok bool) {
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
-		var ne *strconv.NumError
-		if errors.As(err, &ne) && errors.Is(ne.Err, strconv.ErrRange) && !strings.HasPrefix(s, "-") {
-			return 0, true, true
-		}
+	digits := 0
+	for digits < len(s) && s[digits] >= '0' && s[digits] <= '9' {
+		digits++
+	}
+	if digits == 0 {
 		return 0, false, false
+	}
+	n, err := strconv.ParseInt(s[:digits], 10, 64)
+	switch {
+	case err != nil && neg:
+		return -1, false, true
+	case err != nil:
+		return 0, true, true // only a range error is possible on digits
+	case neg:
+		return -n, false, true
 	}
 	return n, false, true
 }
 
+// isJSSpace is JavaScript's StrWhiteSpaceChar (white space and line
+// terminators), which parseInt skips.
+func isJSSpace(r rune) bool {
+	switch r {
+	case '\t', '\n', '\v', '\f', '\r', '\u2028', '\u2029', '\ufeff':
+		return true
+	}
+	return unicode.Is(unicode.Zs, r)
+}
+
 // PopParams interprets the ?max= and ?timeout= parameters of pop and
-// poprel. max: a positive integer, else DefaultMax. timeout: whole seconds;
-// empty, non-numeric or negative gives DefaultPopTimeout, 0 means 1 s, and
-// values above MaxPopTimeout are capped.
+// poprel, both read like parseInt(v, 10) (parseIntJS). max: as PeekMax.
+// timeout: whole seconds; empty, without leading digits or negative gives
+// DefaultPopTimeout, 0 means 1 s, and values above MaxPopTimeout are capped.
 func PopParams(maxStr, timeoutStr string) (maxMsgs int, timeout time.Duration) {
 	maxMsgs = PeekMax(maxStr)
-	n, huge, ok := parseSeconds(timeoutStr)
+	n, huge, ok := parseIntJS(timeoutStr)
 	switch {
 	case !ok || n < 0:
 		timeout = DefaultPopTimeout
@@ -73,13 +98,15 @@ func PopParams(maxStr, timeoutStr string) (maxMsgs int, timeout time.Duration) {
 	return maxMsgs, timeout
 }
 
-// AckTimeout interprets ?timeoutACK= (whole seconds): empty, non-numeric
-// or negative gives DefaultAckTimeout, values below MinAckTimeout are
-// raised to it and values above MaxAckTimeout are capped.
+// AckTimeout interprets ?timeoutACK= (whole seconds, read like
+// parseInt(v, 10)): empty or without leading digits gives
+// DefaultAckTimeout, values up to 0 (negative ones too, as the original)
+// and below MinAckTimeout are raised to it, and values above MaxAckTimeout
+// are capped.
 func AckTimeout(s string) time.Duration {
-	n, huge, ok := parseSeconds(s)
+	n, huge, ok := parseIntJS(s)
 	switch {
-	case !ok || n < 0:
+	case !ok:
 		return DefaultAckTimeout
 	case huge || n > int64(MaxAckTimeout/time.Second):
 		return MaxAckTimeout
@@ -90,11 +117,16 @@ func AckTimeout(s string) time.Duration {
 	}
 }
 
-// PeekMax interprets ?max= of peek (and pop): a positive integer, else
+// PeekMax interprets ?max= of peek (and pop), read like parseInt(v, 10):
+// a positive count (one too large for a number is math.MaxInt32), else
 // DefaultMax.
 func PeekMax(s string) int {
-	if n, ok := parseCount(s); ok {
-		return n
+	n, huge, ok := parseIntJS(s)
+	switch {
+	case huge || (ok && n > math.MaxInt32):
+		return math.MaxInt32
+	case ok && n > 0:
+		return int(n)
 	}
 	return DefaultMax
 }
@@ -109,19 +141,9 @@ func ParseDelay(s string) (time.Duration, error) {
 	return time.Duration(n) * time.Second, nil
 }
 
-// States of a transaction in a queue, as spelled in responses.
-const (
-	// StateAll is the filter matching every state.
-	StateAll = "All"
-	// StatePending: provisioned, waiting to be popped.
-	StatePending = "Pending"
-	// StateBlocked: popped reliably, waiting for its ack.
-	StateBlocked = "Blocked"
-	// StateDelivered: popped (or acked) by the queue's consumer.
-	StateDelivered = "Delivered"
-	// StateExpired: expired before delivery.
-	StateExpired = "Expired"
-)
+// StateAll is the state filter matching every state (the states
+// themselves are domain.StatePending, ...).
+const StateAll = "All"
 
 // ParseStateFilter interprets the state filter of GET /trans/{tid}?queues=
 // and GET /trans/{tid}/state/{state}, case-insensitively. It returns the
@@ -133,13 +155,13 @@ func ParseStateFilter(s string) (state string, summary bool, ok bool) {
 	case "", "all":
 		return StateAll, false, true
 	case "pending":
-		return StatePending, false, true
+		return domain.StatePending, false, true
 	case "blocked":
-		return StateBlocked, false, true
+		return domain.StateBlocked, false, true
 	case "delivered":
-		return StateDelivered, false, true
+		return domain.StateDelivered, false, true
 	case "expired":
-		return StateExpired, false, true
+		return domain.StateExpired, false, true
 	case "summary":
 		return StateAll, true, true
 	}

@@ -2,6 +2,7 @@ package request
 
 import (
 	"errors"
+	"math"
 	"testing"
 	"time"
 )
@@ -20,10 +21,21 @@ func TestPopParams(t *testing.T) {
 		{"0", "0", 1000, time.Second},
 		{"-3", "-1", 1000, 5 * time.Second},
 		{"abc", "abc", 1000, 5 * time.Second},
-		{"1.5", "1.5", 1000, 5 * time.Second},
-		{" 5", "5 ", 1000, 5 * time.Second},
+		// Read like JavaScript parseInt(v, 10): leading digits count.
+		{"1.5", "1.5", 1, time.Second},
+		{" 5", "5 ", 5, 5 * time.Second},
+		{"\t\n\u00a0 3", "\u2028 7", 3, 7 * time.Second},
+		{"20items", "10s", 20, 10 * time.Second},
+		{"2e3", "1e2", 2, time.Second},
+		{"0x10", "0x10", 1000, time.Second},
+		{"-0", "-0", 1000, time.Second},
+		{"- 5", "+-5", 1000, 5 * time.Second},
+		{"s10", ".5", 1000, 5 * time.Second},
+		{"-3s", "-1.5", 1000, 5 * time.Second},
+		{"007", "010", 7, 10 * time.Second},
 		{"5000", "300", 5000, 300 * time.Second},
-		{"99999999999999999999", "301", 1000, 300 * time.Second},
+		{"3000000000", "300.9", math.MaxInt32, 300 * time.Second},
+		{"99999999999999999999", "301", math.MaxInt32, 300 * time.Second},
 		{"2", "99999999999999999999", 2, 300 * time.Second},
 		{"2", "-99999999999999999999", 2, 5 * time.Second},
 	}
@@ -44,8 +56,15 @@ func TestAckTimeout(t *testing.T) {
 	}{
 		{"", 20 * time.Second},
 		{"x", 20 * time.Second},
-		{"-5", 20 * time.Second},
+		{"-5", time.Second}, // <= 0 is 1, as the original
+		{"-99999999999999999999", time.Second},
 		{"0", time.Second},
+		{"0.5", time.Second},
+		{"30s", 30 * time.Second},
+		{"2.9", 2 * time.Second},
+		{" +45abc", 45 * time.Second},
+		{"abc45", 20 * time.Second},
+		{".5", 20 * time.Second},
 		{"1", time.Second},
 		{"45", 45 * time.Second},
 		{"3600", 3600 * time.Second},
@@ -61,7 +80,8 @@ func TestAckTimeout(t *testing.T) {
 
 func TestPeekMax(t *testing.T) {
 	t.Parallel()
-	for in, want := range map[string]int{"": 1000, "3": 3, "0": 1000, "-1": 1000, "x": 1000, "1000000": 1000000} {
+	for in, want := range map[string]int{"": 1000, "3": 3, "0": 1000, "-1": 1000, "x": 1000, "1000000": 1000000,
+		"3.7": 3, "12abc": 12, "abc12": 1000, " 4": 4, "-4x": 1000} {
 		if got := PeekMax(in); got != want {
 			t.Errorf("PeekMax(%q) = %d, want %d", in, got, want)
 		}

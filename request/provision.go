@@ -7,6 +7,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
+
+	"github.com/popbox/popbox/internal/domain"
 )
 
 // Provision is a validated POST /trans body (API.md 1.1).
@@ -15,7 +18,7 @@ type Provision struct {
 	// value is its compact JSON text. At most MaxPayload bytes.
 	Payload string
 	// Priority is "H" or "L".
-	Priority string
+	Priority domain.Priority
 	// Queues are the ids from `queue`, deduplicated, first occurrence order.
 	Queues []string
 	// Groups are the names from `groups`, deduplicated, first occurrence
@@ -53,6 +56,19 @@ var provisionFields = map[string]bool{
 // MsgInvalidContentType; malformed JSON yields a single "invalid JSON: ..."
 // message; an empty body is malformed JSON.
 func ParseProvision(contentType string, body []byte, now time.Time) (*Provision, []string) {
+	return ParseProvisionLimited(contentType, body, now, DefaultMaxMetaBytes)
+}
+
+// ParseProvisionLimited is ParseProvision with a bound on the extra
+// metadata: at most MaxMetaKeys extra fields whose names and stored values
+// add up to at most maxMetaBytes bytes (<= 0: DefaultMaxMetaBytes). Beyond
+// either bound the request is refused with MsgTooManyMetaKeys or
+// metaTooLarge(maxMetaBytes), so a transaction cannot grow Redis by
+// megabytes of metadata (docs/SECURITY.md).
+func ParseProvisionLimited(contentType string, body []byte, now time.Time, maxMetaBytes int) (*Provision, []string) {
+	if maxMetaBytes <= 0 {
+		maxMetaBytes = DefaultMaxMetaBytes
+	}
 	if !validContentType(contentType) {
 		return nil, []string{MsgInvalidContentType}
 	}
@@ -62,18 +78,39 @@ func ParseProvision(contentType string, body []byte, now time.Time) (*Provision,
 	}
 	p := &Provision{}
 	var errs []string
-
-	// priority
-	if raw, ok := present(m, "priority"); !ok {
-		errs = append(errs, MsgUndefinedPriority)
-	} else if s, ok := asString(raw); !ok || (s != "H" && s != "L") {
-		errs = append(errs, MsgInvalidPriority)
-	} else {
-		p.Priority = s
+	errs = append(errs, p.parsePriority(m)...)
+	errs = append(errs, p.parseTargets(m)...)
+	errs = append(errs, p.parsePayload(m)...)
+	errs = append(errs, p.parseCallback(m)...)
+	errs = append(errs, p.parseExpiry(m, now)...)
+	errs = append(errs, p.parseExtra(m, maxMetaBytes)...)
+	if len(errs) > 0 {
+		return nil, errs
 	}
+	return p, nil
+}
 
-	// queue and groups: at least one target list must be given, and the
-	// lists given must not all be empty.
+// parsePriority reads the required `priority` field into p.Priority.
+func (p *Provision) parsePriority(m map[string]json.RawMessage) []string {
+	raw, ok := present(m, "priority")
+	if !ok {
+		return []string{MsgUndefinedPriority}
+	}
+	s, ok := asString(raw)
+	if !ok {
+		return []string{MsgInvalidPriority}
+	}
+	if p.Priority, ok = domain.ParsePriority(s); !ok {
+		return []string{MsgInvalidPriority}
+	}
+	return nil
+}
+
+// parseTargets reads `queue` and `groups` into p.Queues and p.Groups: at
+// least one target list must be given, and the lists given must not all
+// be empty.
+func (p *Provision) parseTargets(m map[string]json.RawMessage) []string {
+	var errs []string
 	queueGiven, groupsGiven, typeErr := false, false, false
 	elemCount := 0
 	if raw, ok := present(m, "queue"); ok {
@@ -113,33 +150,49 @@ func ParseProvision(contentType string, body []byte, now time.Time) (*Provision,
 	if !queueGiven && !groupsGiven || !typeErr && elemCount == 0 {
 		errs = append(errs, MsgUndefinedQueue)
 	}
+	return errs
+}
 
-	// payload
-	if raw, ok := present(m, "payload"); !ok {
-		errs = append(errs, MsgUndefinedPayload)
-	} else {
-		p.Payload = asText(raw)
-		if len(p.Payload) > MaxPayload {
-			errs = append(errs, MsgPayloadTooLarge)
-		}
+// parsePayload reads the required `payload` field into p.Payload, bounded
+// by MaxPayload.
+func (p *Provision) parsePayload(m map[string]json.RawMessage) []string {
+	raw, ok := present(m, "payload")
+	if !ok {
+		return []string{MsgUndefinedPayload}
 	}
-
-	// callback
-	if raw, ok := present(m, "callback"); ok {
-		s, ok := asString(raw)
-		switch {
-		case !ok:
-			errs = append(errs, MsgInvalidCallback)
-		case s == "":
-			// An empty callback means no callback.
-		case !validCallback(s):
-			errs = append(errs, MsgInvalidCallback)
-		default:
-			p.Callback = s
-		}
+	p.Payload = asText(raw)
+	if len(p.Payload) > MaxPayload {
+		return []string{MsgPayloadTooLarge}
 	}
+	return nil
+}
 
-	// expirationDate and expirationDelay
+// parseCallback reads the optional `callback` URL into p.Callback; an
+// empty string means no callback.
+func (p *Provision) parseCallback(m map[string]json.RawMessage) []string {
+	raw, ok := present(m, "callback")
+	if !ok {
+		return nil
+	}
+	s, ok := asString(raw)
+	switch {
+	case !ok:
+		return []string{MsgInvalidCallback}
+	case s == "":
+		// An empty callback means no callback.
+	case !validCallback(s):
+		return []string{MsgInvalidCallback}
+	default:
+		p.Callback = s
+	}
+	return nil
+}
+
+// parseExpiry reads `expirationDate` and `expirationDelay` and resolves
+// p.ExpirationDate: the date when given, else now plus the delay, else now
+// plus DefaultExpiration.
+func (p *Provision) parseExpiry(m map[string]json.RawMessage, now time.Time) []string {
+	var errs []string
 	var date int64
 	hasDate := false
 	if raw, ok := present(m, "expirationDate"); ok {
@@ -175,8 +228,16 @@ func ParseProvision(contentType string, body []byte, now time.Time) (*Provision,
 	default:
 		p.ExpirationDate = now.Unix() + DefaultExpiration
 	}
+	return errs
+}
 
-	// everything else is metadata
+// parseExtra stores every other non-null top-level field in p.Extra,
+// refusing reserved names and bounding the fields to MaxMetaKeys and
+// maxMetaBytes bytes of names and values.
+func (p *Provision) parseExtra(m map[string]json.RawMessage, maxMetaBytes int) []string {
+	var errs []string
+	reserved := false
+	metaBytes := 0
 	for k, raw := range m {
 		if provisionFields[k] {
 			continue
@@ -185,16 +246,27 @@ func ParseProvision(contentType string, body []byte, now time.Time) (*Provision,
 		if string(raw) == "null" {
 			continue
 		}
+		if strings.HasPrefix(k, ReservedFieldPrefix) {
+			if !reserved {
+				errs = append(errs, MsgReservedField)
+			}
+			reserved = true
+			continue
+		}
 		if p.Extra == nil {
 			p.Extra = map[string]string{}
 		}
-		p.Extra[k] = asText(raw)
+		v := asText(raw)
+		p.Extra[k] = v
+		metaBytes += len(k) + len(v)
 	}
-
-	if len(errs) > 0 {
-		return nil, errs
+	if len(p.Extra) > MaxMetaKeys {
+		errs = append(errs, MsgTooManyMetaKeys)
 	}
-	return p, nil
+	if metaBytes > maxMetaBytes {
+		errs = append(errs, metaTooLarge(maxMetaBytes))
+	}
+	return errs
 }
 
 // queueElements validates the elements of a provision `queue` array: each
@@ -205,6 +277,10 @@ func queueElements(elems []json.RawMessage) ([]string, []string) {
 		e = bytes.TrimSpace(e)
 		if len(e) == 0 || e[0] != '{' {
 			l.badElem()
+			continue
+		}
+		if id, ok := plainIDObject(e); ok {
+			l.add(id)
 			continue
 		}
 		var obj map[string]json.RawMessage
@@ -225,6 +301,22 @@ func queueElements(elems []json.RawMessage) ([]string, []string) {
 		l.add(id)
 	}
 	return l.ids, l.errors()
+}
+
+// plainIDObject reads an element written exactly {"id":"<text>"} (no
+// spaces, no escapes, valid UTF-8), the way clients write queue targets,
+// without decoding it into a map; ok is false for any other element, which
+// then takes the general path (same result, FuzzQueueElementsFast).
+func plainIDObject(e []byte) (string, bool) {
+	const head = `{"id":"`
+	if len(e) < len(head)+2 || string(e[:len(head)]) != head || string(e[len(e)-2:]) != `"}` {
+		return "", false
+	}
+	id := e[len(head) : len(e)-2]
+	if bytes.IndexByte(id, '"') >= 0 || bytes.IndexByte(id, '\\') >= 0 || !utf8.Valid(id) {
+		return "", false
+	}
+	return string(id), true
 }
 
 // groupNames validates and deduplicates the elements of a `groups` array.

@@ -8,6 +8,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/popbox/popbox/internal/domain"
 )
 
 const ctJSON = "application/json"
@@ -41,14 +43,14 @@ func TestParseProvisionValid(t *testing.T) {
 			name: "minimal",
 			ct:   ctJSON,
 			body: `{"payload":"hi","priority":"H","queue":[{"id":"q1"}]}`,
-			want: &Provision{Payload: "hi", Priority: "H", Queues: []string{"q1"},
+			want: &Provision{Payload: "hi", Priority: domain.PriorityHigh, Queues: []string{"q1"},
 				ExpirationDate: testNow.Unix() + 3600},
 		},
 		{
 			name: "charset parameter",
 			ct:   "application/json; charset=utf-8",
 			body: `{"payload":"hi","priority":"L","queue":[{"id":"q1"}]}`,
-			want: &Provision{Payload: "hi", Priority: "L", Queues: []string{"q1"},
+			want: &Provision{Payload: "hi", Priority: domain.PriorityLow, Queues: []string{"q1"},
 				ExpirationDate: testNow.Unix() + 3600},
 		},
 		{
@@ -59,7 +61,7 @@ func TestParseProvisionValid(t *testing.T) {
 				"expirationDate":1342775322,"expirationDelay":60,
 				"app":"demo","n":1.50,"flag":true,"obj":{ "a" : [1, 2] },"gone":null}`,
 			want: &Provision{
-				Payload: "hi", Priority: "H",
+				Payload: "hi", Priority: domain.PriorityHigh,
 				Queues:         []string{"q1", "q2"},
 				Groups:         []string{"g1", "g2"},
 				Callback:       "https://example.com/cb?x=1",
@@ -72,110 +74,110 @@ func TestParseProvisionValid(t *testing.T) {
 			name: "groups only",
 			ct:   ctJSON,
 			body: `{"payload":"hi","priority":"H","groups":["g"]}`,
-			want: &Provision{Payload: "hi", Priority: "H", Groups: []string{"g"},
+			want: &Provision{Payload: "hi", Priority: domain.PriorityHigh, Groups: []string{"g"},
 				ExpirationDate: testNow.Unix() + 3600},
 		},
 		{
 			name: "empty queue list with groups",
 			ct:   ctJSON,
 			body: `{"payload":"hi","priority":"H","queue":[],"groups":["g"]}`,
-			want: &Provision{Payload: "hi", Priority: "H", Groups: []string{"g"},
+			want: &Provision{Payload: "hi", Priority: domain.PriorityHigh, Groups: []string{"g"},
 				ExpirationDate: testNow.Unix() + 3600},
 		},
 		{
 			name: "delay resolves expiry",
 			ct:   ctJSON,
 			body: `{"payload":"hi","priority":"H","queue":[{"id":"q"}],"expirationDelay":1e2}`,
-			want: &Provision{Payload: "hi", Priority: "H", Queues: []string{"q"},
+			want: &Provision{Payload: "hi", Priority: domain.PriorityHigh, Queues: []string{"q"},
 				ExpirationDate: testNow.Unix() + 100, Delay: "100", HasDelay: true},
 		},
 		{
 			name: "expirationDate 0",
 			ct:   ctJSON,
 			body: `{"payload":"hi","priority":"H","queue":[{"id":"q"}],"expirationDate":0}`,
-			want: &Provision{Payload: "hi", Priority: "H", Queues: []string{"q"}},
+			want: &Provision{Payload: "hi", Priority: domain.PriorityHigh, Queues: []string{"q"}},
 		},
 		{
 			name: "expirationDate max",
 			ct:   ctJSON,
 			body: `{"payload":"hi","priority":"H","queue":[{"id":"q"}],"expirationDate":2147483647}`,
-			want: &Provision{Payload: "hi", Priority: "H", Queues: []string{"q"}, ExpirationDate: MaxUnixTime},
+			want: &Provision{Payload: "hi", Priority: domain.PriorityHigh, Queues: []string{"q"}, ExpirationDate: MaxUnixTime},
 		},
 		{
 			name: "expirationDelay bounds",
 			ct:   ctJSON,
 			body: `{"payload":"hi","priority":"H","queue":[{"id":"q"}],"expirationDelay":2147483647}`,
-			want: &Provision{Payload: "hi", Priority: "H", Queues: []string{"q"},
+			want: &Provision{Payload: "hi", Priority: domain.PriorityHigh, Queues: []string{"q"},
 				ExpirationDate: testNow.Unix() + MaxUnixTime, Delay: "2147483647", HasDelay: true},
 		},
 		{
 			name: "nulls are absent",
 			ct:   ctJSON,
 			body: `{"payload":"hi","priority":"H","queue":[{"id":"q"}],"groups":null,"callback":null,"expirationDate":null,"expirationDelay":null}`,
-			want: &Provision{Payload: "hi", Priority: "H", Queues: []string{"q"},
+			want: &Provision{Payload: "hi", Priority: domain.PriorityHigh, Queues: []string{"q"},
 				ExpirationDate: testNow.Unix() + 3600},
 		},
 		{
 			name: "empty callback means none",
 			ct:   ctJSON,
 			body: `{"payload":"hi","priority":"H","queue":[{"id":"q"}],"callback":""}`,
-			want: &Provision{Payload: "hi", Priority: "H", Queues: []string{"q"},
+			want: &Provision{Payload: "hi", Priority: domain.PriorityHigh, Queues: []string{"q"},
 				ExpirationDate: testNow.Unix() + 3600},
 		},
 		{
 			name: "object payload compacted",
 			ct:   ctJSON,
 			body: `{"payload":{ "a" : 1, "b" : [ true, null ] },"priority":"H","queue":[{"id":"q"}]}`,
-			want: &Provision{Payload: `{"a":1,"b":[true,null]}`, Priority: "H", Queues: []string{"q"},
+			want: &Provision{Payload: `{"a":1,"b":[true,null]}`, Priority: domain.PriorityHigh, Queues: []string{"q"},
 				ExpirationDate: testNow.Unix() + 3600},
 		},
 		{
 			name: "number payload",
 			ct:   ctJSON,
 			body: `{"payload": 42.0,"priority":"H","queue":[{"id":"q"}]}`,
-			want: &Provision{Payload: "42.0", Priority: "H", Queues: []string{"q"},
+			want: &Provision{Payload: "42.0", Priority: domain.PriorityHigh, Queues: []string{"q"},
 				ExpirationDate: testNow.Unix() + 3600},
 		},
 		{
 			name: "bool payload",
 			ct:   ctJSON,
 			body: `{"payload": false,"priority":"H","queue":[{"id":"q"}]}`,
-			want: &Provision{Payload: "false", Priority: "H", Queues: []string{"q"},
+			want: &Provision{Payload: "false", Priority: domain.PriorityHigh, Queues: []string{"q"},
 				ExpirationDate: testNow.Unix() + 3600},
 		},
 		{
 			name: "escaped string payload",
 			ct:   ctJSON,
 			body: `{"payload":"a\"b\u00e9\n","priority":"H","queue":[{"id":"q"}]}`,
-			want: &Provision{Payload: "a\"bé\n", Priority: "H", Queues: []string{"q"},
+			want: &Provision{Payload: "a\"bé\n", Priority: domain.PriorityHigh, Queues: []string{"q"},
 				ExpirationDate: testNow.Unix() + 3600},
 		},
 		{
 			name: "empty string payload",
 			ct:   ctJSON,
 			body: `{"payload":"","priority":"H","queue":[{"id":"q"}]}`,
-			want: &Provision{Payload: "", Priority: "H", Queues: []string{"q"},
+			want: &Provision{Payload: "", Priority: domain.PriorityHigh, Queues: []string{"q"},
 				ExpirationDate: testNow.Unix() + 3600},
 		},
 		{
 			name: "1 MiB payload",
 			ct:   ctJSON,
 			body: `{"payload":"` + mib + `","priority":"H","queue":[{"id":"q"}]}`,
-			want: &Provision{Payload: mib, Priority: "H", Queues: []string{"q"},
+			want: &Provision{Payload: mib, Priority: domain.PriorityHigh, Queues: []string{"q"},
 				ExpirationDate: testNow.Unix() + 3600},
 		},
 		{
 			name: "duplicate key last wins",
 			ct:   ctJSON,
 			body: `{"payload":"a","payload":"b","priority":"X","priority":"L","queue":[{"id":"q"}]}`,
-			want: &Provision{Payload: "b", Priority: "L", Queues: []string{"q"},
+			want: &Provision{Payload: "b", Priority: domain.PriorityLow, Queues: []string{"q"},
 				ExpirationDate: testNow.Unix() + 3600},
 		},
 		{
 			name: "extra fields in queue elements ignored",
 			ct:   ctJSON,
 			body: `{"payload":"a","priority":"L","queue":[{"id":"q","other":1}]}`,
-			want: &Provision{Payload: "a", Priority: "L", Queues: []string{"q"},
+			want: &Provision{Payload: "a", Priority: domain.PriorityLow, Queues: []string{"q"},
 				ExpirationDate: testNow.Unix() + 3600},
 		},
 		{
@@ -246,6 +248,7 @@ func TestParseProvisionErrors(t *testing.T) {
 		{"callback not URL", ctJSON, `{"priority":"H","payload":"x","queue":[{"id":"q"}],"callback":"not a url"}`, []string{MsgInvalidCallback}},
 		{"callback relative", ctJSON, `{"priority":"H","payload":"x","queue":[{"id":"q"}],"callback":"/cb"}`, []string{MsgInvalidCallback}},
 		{"callback ftp", ctJSON, `{"priority":"H","payload":"x","queue":[{"id":"q"}],"callback":"ftp://h/cb"}`, []string{MsgInvalidCallback}},
+		{"reserved metadata fields", ctJSON, `{"priority":"H","payload":"x","queue":[{"id":"q"}],"pb:org":"acme","pb:x":1}`, []string{MsgReservedField}},
 		{"callback no host", ctJSON, `{"priority":"H","payload":"x","queue":[{"id":"q"}],"callback":"http:///cb"}`, []string{MsgInvalidCallback}},
 		{"callback opaque", ctJSON, `{"priority":"H","payload":"x","queue":[{"id":"q"}],"callback":"http:h"}`, []string{MsgInvalidCallback}},
 		{"callback number", ctJSON, `{"priority":"H","payload":"x","queue":[{"id":"q"}],"callback":5}`, []string{MsgInvalidCallback}},
@@ -375,5 +378,48 @@ func TestUpdateEmpty(t *testing.T) {
 		if got := tt.u.Empty(); got != tt.want {
 			t.Errorf("%+v.Empty() = %v, want %v", tt.u, got, tt.want)
 		}
+	}
+}
+
+// metaBody is a provision body with n extra fields of valueLen bytes each.
+func metaBody(n, valueLen int) []byte {
+	var b strings.Builder
+	b.WriteString(`{"priority":"H","payload":"x","queue":[{"id":"q"}]`)
+	for i := range n {
+		fmt.Fprintf(&b, `,"k%02d":%q`, i, strings.Repeat("v", valueLen))
+	}
+	b.WriteString(`}`)
+	return []byte(b.String())
+}
+
+func TestParseProvisionMetadataBounds(t *testing.T) {
+	t.Parallel()
+	// 64 keys of 3-byte names: 64*3 + 64*v bytes in all.
+	fits := (DefaultMaxMetaBytes - 64*3) / 64
+	cases := []struct {
+		name      string
+		body      []byte
+		max       int
+		wantErrs  []string
+		wantExtra int
+	}{
+		{"64 keys at the byte bound", metaBody(64, fits), 0, nil, 64},
+		{"65 keys", metaBody(65, 1), 0, []string{MsgTooManyMetaKeys}, 0},
+		{"one byte over", append(metaBody(63, fits)[:len(metaBody(63, fits))-1], []byte(`,"k63":"`+strings.Repeat("v", fits+1)+`"}`)...), 0,
+			[]string{"metadata greater than 65536 bytes"}, 0},
+		{"configured bound", metaBody(2, 10), 20, []string{"metadata greater than 20 bytes"}, 0},
+		{"configured bound fits", metaBody(2, 7), 20, nil, 2},
+		{"both", metaBody(200000/1000, 1000), 0, []string{MsgTooManyMetaKeys, "metadata greater than 65536 bytes"}, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p, errs := ParseProvisionLimited(ctJSON, tc.body, testNow, tc.max)
+			if diff := cmp.Diff(tc.wantErrs, errs); diff != "" {
+				t.Fatalf("errors (-want +got):\n%s", diff)
+			}
+			if tc.wantErrs == nil && len(p.Extra) != tc.wantExtra {
+				t.Errorf("extra fields = %d, want %d", len(p.Extra), tc.wantExtra)
+			}
+		})
 	}
 }

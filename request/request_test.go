@@ -72,6 +72,11 @@ func TestValidOrg(t *testing.T) {
 		{"UNSEC", false}, // namespace marker
 		{"sec", true},
 		{"UNSECURE", true},
+		{".", false},  // dot segments
+		{"..", false}, // climb out of /org/
+		{"a..b", false},
+		{".a", true},
+		{"a.b.c", true},
 	}
 	for _, tt := range tests {
 		err := ValidOrg(tt.org)

@@ -5,10 +5,13 @@ import (
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
+	"io/fs"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
+
+	jsclient "github.com/popbox/popbox/clients/js"
 )
 
 //go:embed static/index.html static/app.js static/style.css
@@ -24,24 +27,32 @@ type asset struct {
 	etag        string
 }
 
-// assets maps the request path (after the /ui prefix) to its file.
+// assets maps the request path (after the /ui prefix) to its file: the
+// dashboard's own files, and under /js/ the JavaScript client's modules,
+// embedded by package clients/js from its source (one copy in the repo; the
+// dashboard's live subscriber uses it).
 var assets = func() map[string]asset {
-	mk := func(name, ct string) asset {
-		b := mustRead("static/" + name)
+	mk := func(b []byte, ct string) asset {
 		sum := sha256.Sum256(b)
 		return asset{body: b, contentType: ct, etag: `"` + hex.EncodeToString(sum[:8]) + `"`}
 	}
-	index := mk("index.html", "text/html; charset=utf-8")
+	const jsType = "text/javascript; charset=utf-8"
+	index := mk(mustRead("static/index.html"), "text/html; charset=utf-8")
 	return map[string]asset{
-		"/":           index,
-		"/index.html": index,
-		"/app.js":     mk("app.js", "text/javascript; charset=utf-8"),
-		"/style.css":  mk("style.css", "text/css; charset=utf-8"),
+		"/":               index,
+		"/index.html":     index,
+		"/app.js":         mk(mustRead("static/app.js"), jsType),
+		"/style.css":      mk(mustRead("static/style.css"), "text/css; charset=utf-8"),
+		"/js/popbox.js":   mk(mustReadFS(jsclient.Source, "src/popbox.js"), jsType),
+		"/js/protocol.js": mk(mustReadFS(jsclient.Source, "src/protocol.js"), jsType),
+		"/js/popbox.d.ts": mk(mustReadFS(jsclient.Source, "src/popbox.d.ts"), "text/plain; charset=utf-8"),
 	}
 }()
 
-func mustRead(name string) []byte {
-	b, err := staticFS.ReadFile(name)
+func mustRead(name string) []byte { return mustReadFS(staticFS, name) }
+
+func mustReadFS(fsys fs.ReadFileFS, name string) []byte {
+	b, err := fsys.ReadFile(name)
 	if err != nil {
 		panic("web: embedded file missing: " + name)
 	}
@@ -62,7 +73,8 @@ const contentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 
 //	e.GET("/ui/*", echo.WrapHandler(http.StripPrefix("/ui", web.UI())))
 //
 // (stripping "/ui/" instead works too). It serves index.html at "/",
-// app.js and style.css, answers 404 for any other path and 405 for methods
+// app.js and style.css, the JavaScript client under /js/ (popbox.js,
+// protocol.js, popbox.d.ts), answers 404 for any other path and 405 for methods
 // other than GET and HEAD. A request for the bare prefix ("/ui") is
 // redirected to "/ui/" so that the page's relative URLs resolve. Responses
 // carry an ETag (If-None-Match gives 304), Cache-Control: no-cache and a

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -292,5 +293,38 @@ func TestNoHTMLInjectionSinksAndNoCDN(t *testing.T) {
 	}
 	if !strings.Contains(index, `name="viewport"`) {
 		t.Error("index.html lacks a viewport meta tag")
+	}
+}
+
+// TestUIServesTheJSClient: the dashboard serves the JavaScript client's
+// modules byte for byte from clients/js/src (embedded there, no copy), and
+// the page speaks the streaming protocol only through it: app.js imports
+// it and opens no EventSource or WebSocket of its own.
+func TestUIServesTheJSClient(t *testing.T) {
+	srv := newUIServer(t, "/ui")
+	for _, name := range []string{"popbox.js", "protocol.js", "popbox.d.ts"} {
+		want, err := os.ReadFile(filepath.Join("..", "clients", "js", "src", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, body := get(t, http.MethodGet, srv.URL+"/ui/js/"+name, nil)
+		if res.StatusCode != http.StatusOK || body != string(want) {
+			t.Errorf("GET /ui/js/%s: %d, %d bytes; want the %d bytes of clients/js/src/%s", name, res.StatusCode, len(body), len(want), name)
+		}
+		if ct := res.Header.Get("Content-Type"); strings.HasSuffix(name, ".js") && ct != "text/javascript; charset=utf-8" {
+			t.Errorf("GET /ui/js/%s: Content-Type %q", name, ct)
+		}
+	}
+	app := readStatic(t, "app.js")
+	if !strings.Contains(app, "from './js/popbox.js'") {
+		t.Errorf("app.js does not import the client from ./js/popbox.js")
+	}
+	for _, own := range []string{"new EventSource", "new WebSocket", "EventSource(", "WebSocket("} {
+		if strings.Contains(app, own) {
+			t.Errorf("app.js has its own %q: the live subscriber must use the client", own)
+		}
+	}
+	if index := readStatic(t, "index.html"); !strings.Contains(index, `<script type="module" src="app.js">`) {
+		t.Errorf("index.html does not load app.js as a module")
 	}
 }

@@ -168,7 +168,7 @@ func TestCLIRoundTrip(t *testing.T) {
 		t.Errorf("popbox peek --tids = %q, want %q", got, want)
 	}
 	peeked := jsonLines[message](t, e.do(0, "peek", "--json", "--max", "1", "alice").stdout)
-	if len(peeked) != 1 || peeked[0].Data != "hello" || peeked[0].Transaction != tid || peeked[0].Queue != "alice" {
+	if len(peeked) != 1 || peeked[0].Data != "hello" || peeked[0].Transaction != tid || peeked[0].Queue != "alice" || peeked[0].Priority != "H" {
 		t.Errorf("popbox peek --json --max 1 = %+v", peeked)
 	}
 	var info struct {
@@ -193,7 +193,7 @@ func TestCLIRoundTrip(t *testing.T) {
 
 	// reliable pop, then ack.
 	rel := jsonLines[message](t, e.do(0, "pop", "alice", "--reliable", "--ack-timeout", "60", "--json").stdout)
-	if len(rel) != 1 || rel[0].Data != "second" || rel[0].Transaction != tid2 {
+	if len(rel) != 1 || rel[0].Data != "second" || rel[0].Transaction != tid2 || rel[0].Priority != "L" {
 		t.Fatalf("popbox pop --reliable = %+v", rel)
 	}
 	e.json(0, &tr, "trans", tid2)
@@ -218,7 +218,10 @@ func TestCLIRoundTrip(t *testing.T) {
 		t.Errorf("empty pop with --timeout 1 took %v", d)
 	}
 	e.do(3, "trans", "00000000-0000-4000-8000-000000000000")
-	e.do(0, "peek", "alice") // an empty peek is not an error
+	// An empty peek exits 3 like pop, with nothing on stdout.
+	if r := e.do(3, "peek", "alice"); r.stdout != "" || !strings.Contains(r.stderr, "no message in alice") {
+		t.Errorf("empty peek: stdout %q, stderr %q", r.stdout, r.stderr)
+	}
 
 	// bob still has the H message.
 	if got := e.do(0, "pop", "bob", "--tids").stdout; got != tid+"\thello\n" {
@@ -269,8 +272,8 @@ func TestCLISubscribe(t *testing.T) {
 	}()
 	// Wait until the message pushed before is printed and the stream waits
 	// on the queue, then push two more: they arrive live.
-	waitFor(t, 20*time.Second, "subscribe printed the first message", func() bool { return strings.Contains(out.String(), first) })
-	waitFor(t, 20*time.Second, "the queue shows a waiting consumer", func() bool {
+	testenv.Eventually(t, 20*time.Second, "subscribe printed the first message", func() bool { return strings.Contains(out.String(), first) })
+	testenv.Eventually(t, 20*time.Second, "the queue shows a waiting consumer", func() bool {
 		r := popbox("queue", "sq", "--json", "--server", e.plain)
 		return strings.Contains(r.stdout, `"blocked":true`)
 	})
@@ -301,7 +304,7 @@ func TestCLISubscribe(t *testing.T) {
 	if r.stdout != tid+"\treliable one\n" {
 		t.Errorf("subscribe --reliable printed %q", r.stdout)
 	}
-	waitFor(t, 10*time.Second, "the reliable message is Delivered", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the reliable message is Delivered", func() bool {
 		e.json(0, &tr, "trans", tid)
 		return tr.Queues["rq"].State == "Delivered"
 	})
@@ -332,8 +335,8 @@ func TestCLIOrgAndTLS(t *testing.T) {
 		t.Errorf("second box create: %q", r.stderr)
 	}
 	box(0, "push", "-q", "vault", "secret message")
-	if r := box(1, "pop", "vault"); !strings.Contains(r.stderr, "401") {
-		t.Errorf("pop without credentials: %q", r.stderr)
+	if r := box(1, "pop", "vault"); !strings.Contains(r.stderr, "401") || !strings.Contains(r.stderr, "--user") || !strings.Contains(r.stderr, "--token") {
+		t.Errorf("pop without credentials: %q, want the 401 and a hint at --user / --token", r.stderr)
 	}
 	box(1, "pop", "vault", "--user", "u1", "--password", "wrong")
 	t.Setenv("POPBOX_PASSWORD", "s3cret")
@@ -346,8 +349,9 @@ func TestCLIOrgAndTLS(t *testing.T) {
 		t.Errorf("pop --insecure: exit %d, %q, %q", r.code, r.stdout, r.stderr)
 	}
 	// Neither: the certificate is refused.
-	if r := popbox("peek", "vault", "--server", e.tls); r.code != 1 || !strings.Contains(r.stderr, "certificate") {
-		t.Errorf("peek with an untrusted certificate: exit %d, %q", r.code, r.stderr)
+	if r := popbox("peek", "vault", "--server", e.tls); r.code != 1 || !strings.Contains(r.stderr, "certificate") ||
+		!strings.Contains(r.stderr, "--cacert") || !strings.Contains(r.stderr, "--insecure") {
+		t.Errorf("peek with an untrusted certificate: exit %d, %q, want a hint at --cacert / --insecure", r.code, r.stderr)
 	}
 	// A box on the plain port is refused by the gateway.
 	e.do(1, "box", "create", "plainbox", "--box-user", "u", "--box-password", "p")
@@ -378,6 +382,8 @@ func TestCLIUsageAndErrors(t *testing.T) {
 		{2, []string{"pop", "q", "--org", "a/b"}, "invalid org"},
 		{1, []string{"pop", "q", "--server", "http://127.0.0.1:1"}, "connection refused"},
 		{1, []string{"health", "--server", "http://127.0.0.1:1"}, "connection refused"},
+		{1, []string{"peek", "q", "--server", "http://127.0.0.1:1"}, "--server URL or POPBOX_SERVER"},
+		{1, []string{"push", "-q", "q", "x", "--server", "http://no-such-host.invalid:3001"}, "--server URL or POPBOX_SERVER"},
 	} {
 		r := popbox(tc.args...)
 		if r.code != tc.code || !strings.Contains(r.stderr, tc.want) {
@@ -409,17 +415,6 @@ func TestCLIUsageAndErrors(t *testing.T) {
 	}
 	if r := popbox("frobnicate"); r.code != 2 || !strings.Contains(r.stderr, `unknown command "frobnicate"`) {
 		t.Errorf("unknown command: exit %d %q", r.code, r.stderr)
-	}
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 

@@ -8,7 +8,11 @@
 // Network errors and 408/425/429/5xx answers are retried with exponential
 // backoff and jitter for a bounded number of attempts and time; other
 // answers are final. A retry waiting for its backoff does not hold a
-// worker, so one dead endpoint does not starve the others. Every event
+// worker, and each destination (scheme, host, port) gets at most
+// PerDestination requests in flight and a circuit breaker, so one dead
+// endpoint does not starve the others. The default client dials only
+// addresses the SSRF guard allows (httpx.CheckAddr, on the address dialled)
+// and follows no redirect. Every event
 // handed to the sink ends in exactly one outcome: ok, failed or dropped
 // (popbox_callbacks_total; "retry" counts the retried attempts).
 //
@@ -19,9 +23,12 @@ package callback
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,6 +37,7 @@ import (
 
 	"github.com/popbox/popbox/events"
 	"github.com/popbox/popbox/events/internal/httpx"
+	"github.com/popbox/popbox/internal/domain"
 )
 
 // Outcomes counted in popbox_callbacks_total.
@@ -59,8 +67,24 @@ type Options struct {
 	// Timeout bounds each request (default 10s).
 	Timeout time.Duration
 	// Client sends the requests; nil means a client with Timeout that
-	// only follows http(s) redirects.
+	// follows no redirects and dials only addresses the SSRF guard allows
+	// (see RefusePrivate).
 	Client *http.Client
+	// RefusePrivate refuses loopback and private destination addresses
+	// too (link-local, unspecified and multicast ones are always refused).
+	// The address checked is the one dialled, after name resolution.
+	// Ignored when Client is set.
+	RefusePrivate bool
+	// PerDestination bounds the requests in flight to one destination
+	// (scheme, host and port) (default Workers/4, at least 1); more wait
+	// in that destination's line without holding a worker.
+	PerDestination int
+	// BreakerFailures consecutive failures (network errors, timeouts,
+	// retryable statuses) open a destination's circuit breaker for
+	// BreakerCooldown: its callbacks then fail their attempts at once,
+	// without a request, and retry later (defaults 5 and 15s).
+	BreakerFailures int
+	BreakerCooldown time.Duration
 	// Logger for rate-limited failure logs (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -93,6 +117,7 @@ type Sink struct {
 	client *http.Client
 	log    *slog.Logger
 	limit  *httpx.Limiter
+	dests  *destinations
 
 	jobs  chan *job     // capacity Pending: a job holding a slot never blocks on it
 	slots chan struct{} // one token per pending callback
@@ -102,6 +127,7 @@ type Sink struct {
 
 	mu          sync.Mutex
 	closing     bool
+	started     bool // the workers run (started by the first Write)
 	timers      map[*job]*time.Timer
 	outstanding sync.WaitGroup // one per slot held
 	workers     sync.WaitGroup
@@ -118,8 +144,8 @@ var (
 	_ events.DropObserver = (*Sink)(nil)
 )
 
-// New starts a Sink with its workers. Close it (directly or through
-// Bus.Close) to stop them.
+// New makes a Sink and starts nothing: its workers start with the first
+// Write. Close it (directly or through Bus.Close) to stop them.
 func New(opts Options) *Sink {
 	if opts.Workers <= 0 {
 		opts.Workers = 16
@@ -141,25 +167,45 @@ func New(opts Options) *Sink {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.PerDestination <= 0 {
+		opts.PerDestination = max(1, opts.Workers/4)
+	}
+	if opts.BreakerFailures <= 0 {
+		opts.BreakerFailures = 5
+	}
+	if opts.BreakerCooldown <= 0 {
+		opts.BreakerCooldown = 15 * time.Second
+	}
 	s := &Sink{
 		opts:      opts,
 		client:    opts.Client,
 		log:       opts.Logger.With(slog.String("sink", "callback")),
 		limit:     httpx.NewLimiter(10 * time.Second),
+		dests:     newDestinations(opts.PerDestination, opts.BreakerFailures, opts.BreakerCooldown),
 		jobs:      make(chan *job, opts.Pending),
 		slots:     make(chan struct{}, opts.Pending),
 		timers:    make(map[*job]*time.Timer),
 		closeDone: make(chan struct{}),
 	}
 	if s.client == nil {
-		s.client = httpx.NewClient(opts.Timeout, opts.Workers)
+		s.client = httpx.NewGuardedClient(opts.Timeout, opts.PerDestination, !opts.RefusePrivate)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.workers.Add(opts.Workers)
-	for range opts.Workers {
+	return s
+}
+
+// start starts the workers once, unless the Sink is closing; s.mu held.
+// Close waits for them after it set closing under s.mu, so a worker is
+// never started after that wait.
+func (s *Sink) start() {
+	if s.started || s.closing {
+		return
+	}
+	s.started = true
+	s.workers.Add(s.opts.Workers)
+	for range s.opts.Workers {
 		go s.worker()
 	}
-	return s
 }
 
 // DefaultConfig is the SinkConfig to add the Sink to a Bus with: events go
@@ -180,7 +226,7 @@ func (s *Sink) Name() string { return "callback" }
 
 // Accept implements events.Sink: Delivered state events with a callback.
 func (s *Sink) Accept(ev events.Event) bool {
-	return ev.Kind == events.KindState && ev.State == events.StateDelivered && ev.Callback != ""
+	return ev.Kind == events.KindState && ev.State == domain.StateDelivered && ev.Callback != ""
 }
 
 // Dropped implements events.DropObserver: events the Bus lost before
@@ -193,6 +239,9 @@ func (s *Sink) Dropped(_ string, n int) { s.dropped.Add(uint64(n)) }
 // always returns nil, so a batch is never handed over twice.
 func (s *Sink) Write(ctx context.Context, batch []events.Event) error {
 	now := time.Now()
+	s.mu.Lock()
+	s.start()
+	s.mu.Unlock()
 	for i, ev := range batch {
 		select {
 		case s.slots <- struct{}{}:
@@ -222,10 +271,10 @@ func (s *Sink) dropN(n int, why string) {
 		return
 	}
 	s.dropped.Add(uint64(n))
-	if ok, held := s.limit.Allow(); ok {
+	s.limit.Do(func(held int) {
 		s.log.LogAttrs(context.Background(), slog.LevelWarn, "callbacks dropped",
 			slog.String("reason", why), slog.Int("count", n), slog.Int("suppressed_logs", held))
-	}
+	})
 }
 
 // finish releases the slot of a job that reached its outcome.
@@ -246,10 +295,23 @@ func (s *Sink) worker() {
 	}
 }
 
-// attempt makes one POST for j and decides its fate.
+// attempt makes one POST for j, within its destination's share of the
+// workers and unless its breaker is open, and decides its fate.
 func (s *Sink) attempt(j *job) {
+	key := destKey(j.ev.Callback)
+	var err error
+	switch s.dests.acquire(key, j, time.Now()) {
+	case parked:
+		return // runs when a request to the same destination ends
+	case refused:
+		err = errCircuitOpen
+	default:
+		err = s.post(j.ev)
+		for _, next := range s.dests.release(key, err != nil && !events.IsPermanent(err), time.Now()) {
+			s.jobs <- next // never blocks: each job holds a slot
+		}
+	}
 	j.attempt++
-	err := s.post(j.ev)
 	if err == nil {
 		s.ok.Add(1)
 		s.finish()
@@ -270,12 +332,12 @@ func (s *Sink) attempt(j *job) {
 	if !again {
 		s.failed.Add(1)
 		s.finish()
-		if ok, held := s.limit.Allow(); ok {
+		s.limit.Do(func(held int) {
 			s.log.LogAttrs(context.Background(), slog.LevelWarn, "delivery callback failed",
 				slog.String("transaction", j.ev.Transaction), slog.String("queue", j.ev.Queue),
-				slog.String("callback", j.ev.Callback), slog.Int("attempts", j.attempt),
-				slog.String("error", err.Error()), slog.Int("suppressed_logs", held))
-		}
+				slog.String("callback", httpx.Redact(j.ev.Callback)), slog.Int("attempts", j.attempt),
+				slog.String("error", logError(err, j.ev.Callback)), slog.Int("suppressed_logs", held))
+		})
 		return
 	}
 	s.retry.Add(1)
@@ -304,7 +366,7 @@ func (s *Sink) post(ev events.Event) error {
 	body, err := json.Marshal(Body{
 		Transaction: ev.Transaction,
 		Queue:       ev.Queue,
-		State:       events.StateDelivered,
+		State:       domain.StateDelivered,
 		Callback:    ev.Callback,
 		Timestamp:   ev.Time.UTC().Format(TimestampLayout),
 	})
@@ -343,6 +405,10 @@ func (s *Sink) Close(ctx context.Context) error {
 		}
 		s.cancel()
 		s.workers.Wait()
+		for range s.dests.drain() { // parked jobs hold slots too
+			s.dropped.Add(1)
+			s.finish()
+		}
 		for {
 			select {
 			case <-done:
@@ -402,4 +468,18 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descOutcomes, prometheus.CounterValue, float64(o.v), o.name)
 	}
 	ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, float64(st.Pending))
+}
+
+// logError is err's text with the callback URL shown as httpx.Redact shows it (HTTP
+// client errors quote the URL, query included).
+func logError(err error, raw string) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Op + " " + httpx.Redact(raw) + ": " + ue.Err.Error()
+	}
+	msg := err.Error()
+	if u, perr := url.Parse(raw); perr == nil {
+		msg = strings.ReplaceAll(msg, u.Redacted(), httpx.Redact(raw))
+	}
+	return strings.ReplaceAll(msg, raw, httpx.Redact(raw))
 }

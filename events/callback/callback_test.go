@@ -18,6 +18,8 @@ import (
 
 	"github.com/popbox/popbox/events"
 	"github.com/popbox/popbox/events/callback"
+	"github.com/popbox/popbox/internal/domain"
+	"github.com/popbox/popbox/internal/testenv"
 )
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -80,17 +82,6 @@ func fastRetry() events.RetryPolicy {
 	return events.RetryPolicy{MaxAttempts: 5, InitialBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, MaxElapsed: 10 * time.Second}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 func TestOnePostPerDeliveredEventWithRetryAfter500(t *testing.T) {
 	rec, srv := newRecorder(t, func(b callback.Body, seen int) int {
 		if b.Transaction == "t-retry" && seen == 0 {
@@ -107,23 +98,23 @@ func TestOnePostPerDeliveredEventWithRetryAfter500(t *testing.T) {
 	when := time.Date(2024, 2, 3, 4, 5, 6, 789_000_000, time.UTC)
 
 	wantKeys := map[string]int{"t-retry/q0": 2}
-	b.Publish(events.Event{Time: when, Kind: events.KindState, State: events.StateDelivered, Transaction: "t-retry", Queue: "q0", Callback: url})
+	b.Publish(events.Event{Time: when, Kind: events.KindState, State: domain.StateDelivered, Transaction: "t-retry", Queue: "q0", Callback: url})
 	for i := range 40 {
 		tid := fmt.Sprintf("t%02d", i)
 		for _, q := range []string{"qa", "qb"} {
 			// Not Delivered, or no callback, or an action: no POST.
-			b.Publish(events.Event{Kind: events.KindState, State: events.StatePending, Transaction: tid, Queue: q, Callback: url})
-			b.Publish(events.Event{Kind: events.KindState, State: events.StateBlocked, Transaction: tid, Queue: q, Callback: url})
+			b.Publish(events.Event{Kind: events.KindState, State: domain.StatePending, Transaction: tid, Queue: q, Callback: url})
+			b.Publish(events.Event{Kind: events.KindState, State: domain.StateBlocked, Transaction: tid, Queue: q, Callback: url})
 			b.Publish(events.Event{Kind: events.KindAction, Action: events.ActionPeek, Transaction: tid, Queue: q, Callback: url})
-			b.Publish(events.Event{Kind: events.KindState, State: events.StateDelivered, Transaction: tid + "-nocb", Queue: q})
+			b.Publish(events.Event{Kind: events.KindState, State: domain.StateDelivered, Transaction: tid + "-nocb", Queue: q})
 			// Delivered with a callback: exactly one POST.
-			b.Publish(events.Event{Time: when, Kind: events.KindState, State: events.StateDelivered, Transaction: tid, Queue: q, Callback: url})
+			b.Publish(events.Event{Time: when, Kind: events.KindState, State: domain.StateDelivered, Transaction: tid, Queue: q, Callback: url})
 			wantKeys[tid+"/"+q] = 1
 		}
 	}
 
 	// The retry arrives by itself (before any shutdown).
-	waitFor(t, "all callbacks and the retry", func() bool {
+	testenv.Eventually(t, 10*time.Second, "all callbacks and the retry", func() bool {
 		_, total := rec.counts()
 		return total == 81+1
 	})
@@ -194,7 +185,7 @@ func closeBus(t *testing.T, b *events.Bus, d time.Duration) error {
 }
 
 func delivered(tid, url string) events.Event {
-	return events.Event{Kind: events.KindState, State: events.StateDelivered, Transaction: tid, Queue: "q", Callback: url}
+	return events.Event{Kind: events.KindState, State: domain.StateDelivered, Transaction: tid, Queue: "q", Callback: url}
 }
 
 func TestFinalFailures(t *testing.T) {
@@ -220,7 +211,7 @@ func TestFinalFailures(t *testing.T) {
 	b.Publish(delivered("t-503", srv.URL))
 	b.Publish(delivered("t-ftp", "ftp://example.invalid/cb"))
 	b.Publish(delivered("t-redirect", redirect.URL))
-	waitFor(t, "final outcomes", func() bool { return cb.Stats().Failed == 4 })
+	testenv.Eventually(t, 10*time.Second, "final outcomes", func() bool { return cb.Stats().Failed == 4 })
 	if err := closeBus(t, b, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -253,7 +244,7 @@ func TestConcurrencyIsBounded(t *testing.T) {
 		total.Add(1)
 	}))
 	defer srv.Close()
-	cb := callback.New(callback.Options{Workers: 3, Retry: fastRetry(), Logger: quietLogger()})
+	cb := callback.New(callback.Options{Workers: 3, PerDestination: 3, Retry: fastRetry(), Logger: quietLogger()})
 	b := events.NewBus(quietLogger())
 	if err := b.Add(cb, callback.DefaultConfig()); err != nil {
 		t.Fatal(err)
@@ -265,9 +256,9 @@ func TestConcurrencyIsBounded(t *testing.T) {
 	if d := time.Since(start); d > time.Second {
 		t.Fatalf("publishing took %v with a stuck callback endpoint", d)
 	}
-	waitFor(t, "3 requests in flight", func() bool { return inflight.Load() == 3 })
+	testenv.Eventually(t, 10*time.Second, "3 requests in flight", func() bool { return inflight.Load() == 3 })
 	close(gate)
-	waitFor(t, "all 30 requests", func() bool { return total.Load() == 30 })
+	testenv.Eventually(t, 10*time.Second, "all 30 requests", func() bool { return total.Load() == 30 })
 	if m := maxInflight.Load(); m > 3 {
 		t.Fatalf("%d requests in flight, want at most 3 workers", m)
 	}
@@ -293,7 +284,7 @@ func TestCloseGivesWaitingRetriesALastTry(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.Publish(delivered("t1", srv.URL))
-	waitFor(t, "the first attempt to fail", func() bool { return cb.Stats().Retry == 1 })
+	testenv.Eventually(t, 10*time.Second, "the first attempt to fail", func() bool { return cb.Stats().Retry == 1 })
 	if err := closeBus(t, b, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -328,7 +319,7 @@ func TestHardCloseDropsInFlight(t *testing.T) {
 	for i := range 10 {
 		b.Publish(delivered(fmt.Sprint("t", i), srv.URL))
 	}
-	waitFor(t, "all handed to the sink", func() bool { return cb.Stats().Pending == 10 })
+	testenv.Eventually(t, 10*time.Second, "all handed to the sink", func() bool { return cb.Stats().Pending == 10 })
 	err := closeBus(t, b, 100*time.Millisecond)
 	if err == nil || !strings.Contains(err.Error(), "deadline") {
 		t.Fatalf("close = %v, want a deadline error", err)

@@ -260,7 +260,7 @@ func (c *Cluster) KillPrimary(t testing.TB, i int) (*Redis, time.Duration) {
 // slot and every live node reports cluster_state:ok.
 func (c *Cluster) WaitFailover(t testing.TB, dead string, timeout time.Duration) {
 	t.Helper()
-	waitFor(t, timeout, "failover away from "+dead, func(ctx context.Context) error {
+	EventuallyOK(t, timeout, "failover away from "+dead, func(ctx context.Context) error {
 		for _, r := range c.Nodes {
 			if !r.alive() {
 				continue
@@ -293,7 +293,7 @@ func (c *Cluster) WaitFailover(t testing.TB, dead string, timeout time.Duration)
 // every node, and every replica's link to its primary is up.
 func (c *Cluster) WaitHealthy(t testing.TB, timeout time.Duration) {
 	t.Helper()
-	waitFor(t, timeout, "cluster healthy", func(ctx context.Context) error {
+	EventuallyOK(t, timeout, "cluster healthy", func(ctx context.Context) error {
 		live := 0
 		for _, r := range c.Nodes {
 			if r.alive() {
@@ -341,12 +341,12 @@ func (c *Cluster) WaitHealthy(t testing.TB, timeout time.Duration) {
 				cl.Close()
 				return fmt.Errorf("%s lists %d nodes in CLUSTER SLOTS, %d live", r.Addr, len(listed), live)
 			}
-			info, err := cl.Info(ctx, "replication").Result()
+			info, err := cl.InfoMap(ctx, "replication").Result()
 			cl.Close()
 			if err != nil {
 				return err
 			}
-			f := parseInfoFields(info)
+			f := info["Replication"]
 			if f["role"] == "slave" && f["master_link_status"] != "up" {
 				return fmt.Errorf("replica %s: master link %s", r.Addr, f["master_link_status"])
 			}
@@ -366,38 +366,4 @@ func clusterOK(ctx context.Context, r *Redis) error {
 		return fmt.Errorf("%s: cluster_state not ok", r.Addr)
 	}
 	return nil
-}
-
-// waitFor polls cond (each call with a 2 s context) until it succeeds, or
-// fails the test after timeout.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func(ctx context.Context) error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		err := cond(ctx)
-		cancel()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached after %v: %v", what, timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// parseInfoFields reads INFO output into a map.
-func parseInfoFields(s string) map[string]string {
-	m := map[string]string{}
-	for _, line := range strings.Split(s, "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		if k, v, ok := strings.Cut(line, ":"); ok {
-			m[k] = v
-		}
-	}
-	return m
 }

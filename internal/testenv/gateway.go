@@ -25,8 +25,17 @@ func RepoRoot() (string, error) { return popboxModuleRoot() }
 // (with -race unless POPBOX_TEST_NORACE is set), building it once into the
 // test binary cache keyed by a hash of the sources, so the test packages
 // that start gateways share one build.
+//
+// POPBOX_TEST_GATEWAY_BIN names a popbox binary to use instead (no build):
+// e.g. one built from an older commit, to check that a test fails on it.
 func GatewayBinary(t testing.TB) string {
 	t.Helper()
+	if bin := os.Getenv("POPBOX_TEST_GATEWAY_BIN"); bin != "" {
+		if _, err := os.Stat(bin); err != nil {
+			t.Fatalf("POPBOX_TEST_GATEWAY_BIN: %v", err)
+		}
+		return bin
+	}
 	buildOnce.Do(func() {
 		root, err := popboxModuleRoot()
 		if err != nil {
@@ -34,7 +43,7 @@ func GatewayBinary(t testing.TB) string {
 			return
 		}
 		race := os.Getenv("POPBOX_TEST_NORACE") == ""
-		key, err := hashSources(root, []string{"tools", "loadtest", "e2e", "uitest", "scaletest", "historytest", "deploy"}, fmt.Sprintf("race=%v", race))
+		key, err := hashSources(root, []string{"tools", "loadtest", "tests", "deploy"}, fmt.Sprintf("race=%v", race))
 		if err != nil {
 			buildErr = err
 			return

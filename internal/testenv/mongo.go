@@ -37,7 +37,7 @@ type Mongo struct {
 	mu       sync.Mutex
 	cmd      *exec.Cmd
 	stdin    io.Closer
-	done     chan struct{}
+	done     <-chan struct{}
 	external bool
 }
 
@@ -145,14 +145,10 @@ func (m *Mongo) start() error {
 			return err
 		}
 	}
-	cmd.Stdout = logf
-	cmd.Stderr = logf
-	if err := cmd.Start(); err != nil {
-		logf.Close()
+	done, err := startLogged(cmd, logf)
+	if err != nil {
 		return err
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); logf.Close(); close(done) }()
 	m.mu.Lock()
 	m.cmd, m.done, m.stdin = cmd, done, stdin
 	m.mu.Unlock()

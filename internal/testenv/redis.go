@@ -1,6 +1,9 @@
 // Package testenv starts the throwaway servers that tests need: real
 // redis-server processes on free loopback ports, and the popbox gateway
-// binary itself. Nothing here is used by the production binary.
+// binary itself. It also holds the helpers the test suites share: one
+// polling loop with a deadline (Eventually) and one client harness for a
+// gateway process over real HTTP (Node). Nothing here is used by the
+// production binary.
 package testenv
 
 import (
@@ -29,7 +32,7 @@ type Redis struct {
 	args     []string
 	mu       sync.Mutex
 	cmd      *exec.Cmd
-	done     chan struct{}
+	done     <-chan struct{}
 	external bool
 	db       int
 }
@@ -120,14 +123,10 @@ func (r *Redis) start(bin string) error {
 	if err != nil {
 		return err
 	}
-	cmd.Stdout = logf
-	cmd.Stderr = logf
-	if err := cmd.Start(); err != nil {
-		logf.Close()
+	done, err := startLogged(cmd, logf)
+	if err != nil {
 		return err
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); logf.Close(); close(done) }()
 	r.mu.Lock()
 	r.cmd, r.done = cmd, done
 	r.mu.Unlock()

@@ -82,7 +82,7 @@ func StartSentinel(t testing.TB, opts ...SentinelOption) *Sentinel {
 		s.Sentinels = append(s.Sentinels, sp)
 		t.Cleanup(sp.Kill)
 	}
-	waitFor(t, 30*time.Second, "sentinels ready", func(ctx context.Context) error {
+	EventuallyOK(t, 30*time.Second, "sentinels ready", func(ctx context.Context) error {
 		if err := replicaUp(ctx, replica); err != nil {
 			return err
 		}
@@ -225,7 +225,7 @@ func (s *Sentinel) KillPrimary(t testing.TB) (*Redis, time.Duration) {
 // and that node reports role:master.
 func (s *Sentinel) WaitPrimaryNot(t testing.TB, old string, timeout time.Duration) {
 	t.Helper()
-	waitFor(t, timeout, "promotion of a replica", func(ctx context.Context) error {
+	EventuallyOK(t, timeout, "promotion of a replica", func(ctx context.Context) error {
 		var addr string
 		for _, sp := range s.Sentinels {
 			c := sp.Client()
@@ -242,11 +242,11 @@ func (s *Sentinel) WaitPrimaryNot(t testing.TB, old string, timeout time.Duratio
 		}
 		c := redis.NewClient(&redis.Options{Addr: addr})
 		defer c.Close()
-		info, err := c.Info(ctx, "replication").Result()
+		info, err := c.InfoMap(ctx, "replication").Result()
 		if err != nil {
 			return err
 		}
-		if parseInfoFields(info)["role"] != "master" {
+		if info["Replication"]["role"] != "master" {
 			return fmt.Errorf("%s is not a master yet", addr)
 		}
 		return nil
@@ -278,7 +278,7 @@ func (s *Sentinel) RestartAsReplica(t testing.TB, r *Redis) {
 // replica of the current primary with its link up.
 func (s *Sentinel) WaitReplicaSynced(t testing.TB, node *Redis, timeout time.Duration) {
 	t.Helper()
-	waitFor(t, timeout, "replica "+node.Addr+" in sync", func(ctx context.Context) error {
+	EventuallyOK(t, timeout, "replica "+node.Addr+" in sync", func(ctx context.Context) error {
 		return replicaUp(ctx, node)
 	})
 }
@@ -286,11 +286,11 @@ func (s *Sentinel) WaitReplicaSynced(t testing.TB, node *Redis, timeout time.Dur
 func replicaUp(ctx context.Context, r *Redis) error {
 	c := r.Client()
 	defer c.Close()
-	info, err := c.Info(ctx, "replication").Result()
+	info, err := c.InfoMap(ctx, "replication").Result()
 	if err != nil {
 		return err
 	}
-	f := parseInfoFields(info)
+	f := info["Replication"]
 	if f["role"] != "slave" || f["master_link_status"] != "up" {
 		return fmt.Errorf("%s: role %s, master link %s", r.Addr, f["role"], f["master_link_status"])
 	}

@@ -1,4 +1,6 @@
-// PopBox dashboard. Vanilla JS, no dependencies.
+// PopBox dashboard. Vanilla JS, no dependencies but the PopBox JavaScript
+// client (clients/js, served at js/popbox.js), which does all the streaming:
+// the page holds no protocol code of its own.
 //
 // Rules kept here on purpose:
 //   - server data reaches the page only through textContent / attributes set
@@ -7,6 +9,8 @@
 //     directory this page is served from (/ui/ -> /), so the dashboard works
 //     on any host, port and scheme, and behind a path prefix.
 'use strict';
+
+import {PopBox, encodeSegment} from './js/popbox.js';
 
 (function () {
   const API = new URL('../', location.href);
@@ -57,13 +61,9 @@
 
   // ---------- URLs ----------
 
-  // enc percent-encodes one path segment, leaving the sub-delimiters that
-  // are legal in a path literal so that "org:q1" stays readable.
-  function enc(seg) {
-    seg = String(seg);
-    if (seg === '.' || seg === '..') throw new Error('"' + seg + '" cannot be used in a URL path');
-    return encodeURIComponent(seg).replace(/%(?:3A|40|24|26|2B|2C|3B|3D)/gi, decodeURIComponent);
-  }
+  // enc percent-encodes one path segment (the client's rule: sub-delimiters
+  // stay readable; "." and ".." are refused).
+  const enc = encodeSegment;
 
   function orgPrefix(org) {
     return org ? 'org/' + enc(org) + '/' : '';
@@ -75,13 +75,6 @@
 
   function token() {
     return $('auth-token').value.trim();
-  }
-
-  // withToken adds ?access_token= for transports that cannot set headers.
-  function withToken(u) {
-    const t = token();
-    if (t) u.searchParams.set('access_token', t);
-    return u;
   }
 
   function queueHash(id, org) {
@@ -164,11 +157,23 @@
     return typeof n === 'number' && isFinite(n) ? String(n) : '–';
   }
 
-  function fmtUnix(s) {
+  // fmtLocal is a time in the browser's time zone and locale.
+  function fmtLocal(d) {
+    return d.toLocaleString();
+  }
+
+  // timeEl renders a time (Date) as <time> in local time, with how long
+  // ago, and the exact UTC time in datetime and title.
+  function timeEl(d) {
+    if (!(d instanceof Date) || isNaN(d)) return h('span', null, '–');
+    const ago = Math.round((Date.now() - d.getTime()) / 1000);
+    return h('time', {datetime: d.toISOString(), title: d.toISOString()},
+      fmtLocal(d) + (ago >= 0 ? ' (' + fmtDuration(ago) + ' ago)' : ''));
+  }
+
+  function fromUnix(s) {
     const n = Number(s);
-    if (!s || !isFinite(n)) return String(s);
-    const ago = Math.round(Date.now() / 1000 - n);
-    return new Date(n * 1000).toISOString().replace('.000Z', 'Z') + ' (' + fmtDuration(ago) + ' ago)';
+    return s === '' || s === null || s === undefined || !isFinite(n) ? null : new Date(n * 1000);
   }
 
   // ---------- node overview ----------
@@ -181,7 +186,7 @@
     setText('node-name', d.name);
     setText('node-version', d.version);
     setText('node-id', d.node);
-    setText('node-started', d.startedAt);
+    $('node-started').replaceChildren(d.startedAt ? timeEl(new Date(d.startedAt)) : '–');
     setText('node-uptime', d.uptimeSeconds === undefined ? '' : fmtDuration(d.uptimeSeconds));
 
     const c = d.connections || {};
@@ -225,6 +230,7 @@
       const r = await api('', {timeout: 5000});
       if (!r.ok || !r.body || typeof r.body !== 'object') throw new Error(errorsOf(r).join('; '));
       renderNode(r.body);
+      await refreshNodeQueues();
       setStatus(st, 'ok', 'live · ' + new Date().toLocaleTimeString());
     } catch (e) {
       setStatus(st, 'error', 'unreachable: ' + e.message);
@@ -234,6 +240,39 @@
     }
     clearTimeout(nodeTimer);
     nodeTimer = setTimeout(refreshNode, REFRESH_MS);
+  }
+
+  // The queues this node serves consumers of (GET node/queues). Admin only
+  // when the gateway has an administrator: after a 401 the page stops
+  // asking (the browser would prompt for credentials every refresh).
+  let nodeQueuesDenied = false;
+
+  async function refreshNodeQueues() {
+    const body = $('node-queues');
+    if (nodeQueuesDenied) return;
+    let r;
+    try {
+      r = await api('node/queues', {timeout: 5000});
+    } catch (e) {
+      r = {status: 0, ok: false, body: e.message};
+    }
+    const row = (cls, text) => h('tr', null, h('td', {colspan: 3, class: cls}, text));
+    if (r.status === 401 || r.status === 403) {
+      nodeQueuesDenied = true;
+      body.replaceChildren(row('muted', 'needs the administrator\'s credentials'));
+      return;
+    }
+    if (!r.ok || !r.body || !Array.isArray(r.body.queues)) {
+      body.replaceChildren(row('bad', errorsOf(r).join('; ')));
+      return;
+    }
+    const rows = r.body.queues.map((q) => h('tr', {'data-queue': q.queue, 'data-org': q.org || ''},
+      h('td', null, q.secure ? h('code', null, q.queue) : h('a', {href: queueHash(q.queue, q.org || '')}, h('code', null, q.queue)),
+        q.secure ? h('span', {class: 'badge'}, 'secure') : ''),
+      h('td', null, q.org || ''),
+      h('td', {class: 'waiters'}, fmtNum(q.waiters))));
+    if (r.body.truncated) rows.push(row('muted', 'more queues not shown'));
+    body.replaceChildren(...(rows.length ? rows : [row('muted', 'no consumers waiting on this node')]));
   }
 
   // ---------- queue inspector ----------
@@ -286,7 +325,7 @@
     if (b.lastPop === undefined || b.lastPop === null || b.lastPop === '') {
       $('queue-lastpop').replaceChildren(muted('span', 'never'));
     } else {
-      setText('queue-lastpop', fmtUnix(b.lastPop));
+      $('queue-lastpop').replaceChildren(timeEl(fromUnix(b.lastPop)));
     }
     entryList('queue-high', b.high);
     entryList('queue-low', b.low);
@@ -355,8 +394,11 @@
       const extra = Object.keys(ev).filter((k) => !known.has(k) && ev[k] !== '' && ev[k] !== null)
         .map((k) => k + '=' + (typeof ev[k] === 'object' ? JSON.stringify(ev[k]) : ev[k]));
       const label = ev.state || ev.action || ev.kind || 'event';
+      const when = ev.time ? new Date(ev.time) : null;
       return h('li', null,
-        h('time', null, ev.time || ''),
+        when && !isNaN(when)
+          ? h('time', {datetime: ev.time, title: ev.time}, when.toLocaleDateString() + ' ' + when.toLocaleTimeString() + '.' + String(when.getMilliseconds()).padStart(3, '0'))
+          : h('time', null, ev.time || ''),
         h('span', {class: 'badge state-' + String(label).replace(/[^A-Za-z]/g, '')}, label),
         ev.kind ? h('span', {class: 'muted'}, ' ' + ev.kind) : '',
         ev.queue ? h('span', null, ' queue ', h('code', null, ev.queue)) : '',
@@ -408,7 +450,10 @@
     const meta = [];
     for (const k of metaKeys) {
       const v = typeof b[k] === 'object' ? JSON.stringify(b[k]) : String(b[k]);
-      meta.push(h('dt', null, k), h('dd', null, k === 'payload' ? h('pre', {class: 'payload'}, clip(v)) : h('code', null, v)));
+      const date = /Date$/.test(k) && /^\d{1,10}$/.test(v) ? fromUnix(v) : null;
+      const dd = k === 'payload' ? h('dd', null, h('pre', {class: 'payload'}, clip(v)))
+        : date ? h('dd', null, h('code', null, v), ' ', timeEl(date)) : h('dd', null, h('code', null, v));
+      meta.push(h('dt', null, k), dd);
     }
     $('trans-meta').replaceChildren(...meta);
 
@@ -441,10 +486,15 @@
 
   function route() {
     const p = new URLSearchParams(location.hash.slice(1));
+    // A deep link fills the search box, as if it had been typed there.
     if (p.get('t')) {
+      $('search-input').value = p.get('t');
+      $('search-org').value = '';
       showTrans(p.get('t'));
       scrollTo('trans-view');
     } else if (p.get('q')) {
+      $('search-input').value = p.get('q');
+      $('search-org').value = p.get('org') || '';
       showQueue(p.get('q'), p.get('org') || '');
       scrollTo('queue-view');
     }
@@ -510,19 +560,15 @@
     setStatus($('sub-status'), state, text || state);
   }
 
-  function addMessage(raw, fallbackTid) {
-    let m;
-    try { m = JSON.parse(raw); } catch (e) { m = null; }
-    if (!m || typeof m !== 'object') m = {data: String(raw)};
-    const tid = m.transaction || fallbackTid || '';
-    const payload = typeof m.data === 'string' ? m.data : JSON.stringify(m.data);
+  function addMessage(m) {
+    const tid = m.transaction || '';
     const li = h('li', {'data-transaction': tid},
       h('div', {class: 'meta'},
         h('time', {class: 'muted'}, new Date().toLocaleTimeString()),
         m.priority ? h('span', {class: 'badge prio-' + (m.priority === 'H' ? 'H' : 'L')}, m.priority) : '',
         tid ? h('a', {href: transHash(tid)}, h('code', null, tid)) : '',
         m.queue ? h('span', {class: 'muted'}, 'queue ', h('code', null, m.queue)) : ''),
-      h('pre', {class: 'payload'}, clip(payload === undefined ? '' : payload)));
+      h('pre', {class: 'payload'}, clip(m.data)));
     const list = $('sub-messages');
     list.prepend(li);
     while (list.children.length > MAX_SUB_MESSAGES) list.lastElementChild.remove();
@@ -545,33 +591,25 @@
     subStatus(state || 'idle', text || 'stopped');
   }
 
-  function startSSE(path) {
-    const es = new EventSource(withToken(apiURL(path + '/events')));
-    const me = {close: () => es.close()};
-    es.onopen = () => { if (sub === me) subStatus('connected', 'connected (SSE)'); };
-    es.addEventListener('message', (ev) => { if (sub === me) addMessage(ev.data, ev.lastEventId); });
-    es.onerror = () => {
-      if (sub !== me) return;
-      if (es.readyState === EventSource.CLOSED) stopSub('closed', 'closed by the server');
-      else subStatus('reconnecting', 'reconnecting…');
-    };
-    return me;
-  }
+  const TRANSPORT_NAMES = {sse: 'SSE', ws: 'WebSocket', mux: 'multiplexed WebSocket'};
 
-  function startWS(path) {
-    const u = withToken(apiURL(path + '/ws'));
-    u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
-    const ws = new WebSocket(u);
-    let opened = false;
-    const me = {close: () => ws.close(1000, 'stopped')};
-    ws.onopen = () => { opened = true; if (sub === me) subStatus('connected', 'connected (WebSocket)'); };
-    ws.onmessage = (ev) => { if (sub === me && typeof ev.data === 'string') addMessage(ev.data, ''); };
-    ws.onclose = (ev) => {
-      if (sub !== me) return;
-      const why = 'code ' + ev.code + (ev.reason ? ': ' + ev.reason : '');
-      if (opened) stopSub('closed', 'closed (' + why + ')');
-      else stopSub('error', 'could not connect (' + why + ')');
-    };
+  // startSub subscribes with the PopBox client, which reconnects with
+  // backoff (asking for the token of the Settings again each time).
+  function startSub(queue, org, transport) {
+    const client = new PopBox(API.href, {org: org, token: () => token()});
+    let lastError = '';
+    const me = {close: () => client.close()};
+    client.subscribe(queue, {
+      transport: transport,
+      onMessage: (m) => { if (sub === me) addMessage(m); },
+      onError: (e) => { lastError = e.message; },
+      onStatus: (state) => {
+        if (sub !== me) return;
+        if (state === 'connected') subStatus('connected', 'connected (' + TRANSPORT_NAMES[transport] + ')');
+        else if (state === 'reconnecting') subStatus('reconnecting', 'reconnecting…' + (lastError ? ' (' + lastError + ')' : ''));
+        else if (state === 'error') stopSub('error', lastError || 'refused');
+      },
+    });
     return me;
   }
 
@@ -580,19 +618,11 @@
     const q = $('sub-queue').value.trim();
     if (!q) { subStatus('error', 'enter a queue id'); return; }
     stopSub();
-    let path;
-    try {
-      path = orgPrefix($('sub-org').value.trim()) + 'queue/' + enc(q);
-    } catch (e) {
-      subStatus('error', e.message);
-      return;
-    }
     subStatus('connecting', 'connecting…');
     setSubButtons(true);
+    const transport = TRANSPORT_NAMES[$('sub-transport').value] ? $('sub-transport').value : 'sse';
     try {
-      sub = null;
-      const s = $('sub-transport').value === 'ws' ? startWS(path) : startSSE(path);
-      sub = s;
+      sub = startSub(q, $('sub-org').value.trim(), transport);
     } catch (e) {
       stopSub('error', e.message);
     }

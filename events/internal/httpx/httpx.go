@@ -12,8 +12,10 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"sync"
+	"sync/atomic"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/popbox/popbox/events"
 )
@@ -70,6 +72,23 @@ func NewClient(timeout time.Duration, maxConns int) *http.Client {
 	}
 }
 
+// NewGuardedClient returns the client for URLs chosen by API callers
+// (delivery callbacks): like NewClient, but it dials only addresses
+// CheckAddr allows (checked on the address dialled, so DNS answers cannot
+// smuggle an internal address in), uses no proxy (the check must see the
+// real destination), follows no redirect (a 3xx is the answer, a final
+// failure) and keeps at most maxPerHost connections per host.
+func NewGuardedClient(timeout time.Duration, maxPerHost int, allowPrivate bool) *http.Client {
+	c := NewClient(timeout, maxPerHost)
+	tr := c.Transport.(*http.Transport)
+	dialer := &net.Dialer{Timeout: min(5*time.Second, c.Timeout), KeepAlive: 30 * time.Second, Control: GuardDial(allowPrivate)}
+	tr.DialContext = dialer.DialContext
+	tr.Proxy = nil
+	tr.MaxConnsPerHost = maxPerHost
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return c
+}
+
 // CheckRedirect is an http.Client CheckRedirect policy: at most five
 // redirects, only to http or https URLs.
 func CheckRedirect(req *http.Request, via []*http.Request) error {
@@ -94,31 +113,31 @@ func Retryable(status int) bool {
 	return false
 }
 
-// Limiter lets through at most one event per interval and counts the ones
-// it held back, for rate-limited logging.
+// Limiter lets through at most one log per interval and counts the ones
+// it held back: an x/time/rate Sometimes plus the count of held-back logs,
+// which Sometimes does not keep.
 type Limiter struct {
-	interval time.Duration
-	mu       sync.Mutex
-	last     time.Time
-	held     int
+	s    rate.Sometimes
+	held atomic.Int64
 }
 
 // NewLimiter returns a Limiter with the given interval.
-func NewLimiter(interval time.Duration) *Limiter { return &Limiter{interval: interval} }
+func NewLimiter(interval time.Duration) *Limiter {
+	return &Limiter{s: rate.Sometimes{Interval: interval}}
+}
 
-// Allow reports whether to log now, and how many earlier events were held
-// back since the last time it said yes.
-func (l *Limiter) Allow() (ok bool, suppressed int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := time.Now()
-	if !l.last.IsZero() && now.Sub(l.last) < l.interval {
-		l.held++
-		return false, 0
+// Do runs log now (the first time, then at most once per interval), with
+// how many logs were held back since it last ran; otherwise it counts
+// this one as held back.
+func (l *Limiter) Do(log func(suppressed int)) {
+	ran := false
+	l.s.Do(func() {
+		ran = true
+		log(int(l.held.Swap(0)))
+	})
+	if !ran {
+		l.held.Add(1)
 	}
-	l.last = now
-	suppressed, l.held = l.held, 0
-	return true, suppressed
 }
 
 // PostJSON POSTs body as application/json with the given extra headers and
@@ -138,8 +157,12 @@ func PostJSON(ctx context.Context, c *http.Client, rawURL string, body []byte, h
 	req.Header.Set("User-Agent", userAgent)
 	resp, err := c.Do(req)
 	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			ue.URL = Redact(ue.URL) // errors end up in logs
+		}
 		err = fmt.Errorf("%s: %w", what, err)
-		if errors.Is(err, ErrBadScheme) {
+		if errors.Is(err, ErrBadScheme) || errors.Is(err, ErrRefusedAddress) {
 			return events.Permanent(err)
 		}
 		return err

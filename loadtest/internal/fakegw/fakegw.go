@@ -187,6 +187,10 @@ func (s *Server) pop(w http.ResponseWriter, r *http.Request) {
 	if err != nil || timeout <= 0 {
 		timeout = 5
 	}
+	limit, err := strconv.Atoi(r.URL.Query().Get("max"))
+	if err != nil || limit < 1 {
+		limit = 1 << 30 // no max given: everything queued
+	}
 	t := time.NewTimer(time.Duration(timeout) * time.Second)
 	defer t.Stop()
 	var got []Msg
@@ -197,7 +201,7 @@ func (s *Server) pop(w http.ResponseWriter, r *http.Request) {
 	case m := <-q:
 		got = append(got, m)
 	more:
-		for {
+		for len(got) < limit {
 			select {
 			case m := <-q:
 				got = append(got, m)

@@ -1,19 +1,20 @@
-// Package redisinfo counts a gateway's Redis connections with CLIENT LIST,
-// spoken over a raw RESP connection (no client library needed).
+// Package redisinfo counts a gateway's Redis connections with CLIENT LIST
+// and reads Redis' CPU time and command counts with INFO (go-redis'
+// InfoMap), each over one short-lived connection made by the caller's
+// Dialer.
 package redisinfo
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/url"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Target is a Redis server to ask.
@@ -83,7 +84,9 @@ type Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
 
 // ListClients runs CLIENT LIST on t and counts the clients.
 func ListClients(ctx context.Context, dial Dialer, t Target) (Clients, error) {
-	list, err := command(ctx, dial, t, "CLIENT", "LIST")
+	c, cancel := client(dial, t)
+	defer cancel()
+	list, err := c.ClientList(ctx).Result()
 	if err != nil {
 		return Clients{}, fmt.Errorf("redis CLIENT LIST: %w", err)
 	}
@@ -105,33 +108,28 @@ type Snapshot struct {
 
 // Info takes a Snapshot of t (INFO cpu and INFO commandstats).
 func Info(ctx context.Context, dial Dialer, t Target) (*Snapshot, error) {
-	cpu, err := command(ctx, dial, t, "INFO", "cpu")
+	c, cancel := client(dial, t)
+	defer cancel()
+	info, err := c.InfoMap(ctx, "cpu", "commandstats").Result()
 	if err != nil {
-		return nil, fmt.Errorf("redis INFO cpu: %w", err)
+		return nil, fmt.Errorf("redis INFO: %w", err)
 	}
-	cmds, err := command(ctx, dial, t, "INFO", "commandstats")
-	if err != nil {
-		return nil, fmt.Errorf("redis INFO commandstats: %w", err)
-	}
-	s := &Snapshot{At: time.Now(), Commands: ParseCommandStats(cmds)}
-	for _, line := range strings.Split(cpu, "\n") {
-		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
-		if ok && (k == "used_cpu_sys" || k == "used_cpu_user") {
-			f, err := strconv.ParseFloat(v, 64)
-			if err == nil {
-				s.CPU += f
-			}
+	s := &Snapshot{At: time.Now(), Commands: ParseCommandStats(info["Commandstats"])}
+	for _, k := range []string{"used_cpu_sys", "used_cpu_user"} {
+		if f, err := strconv.ParseFloat(info["CPU"][k], 64); err == nil {
+			s.CPU += f
 		}
 	}
 	return s, nil
 }
 
-// ParseCommandStats parses "cmdstat_<name>:calls=N,usec=M,..." lines.
-func ParseCommandStats(info string) map[string]CmdStat {
+// ParseCommandStats parses the "cmdstat_<name>" entries of INFO
+// commandstats ("calls=N,usec=M,...").
+func ParseCommandStats(section map[string]string) map[string]CmdStat {
 	out := map[string]CmdStat{}
-	for _, line := range strings.Split(info, "\n") {
-		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
-		if !ok || !strings.HasPrefix(name, "cmdstat_") {
+	for name, rest := range section {
+		name, ok := strings.CutPrefix(name, "cmdstat_")
+		if !ok {
 			continue
 		}
 		var st CmdStat
@@ -148,38 +146,26 @@ func ParseCommandStats(info string) map[string]CmdStat {
 				st.Usec = n
 			}
 		}
-		out[strings.TrimPrefix(name, "cmdstat_")] = st
+		out[name] = st
 	}
 	return out
 }
 
-// command runs one command on a fresh connection and returns the reply.
-func command(ctx context.Context, dial Dialer, t Target, args ...string) (string, error) {
-	if dial == nil {
-		var d net.Dialer
-		dial = d.DialContext
+// client returns a one-connection go-redis client for t that dials with
+// dial, speaks RESP2 and sends no CLIENT SETINFO (so the commands it adds
+// to the measured server are AUTH, INFO and CLIENT LIST only), and a
+// function that closes it. Every call is bounded to 5 s.
+func client(dial Dialer, t Target) (*redis.Client, func()) {
+	o := &redis.Options{
+		Addr: t.Addr, Username: t.Username, Password: t.Password,
+		Protocol: 2, DisableIdentity: true, PoolSize: 1, MaxRetries: -1,
+		DialTimeout: 5 * time.Second, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second,
 	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	conn, err := dial(ctx, "tcp", t.Addr)
-	if err != nil {
-		return "", err
+	if dial != nil {
+		o.Dialer = dial
 	}
-	defer conn.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(dl)
-	}
-	br := bufio.NewReader(conn)
-	if t.Password != "" {
-		auth := []string{"AUTH", t.Password}
-		if t.Username != "" {
-			auth = []string{"AUTH", t.Username, t.Password}
-		}
-		if _, err := call(conn, br, auth...); err != nil {
-			return "", fmt.Errorf("AUTH: %w", err)
-		}
-	}
-	return call(conn, br, args...)
+	c := redis.NewClient(o)
+	return c, func() { _ = c.Close() }
 }
 
 // ParseClientList counts the entries of a CLIENT LIST reply.
@@ -202,54 +188,4 @@ func ParseClientList(list string) Clients {
 		}
 	}
 	return c
-}
-
-// call sends one command and reads a simple or bulk string reply.
-func call(w io.Writer, br *bufio.Reader, args ...string) (string, error) {
-	var b strings.Builder
-	fmt.Fprintf(&b, "*%d\r\n", len(args))
-	for _, a := range args {
-		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
-	}
-	if _, err := io.WriteString(w, b.String()); err != nil {
-		return "", err
-	}
-	line, err := br.ReadString('\n')
-	if err != nil {
-		return "", err
-	}
-	line = strings.TrimRight(line, "\r\n")
-	if line == "" {
-		return "", errors.New("empty reply")
-	}
-	switch line[0] {
-	case '+':
-		return line[1:], nil
-	case '-':
-		return "", errors.New(line[1:])
-	case '$':
-		n, err := strconv.Atoi(line[1:])
-		if err != nil || n < -1 {
-			return "", fmt.Errorf("bad bulk length %q", line)
-		}
-		if n == -1 {
-			return "", nil
-		}
-		buf := make([]byte, n+2)
-		if _, err := io.ReadFull(br, buf); err != nil {
-			return "", err
-		}
-		return string(buf[:n]), nil
-	case '=': // RESP3 verbatim string: "txt:" prefix
-		n, err := strconv.Atoi(line[1:])
-		if err != nil || n < 4 {
-			return "", fmt.Errorf("bad verbatim length %q", line)
-		}
-		buf := make([]byte, n+2)
-		if _, err := io.ReadFull(br, buf); err != nil {
-			return "", err
-		}
-		return string(buf[4:n]), nil
-	}
-	return "", fmt.Errorf("unexpected reply %q", line)
 }

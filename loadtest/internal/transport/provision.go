@@ -16,10 +16,10 @@ import (
 )
 
 // Provisioner sends POST /trans requests over a bounded pool of keep-alive
-// connections.
+// connections (to Centrifugo targets: API publish/broadcast calls).
 type Provisioner struct {
 	client  *http.Client
-	targets []string // ".../trans" URLs
+	targets []provTarget
 	next    atomic.Uint64
 	// Priority is "H" or "L" (default "H").
 	Priority string
@@ -50,7 +50,13 @@ func NewProvisioner(targets []*url.URL, d *Dialer, conns int, timeout time.Durat
 		Priority: "H",
 	}
 	for _, t := range targets {
-		p.targets = append(p.targets, t.String()+"/trans")
+		if IsCentrifugo(t) {
+			key, _ := t.User.Password()
+			api := url.URL{Scheme: "http", Host: t.Host, Path: t.Path + centrifugoAPI + "/"}
+			p.targets = append(p.targets, provTarget{url: api.String(), apiKey: key, centrifugo: true})
+			continue
+		}
+		p.targets = append(p.targets, provTarget{url: t.String() + "/trans"})
 	}
 	p.bufs.New = func() any { return new(bytes.Buffer) }
 	return p
@@ -60,11 +66,22 @@ func NewProvisioner(targets []*url.URL, d *Dialer, conns int, timeout time.Durat
 func (p *Provisioner) Close() { p.client.CloseIdleConnections() }
 
 // Provision sends one transaction with payload to every queue in queues and
-// returns its transaction id.
+// returns its transaction id (Centrifugo targets: one publication or
+// broadcast, and no id).
 func (p *Provisioner) Provision(ctx context.Context, queues []string, payload []byte) (string, error) {
 	buf := p.bufs.Get().(*bytes.Buffer)
 	defer p.bufs.Put(buf)
 	buf.Reset()
+	t := &p.targets[(p.next.Add(1)-1)%uint64(len(p.targets))]
+	if t.centrifugo {
+		b, method := appendCentrifugoPublish(buf.AvailableBuffer(), queues, payload)
+		buf.Write(b)
+		body, err := p.post(ctx, t.url+method, t.apiKey, buf.Bytes())
+		if err != nil {
+			return "", err
+		}
+		return "", centrifugoAnswer(body)
+	}
 	b := buf.AvailableBuffer()
 	b = append(b, `{"payload":`...)
 	b = appendJSONString(b, string(payload))
@@ -86,24 +103,9 @@ func (p *Provisioner) Provision(ctx context.Context, queues []string, payload []
 	}
 	b = append(b, "]}"...)
 	buf.Write(b)
-
-	target := p.targets[(p.next.Add(1)-1)%uint64(len(p.targets))]
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(buf.Bytes()))
+	body, err := p.post(ctx, t.url, "", buf.Bytes())
 	if err != nil {
 		return "", err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := p.client.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
-	if err != nil {
-		return "", err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return "", &StatusError{Code: resp.StatusCode, Body: strings.TrimSpace(truncate(string(body), 200))}
 	}
 	var r struct {
 		OK   bool   `json:"ok"`
@@ -113,6 +115,39 @@ func (p *Provisioner) Provision(ctx context.Context, queues []string, payload []
 		return "", fmt.Errorf("unexpected provision answer: %.100s", body)
 	}
 	return r.Data, nil
+}
+
+// provTarget is where provisions go.
+type provTarget struct {
+	url        string // ".../trans"; Centrifugo: ".../api/" (the API method follows)
+	apiKey     string // Centrifugo's API key
+	centrifugo bool
+}
+
+// post sends one JSON body and returns the answer's body (status 200) or a
+// *StatusError. apiKey, when set, goes in the X-API-Key header.
+func (p *Provisioner) post(ctx context.Context, target, apiKey string, body []byte) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if apiKey != "" {
+		req.Header.Set("X-API-Key", apiKey)
+	}
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, &StatusError{Code: resp.StatusCode, Body: strings.TrimSpace(truncate(string(answer), 200))}
+	}
+	return answer, nil
 }
 
 const hexDigits = "0123456789abcdef"

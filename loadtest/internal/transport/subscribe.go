@@ -131,6 +131,9 @@ func (c *Client) Subscribe(ctx context.Context, kind Kind, queues []string, h Ha
 	if len(queues) == 0 || (len(queues) > 1 && kind != WSMux) {
 		return fmt.Errorf("transport %s: %d queues given", kind, len(queues))
 	}
+	if c.centrifugo() && kind != SSE && kind != WS {
+		return fmt.Errorf("transport %s: a Centrifugo target offers sse and ws only", kind)
+	}
 	var err error
 	switch kind {
 	case SSE:
@@ -273,12 +276,18 @@ func (c *Client) sse(ctx context.Context, queue string, h *Handler) error {
 		return err
 	}
 	defer rc.close()
-	resp, err := rc.do(http.MethodGet, c.path(queue, "/events"), "text/event-stream", c.handshakeTimeout())
+	path, cf, opened := c.path(queue, "/events"), c.centrifugo(), false
+	if cf {
+		path = c.centrifugoPath(centrifugoUniSSE, queue)
+	}
+	resp, err := rc.do(http.MethodGet, path, "text/event-stream", c.handshakeTimeout())
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	h.open()
+	if !cf { // Centrifugo: open at its connect push
+		h.open()
+	}
 	body := bufio.NewReaderSize(resp.Body, c.bufSize())
 	var scratch, data []byte
 	event := ""
@@ -290,7 +299,11 @@ func (c *Client) sse(ctx context.Context, queue string, h *Handler) error {
 		switch {
 		case len(line) == 0: // dispatch
 			if len(data) > 0 {
-				if event == "" || event == "message" {
+				if cf {
+					if err := c.centrifugoFrame(data, queue, h, &opened); err != nil {
+						return err
+					}
+				} else if event == "" || event == "message" {
 					c.dispatch(data, []string{queue}, h)
 				} else {
 					h.problem("sse event " + truncate(event, 30))
@@ -429,12 +442,18 @@ func (c *Client) dialWS(ctx context.Context, path string) (*websocket.Conn, erro
 }
 
 func (c *Client) ws(ctx context.Context, queue string, h *Handler) error {
-	conn, err := c.dialWS(ctx, c.path(queue, "/ws"))
+	path := c.path(queue, "/ws")
+	if c.centrifugo() {
+		path = c.centrifugoPath(centrifugoUniWS, queue)
+	}
+	conn, err := c.dialWS(ctx, path)
 	if err != nil {
 		return err
 	}
 	defer conn.CloseNow()
-	h.open()
+	if !c.centrifugo() { // Centrifugo: open at its connect push
+		h.open()
+	}
 	return c.readWS(ctx, conn, []string{queue}, h)
 }
 
@@ -462,6 +481,7 @@ func (c *Client) wsMux(ctx context.Context, queues []string, h *Handler) error {
 
 func (c *Client) readWS(ctx context.Context, conn *websocket.Conn, queues []string, h *Handler) error {
 	var buf bytes.Buffer
+	cf, opened := c.centrifugo(), false
 	for {
 		_, r, err := conn.Reader(ctx)
 		if err != nil {
@@ -471,7 +491,11 @@ func (c *Client) readWS(ctx context.Context, conn *websocket.Conn, queues []stri
 		if _, err := buf.ReadFrom(r); err != nil {
 			return err
 		}
-		c.dispatch(buf.Bytes(), queues, h)
+		if !cf {
+			c.dispatch(buf.Bytes(), queues, h)
+		} else if err := c.centrifugoFrame(buf.Bytes(), queues[0], h, &opened); err != nil {
+			return err
+		}
 	}
 }
 

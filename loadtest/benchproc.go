@@ -1,0 +1,232 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/popbox/popbox/loadtest/internal/sysinfo"
+)
+
+// The processes a benchmark suite starts and watches: gateways, redis-server
+// and the helpers that wait for them.
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// child is a process the suite started.
+type child struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+}
+
+func startChild(name, bin string, args, env []string, logPath string) (*child, error) {
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	c := &child{name: name, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		c.err = cmd.Wait()
+		logf.Close()
+		close(c.done)
+	}()
+	return c, nil
+}
+
+func (c *child) exited() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop sends SIGTERM, then SIGKILL after grace.
+func (c *child) stop(grace time.Duration) {
+	if c == nil || c.exited() {
+		return
+	}
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.done:
+	case <-time.After(grace):
+		_ = c.cmd.Process.Kill()
+		<-c.done
+	}
+}
+
+type redisChild struct {
+	*child
+	addr string
+}
+
+func startRedis(ctx context.Context, bin, dir, logPath string) (*redisChild, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		c, err := startChild("redis-server", bin, []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+			"--save", "", "--appendonly", "no", "--protected-mode", "no", "--dir", dir, "--maxclients", "10000"}, nil, logPath)
+		if err != nil {
+			return nil, err
+		}
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		if lastErr = waitFor(ctx, 10*time.Second, c, func() bool { return redisPing(addr) }); lastErr == nil {
+			return &redisChild{child: c, addr: addr}, nil
+		}
+		c.stop(2 * time.Second)
+	}
+	return nil, fmt.Errorf("redis-server did not start: %w", lastErr)
+}
+
+func redisPing(addr string) bool {
+	conn, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(time.Second))
+	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
+		return false
+	}
+	buf := make([]byte, 16)
+	n, _ := conn.Read(buf)
+	return strings.HasPrefix(string(buf[:n]), "+PONG")
+}
+
+// waitFor polls ok until it holds, the child exits or the timeout passes.
+func waitFor(ctx context.Context, timeout time.Duration, c *child, ok func() bool) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for !ok() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s not ready after %v", c.name, timeout)
+		case <-c.done:
+			return fmt.Errorf("%s exited: %v", c.name, c.err)
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// startGateways starts c.Gateways gateway processes against redisAddr and
+// returns them with the target URLs.
+// With pprofAddr set, the first gateway serves its profiler there.
+func startGateways(ctx context.Context, bin string, c benchCase, redisAddr, logDir, pprofAddr string) ([]*child, []string, error) {
+	var gws []*child
+	var targets []string
+	shared := 0
+	if c.ReusePort {
+		p, err := freePort()
+		if err != nil {
+			return nil, nil, err
+		}
+		shared = p
+		targets = []string{fmt.Sprintf("http://127.0.0.1:%d", p)}
+	}
+	for i := 0; i < c.Gateways; i++ {
+		port := shared
+		if port == 0 {
+			p, err := freePort()
+			if err != nil {
+				return gws, nil, err
+			}
+			port = p
+			targets = append(targets, fmt.Sprintf("http://127.0.0.1:%d", p))
+		}
+		args := []string{"serve", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--redis-url", "redis://" + redisAddr + "/0",
+			"--node-name", fmt.Sprintf("bench-%s-%d", c.Name, i), "--log-level", "warn", "--shutdown-timeout", "5s"}
+		if c.ReusePort {
+			args = append(args, "--reuseport")
+		}
+		var env []string
+		if i == 0 && pprofAddr != "" {
+			env = []string{"POPBOX_PPROF_LISTEN=" + pprofAddr}
+		}
+		g, err := startChild(fmt.Sprintf("gateway %d", i), bin, args, env, filepath.Join(logDir, fmt.Sprintf("%s-gateway-%d.log", c.Name, i)))
+		if err != nil {
+			return gws, nil, err
+		}
+		gws = append(gws, g)
+		url := fmt.Sprintf("http://127.0.0.1:%d/readyz", port)
+		pid := g.cmd.Process.Pid
+		err = waitFor(ctx, 30*time.Second, g, func() bool {
+			if c.ReusePort {
+				pids, _, err := (sysinfo.Proc{}).FindGateways([]int{port})
+				if err != nil {
+					return false
+				}
+				found := false
+				for _, p := range pids {
+					found = found || p == pid
+				}
+				if !found {
+					return false
+				}
+			}
+			return httpOK(url)
+		})
+		if err != nil {
+			return gws, nil, err
+		}
+	}
+	return gws, targets, nil
+}
+
+func httpOK(url string) bool {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+func redisVersion(bin string) string {
+	out, err := exec.Command(bin, "--version").Output()
+	if err != nil {
+		return ""
+	}
+	for _, f := range strings.Fields(string(out)) {
+		if v, ok := strings.CutPrefix(f, "v="); ok {
+			return v
+		}
+	}
+	return strings.TrimSpace(string(out))
+}
