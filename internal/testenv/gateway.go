@@ -106,15 +106,14 @@ func StartGateway(t testing.TB, redisURL string, opts ...GatewayOption) *Gateway
 	for _, o := range opts {
 		o(g)
 	}
-	port := FreePort(t)
-	g.Addr = fmt.Sprintf("127.0.0.1:%d", port)
-	g.URL = "http://" + g.Addr
-	g.env = append(g.env, "POPBOX_LISTEN="+g.Addr, "POPBOX_REDIS_URL="+redisURL, "POPBOX_LOG_LEVEL=info",
-		"POPBOX_SHUTDOWN_TIMEOUT=10s")
+	// Port 0: the gateway binds a port the kernel picks and logs it, so
+	// two tests can never be handed the same "free" port (a FreePort-then-
+	// bind race once let a gateway fail to bind while /healthz was answered
+	// by another test's gateway on that port). Restarts reuse the ports.
+	g.env = append(g.env, "POPBOX_LISTEN=127.0.0.1:0", "POPBOX_REDIS_URL="+redisURL, "POPBOX_LOG_LEVEL=info",
+		"POPBOX_LOG_FORMAT=text", "POPBOX_SHUTDOWN_TIMEOUT=10s")
 	if g.tlsOn {
-		tport := FreePort(t)
-		g.env = append(g.env, fmt.Sprintf("POPBOX_TLS_LISTEN=127.0.0.1:%d", tport))
-		g.TLSURL = fmt.Sprintf("https://127.0.0.1:%d", tport)
+		g.env = append(g.env, "POPBOX_TLS_LISTEN=127.0.0.1:0")
 	}
 	g.args = []string{"serve"}
 	g.start(t, bin)
@@ -145,6 +144,18 @@ func (g *Gateway) start(t testing.TB, bin string) {
 	g.cmd, g.done = cmd, done
 	g.mu.Unlock()
 	deadline := time.Now().Add(30 * time.Second)
+	plain, tlsAddr := g.waitServing(t, done, deadline)
+	if g.Addr == "" {
+		// First start: keep the ports the kernel gave for restarts.
+		g.Addr, g.URL = plain, "http://"+plain
+		g.env = append(g.env, "POPBOX_LISTEN="+plain)
+		if g.tlsOn {
+			g.TLSURL = "https://" + tlsAddr
+			g.env = append(g.env, "POPBOX_TLS_LISTEN="+tlsAddr)
+		}
+	} else if plain != g.Addr {
+		t.Fatalf("restarted gateway listens on %s, want %s", plain, g.Addr)
+	}
 	for {
 		resp, err := http.Get(g.URL + "/healthz")
 		if err == nil {
@@ -163,6 +174,47 @@ func (g *Gateway) start(t testing.TB, bin string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// waitServing waits for this process's "popbox serving" log line and
+// returns the plain and TLS addresses it names (those it actually bound).
+func (g *Gateway) waitServing(t testing.TB, done <-chan struct{}, deadline time.Time) (plain, tlsAddr string) {
+	t.Helper()
+	for {
+		for _, line := range strings.Split(g.Log(), "\n") {
+			if !strings.Contains(line, `msg="popbox serving"`) {
+				continue
+			}
+			plain, tlsAddr = logField(line, "listen"), logField(line, "tls")
+			if plain != "" && (!g.tlsOn || tlsAddr != "") {
+				return plain, tlsAddr
+			}
+			t.Fatalf("gateway serving line without its addresses: %s", line)
+		}
+		select {
+		case <-done:
+			t.Fatalf("gateway exited during start:\n%s", g.Log())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gateway did not log \"popbox serving\" in time:\n%s", g.Log())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// logField returns the value of key=value in a slog text line ("" when
+// absent or quoted empty).
+func logField(line, key string) string {
+	i := strings.Index(line, " "+key+"=")
+	if i < 0 {
+		return ""
+	}
+	v := line[i+len(key)+2:]
+	if j := strings.IndexByte(v, ' '); j >= 0 {
+		v = v[:j]
+	}
+	return strings.Trim(v, `"`)
 }
 
 type lockedWriter struct {

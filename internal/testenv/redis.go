@@ -130,12 +130,39 @@ func (r *Redis) start(bin string) error {
 	r.mu.Lock()
 	r.cmd, r.done = cmd, done
 	r.mu.Unlock()
-	if err := WaitRedis(r.Addr, 10*time.Second); err != nil {
+	if err := waitOwnRedis(r.Addr, cmd.Process.Pid, 10*time.Second); err != nil {
 		_ = cmd.Process.Kill()
 		<-done
 		return err
 	}
 	return nil
+}
+
+// waitOwnRedis waits until the redis-server with process id pid answers
+// at addr. Checking the pid (INFO server) matters: when another test's
+// server holds the port we were handed, ours fails to bind and exits while
+// the other one answers PING, and the test would share its data.
+func waitOwnRedis(addr string, pid int, timeout time.Duration) error {
+	if err := WaitRedis(addr, timeout); err != nil {
+		return err
+	}
+	c := redis.NewClient(&redis.Options{Addr: addr, Protocol: 2})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	info, err := c.Info(ctx, "server").Result()
+	if err != nil {
+		return fmt.Errorf("INFO server at %s: %w", addr, err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "process_id:"); ok {
+			if v != strconv.Itoa(pid) {
+				return fmt.Errorf("%s is served by process %s, not by ours (%d): port taken", addr, v, pid)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("INFO server at %s names no process_id", addr)
 }
 
 // WaitRedis polls addr with PING until it answers or the timeout passes.

@@ -137,7 +137,7 @@ sentinel parallel-syncs %s 1
 		done := make(chan struct{})
 		go func() { _ = cmd.Wait(); close(done) }()
 		sp.cmd, sp.done = cmd, done
-		if lastErr = WaitRedis(sp.Addr, 10*time.Second); lastErr == nil {
+		if lastErr = waitOwnRedis(sp.Addr, cmd.Process.Pid, 10*time.Second); lastErr == nil {
 			return sp, nil
 		}
 		sp.Kill()
