@@ -186,3 +186,42 @@ func TestPopManyBigHead(t *testing.T) {
 		})
 	}
 }
+
+// TestPopManyReadsOnlyWhatFits: the single-server pop script reads (with
+// HMGET, INFO commandstats counting the calls made inside scripts) only
+// the payloads it delivers, not every payload it took: 17 messages of
+// 1 MiB under a 3 MiB budget cost 3 payload reads. It used to read all 17
+// into Lua and drop 14: 16 MiB of Redis work per call for a queue whose
+// consumer takes 16, a GiB per round for 64 such queues, which stalled
+// every other queue of the node. (The Cluster's path reads sizes first
+// already, see deliverTaken.)
+func TestPopManyReadsOnlyWhatFits(t *testing.T) {
+	for _, b := range backends {
+		if b.name == "embedded" || b.name == "redis-stepwise" {
+			continue // no INFO commandstats; not the fused script
+		}
+		t.Run(b.name, func(t *testing.T) {
+			r, c := b.store(t)
+			s := redisq.NewLike(r, c, redisq.Options{BatchBytes: 3*mib + 10})
+			ctx := context.Background()
+			exp := time.Now().Add(time.Hour).Unix()
+			big := strings.Repeat("x", mib)
+			for range 17 {
+				provision(t, s, "UNSEC:", 'L', big, exp, "fit")
+			}
+			before := readServerStats(t, c)
+			res := s.PopMany(ctx, []redisq.PopRequest{{Queue: "UNSEC:fit", Max: 17}})
+			after := readServerStats(t, c)
+			if res[0].Err != nil || len(res[0].Messages) != 3 || !res[0].Limited {
+				t.Fatalf("pop: %d messages, limited %v, err %v", len(res[0].Messages), res[0].Limited, res[0].Err)
+			}
+			if reads := after.calls["hmget"] - before.calls["hmget"]; reads != 3 {
+				t.Errorf("%d payload reads (HMGET) for 3 messages delivered, want 3", reads)
+			}
+			rest := s.PopMany(ctx, []redisq.PopRequest{{Queue: "UNSEC:fit", Max: 17}})
+			if len(rest[0].Messages) != 3 || rest[0].Messages[0].TID == res[0].Messages[0].TID {
+				t.Fatalf("second pop: %d messages", len(rest[0].Messages))
+			}
+		})
+	}
+}
