@@ -53,12 +53,22 @@ const (
 	shards     = 64
 	popWorkers = 4   // goroutines popping for woken queues, in parallel
 	popBatch   = 256 // queues popped per Redis round trip
+	// apartWorkers pop, one queue per call, the queues kept out of the
+	// shared batches (queueState.apart), so that they wait on each other
+	// and never on, or in front of, the other queues.
+	apartWorkers = 1
 )
 
 type queueState struct {
 	waiters  []*Waiter
 	draining bool
 	again    bool
+	// apart: the queue is popped alone, by the apart workers, not in the
+	// shared batches: its last pop hit the byte budget (big payloads: a
+	// batch with it would wait for its bytes), or it failed in a shared
+	// batch (its failure, e.g. a reply that timed out, must fail no other
+	// queue). Cleared by a pop alone that does neither.
+	apart bool
 	// registered: this node's "waiting" registration of the queue is (to
 	// be) in Redis. A stream registers when it is added; one-shot pops
 	// only once a pop round left them waiting, so a pop served at once
@@ -86,9 +96,8 @@ type Hub struct {
 	dirty   map[string]struct{}
 	dirtyCh chan struct{}
 
-	readyMu sync.Mutex
-	ready   []string      // queues to pop for, each at most once (queueState.draining)
-	readyCh chan struct{} // wakes an idle pop worker
+	ready readyList // queues to pop for in shared batches, each at most once (queueState.draining)
+	apart readyList // queues to pop for alone (queueState.apart)
 
 	shuttingDown atomic.Bool
 	closing      chan struct{}  // closed by Shutdown
@@ -128,7 +137,7 @@ func New(store Store, opts Options) *Hub {
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &Hub{store: store, opts: opts, log: opts.Logger, seed: maphash.MakeSeed(),
 		ctx: ctx, cancel: cancel, dirty: map[string]struct{}{}, dirtyCh: make(chan struct{}, 1),
-		readyCh: make(chan struct{}, 1), closing: make(chan struct{}), down: make(chan struct{}), probe: make(chan struct{}, 1), recheck: make(chan struct{}, 1)}
+		ready: newReadyList(), apart: newReadyList(), closing: make(chan struct{}), down: make(chan struct{}), probe: make(chan struct{}, 1), recheck: make(chan struct{}, 1)}
 	for i := range h.sh {
 		h.sh[i].queues = map[string]*queueState{}
 	}
@@ -161,14 +170,14 @@ func (h *Hub) Add(w *Waiter) {
 	q.waiters = append(q.waiters, w)
 	register := !w.oneShot && !q.registered
 	q.registered = q.registered || register
-	start := h.scheduleLocked(w.queue, q)
+	start, apart := h.scheduleLocked(w.queue, q), q.apart
 	s.mu.Unlock()
 	h.stats.Waiters.Add(1)
 	if register {
 		h.markDirty(w.queue)
 	}
 	if start {
-		h.startDrain(w.queue)
+		h.startDrain(w.queue, apart)
 	}
 }
 
@@ -248,9 +257,10 @@ func (h *Hub) Wake(queue string) {
 	s.mu.Lock()
 	q := s.queues[queue]
 	start := q != nil && h.scheduleLocked(queue, q)
+	apart := start && q.apart
 	s.mu.Unlock()
 	if start {
-		h.startDrain(queue)
+		h.startDrain(queue, apart)
 	}
 }
 
@@ -268,41 +278,60 @@ func (h *Hub) scheduleLocked(queue string, q *queueState) bool {
 	return true
 }
 
-// startDrain puts a queue on the ready list of the pop workers.
-func (h *Hub) startDrain(queue string) {
-	h.readyMu.Lock()
-	h.ready = append(h.ready, queue)
-	h.readyMu.Unlock()
+// startDrain puts a queue on the ready list of the pop workers: the
+// shared batches', or the apart workers' one when apart.
+func (h *Hub) startDrain(queue string, apart bool) {
+	if apart {
+		h.apart.put(queue)
+	} else {
+		h.ready.put(queue)
+	}
+}
+
+// readyList is a list of queues to pop for and the signal that wakes an
+// idle worker of it.
+type readyList struct {
+	mu    sync.Mutex
+	items []string
+	ch    chan struct{}
+}
+
+func newReadyList() readyList { return readyList{ch: make(chan struct{}, 1)} }
+
+func (l *readyList) put(queue string) {
+	l.mu.Lock()
+	l.items = append(l.items, queue)
+	l.mu.Unlock()
 	select {
-	case h.readyCh <- struct{}{}:
+	case l.ch <- struct{}{}:
 	default:
 	}
 }
 
-// takeReady waits for ready queues and takes up to n of them; nil when the
-// hub stops.
-func (h *Hub) takeReady(n int) []string {
+// take waits for ready queues and takes up to n of them; nil when done
+// ends.
+func (l *readyList) take(n int, done <-chan struct{}) []string {
 	for {
-		h.readyMu.Lock()
-		if len(h.ready) > 0 {
-			k := min(n, len(h.ready))
+		l.mu.Lock()
+		if len(l.items) > 0 {
+			k := min(n, len(l.items))
 			batch := make([]string, k)
-			copy(batch, h.ready)
-			h.ready = append(h.ready[:0:0], h.ready[k:]...)
-			more := len(h.ready) > 0
-			h.readyMu.Unlock()
+			copy(batch, l.items)
+			l.items = append(l.items[:0:0], l.items[k:]...)
+			more := len(l.items) > 0
+			l.mu.Unlock()
 			if more {
 				select { // let another worker take the rest
-				case h.readyCh <- struct{}{}:
+				case l.ch <- struct{}{}:
 				default:
 				}
 			}
 			return batch
 		}
-		h.readyMu.Unlock()
+		l.mu.Unlock()
 		select {
-		case <-h.readyCh:
-		case <-h.ctx.Done():
+		case <-l.ch:
+		case <-done:
 			return nil
 		}
 	}
@@ -313,11 +342,14 @@ func (h *Hub) takeReady(n int) []string {
 // payloads) serves up to popBatch queues, so the Redis round trips per
 // delivered message fall as the load grows. Each queue is in at most one
 // batch at a time (queueState.draining); nodes race through the atomic pop
-// script.
-func (h *Hub) popWorker() {
+// script. The queues kept apart (big payloads, failures) are popped one
+// per call by the apart workers instead (list h.apart, n 1), so that a
+// consumer of big payloads, e.g. one that never reads and so keeps its
+// queues' pops at the byte budget, delays only its own queues.
+func (h *Hub) popWorker(list *readyList, n int) {
 	defer h.drains.Done()
 	for {
-		batch := h.takeReady(popBatch)
+		batch := list.take(n, h.ctx.Done())
 		if batch == nil {
 			return
 		}
@@ -342,6 +374,7 @@ func (h *Hub) popFor(queues []string) {
 		return
 	}
 	results := h.store.PopMany(h.ctx, reqs)
+	shared := len(reqs) > 1
 	for i, r := range results {
 		q, w := reqs[i].Queue, ws[i]
 		if r.Err != nil {
@@ -349,10 +382,15 @@ func (h *Hub) popFor(queues []string) {
 			if h.ctx.Err() == nil {
 				h.log.LogAttrs(h.ctx, slog.LevelWarn, "pop failed", slog.String("queue", q), slog.Any("err", r.Err))
 			}
-			h.finish(q, false) // the sweep or the next wake-up retries
+			// Popped alone from now on; failed in a shared batch, it is
+			// retried alone at once (the failure may have been another
+			// queue's), else the sweep or the next wake-up retries.
+			h.setApart(q, true)
+			h.finish(q, shared)
 			h.checkRedis()
 			continue
 		}
+		h.setApart(q, r.Limited)
 		if msgs := r.Messages; len(msgs) > 0 {
 			h.stats.Pops.Add(1)
 			rest := w.offer(msgs)
@@ -377,8 +415,9 @@ func (h *Hub) finish(queue string, more bool) {
 	q := s.queues[queue]
 	if q != nil && len(q.waiters) > 0 && (more || q.again) && h.ctx.Err() == nil {
 		q.again = false
+		apart := q.apart
 		s.mu.Unlock()
-		h.startDrain(queue)
+		h.startDrain(queue, apart)
 		return
 	}
 	register := false
@@ -397,6 +436,16 @@ func (h *Hub) finish(queue string, more bool) {
 	if register {
 		h.markDirty(queue)
 	}
+}
+
+// setApart sets whether a queue is popped apart (queueState.apart).
+func (h *Hub) setApart(queue string, apart bool) {
+	s := h.shardOf(queue)
+	s.mu.Lock()
+	if q := s.queues[queue]; q != nil {
+		q.apart = apart
+	}
+	s.mu.Unlock()
 }
 
 // anyOpen tells whether any of ws still takes messages (a one-shot pop
@@ -530,7 +579,11 @@ func (h *Hub) Recheck(ctx context.Context) {
 func (h *Hub) Run(ctx context.Context) {
 	for range popWorkers {
 		h.drains.Add(1)
-		go h.popWorker()
+		go h.popWorker(&h.ready, popBatch)
+	}
+	for range apartWorkers {
+		h.drains.Add(1)
+		go h.popWorker(&h.apart, 1)
 	}
 	h.beat(ctx) // alive before the first registration
 	var wg sync.WaitGroup

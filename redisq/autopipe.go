@@ -74,6 +74,17 @@ func runScriptsAuto(ctx context.Context, ap *redis.AutoPipeliner, calls []script
 	return cmds, nil
 }
 
+// runPayloadScripts runs script calls whose replies carry payloads (the
+// pops, the reads of sizes and small payloads) on a pooled connection of
+// the client, never through the autopipeliner: the autopipeliner is one
+// ordered stream per node, so one reply of megabytes (a pop's byte
+// budget) would hold up every small command of every caller queued
+// behind it. Like readPayloads, which reads the big payloads, they share
+// round trips only with each other (one pipeline per call).
+func (s *Store) runPayloadScripts(ctx context.Context, calls []scriptCall) ([]*redis.Cmd, error) {
+	return runScriptsOn(ctx, s.rdb, calls)
+}
+
 // pick chooses how the next round trip of the request path goes out: the
 // autopipeliner when other round trips are under way (they then share
 // pipelines), the client directly when this one is alone, so that a lone

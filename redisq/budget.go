@@ -58,7 +58,7 @@ func (s *Store) readInfo(ctx context.Context, entries []Message, inline int64) (
 	for i, m := range entries {
 		calls[i] = scriptCall{metaInfoScript, []string{KeysOfTrans(m.TID).Meta}, []any{inline}}
 	}
-	cmds, err := s.runScripts(ctx, calls)
+	cmds, err := s.runPayloadScripts(ctx, calls)
 	if err != nil {
 		return nil, fmt.Errorf("read metadata: %w", err)
 	}

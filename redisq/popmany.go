@@ -455,7 +455,7 @@ func (s *Store) popManyFused(ctx context.Context, reqs []PopRequest) []PopResult
 	if len(calls) == 0 {
 		return res
 	}
-	cmds, _ := s.runScripts(ctx, calls)
+	cmds, _ := s.runPayloadScripts(ctx, calls)
 	var big []int
 	var failed []popCall
 	for j, c := range cmds {

@@ -37,9 +37,9 @@ const (
 // messages, a consumer of an unrelated queue (SSE) still gets every
 // message provisioned during the attack, no pop fails, and once the
 // attacker is gone every message it was not written is back in its queue,
-// Pending (none is left Delivered). Latencies are logged, not asserted
-// (the deadline is generous): on the old main the victim's median was
-// seconds, with the fix tens of milliseconds.
+// Pending (none is left Delivered). Latencies are logged; only the
+// median is held to a generous bound (1 s): on the old main it was 2–3 s,
+// with the fix tens of milliseconds.
 //
 // Not parallel: it measures the victim's latency and moves a GiB through
 // Redis, so it runs before the parallel tests start.
@@ -153,7 +153,6 @@ func TestOneConsumerCannotStallTheHub(t *testing.T) {
 		time.Sleep(victimEvery) // paces the victim's messages over the attack
 	}
 	attack.Wait()
-	t.Logf("attack provisioned")
 	if t.Failed() {
 		return
 	}
@@ -179,11 +178,16 @@ func TestOneConsumerCannotStallTheHub(t *testing.T) {
 	}
 	mu.Unlock()
 	slices.Sort(lat)
+	median := lat[len(lat)/2]
 	t.Logf("victim latency during the attack: median %v, max %v (%d messages)",
-		lat[len(lat)/2].Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond), len(lat))
+		median.Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond), len(lat))
+	// Generous (tens of ms are measured; the stalled hub gave 2–3 s): the
+	// victim's typical message is not held up by the attacker's pops.
+	if median > time.Second {
+		t.Errorf("victim median latency %v during the attack: the hub stalls", median)
+	}
 
 	// The attacker goes; what it was not written goes back to its queues.
-	t.Logf("victim done")
 	ac.CloseNow()
 	var delivered, pending, inQueues int
 	check := func(ctx context.Context) error {
