@@ -5,7 +5,9 @@
 // PopMany (one pipelined round trip on a single server, three on a
 // Cluster; bounded in payload bytes) pops for up to 256 queues, each for
 // the first waiter that has room; a consumer that does not read cannot
-// make one batch read more than that budget. The number of Redis
+// make one batch read more than that budget, and a queue whose pop hit
+// the budget or failed in a shared batch is popped alone by an apart
+// worker, so it delays or fails no other queue. The number of Redis
 // connections does not grow with the number of consumers, and the round
 // trips per message fall as the load grows. A slow periodic re-check makes
 // a lost wake-up delay a message but never strand it.
