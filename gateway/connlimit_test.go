@@ -132,6 +132,17 @@ func waitLocalMetric(t *testing.T, m *gateway.Metrics, series string, want float
 	}
 }
 
+// waitSocketsClosed waits until the node counts want open sockets. A
+// probe's connection is closed by the client once it read the answer, but
+// the node counts it until its own side has seen the close; under load that
+// can take longer than the client needs to send the next request, which
+// then finds the place still taken (seen in CI as a long poll answered
+// 503). Steps that need a free place wait for this first.
+func waitSocketsClosed(t *testing.T, m *gateway.Metrics, want float64) {
+	t.Helper()
+	waitLocalMetric(t, m, "popbox_connection_limit_used", want)
+}
+
 // holdLongPoll starts a long poll that holds its connection until the
 // test ends.
 func holdLongPoll(t *testing.T, base, q, authz string) {
@@ -246,6 +257,7 @@ func TestConnLimitCountsSockets(t *testing.T) {
 		if !a.closedByServer() {
 			t.Fatal("the oldest idle socket was not closed")
 		}
+		waitSocketsClosed(t, n.metrics, 1) // b
 		// The place it had is taken by a new idle socket: the next request
 		// closes b, now the oldest.
 		openKeepAlive(t, n.plain, "/")
@@ -280,6 +292,7 @@ func TestConnLimitCountsSockets(t *testing.T) {
 		}
 		// Nothing left to shed: the subscribed socket and a long poll
 		// hold both places.
+		waitSocketsClosed(t, n.metrics, 1) // the subscribed /ws
 		holdLongPoll(t, n.plain, "held", "")
 		waitLocalMetric(t, n.metrics, `popbox_connections{transport="longpoll"}`, 1)
 		st, h := limitProbe(t, n.plain, "GET", "/", "", nil)
@@ -311,6 +324,7 @@ func TestConnLimitCountsSockets(t *testing.T) {
 		}
 
 		// Strangers fill the ordinary places.
+		waitSocketsClosed(t, n.metrics, 0)
 		holdLongPoll(t, n.plain, "o1", "")
 		holdLongPoll(t, n.plain, "o2", "")
 		waitLocalMetric(t, n.metrics, `popbox_connections{transport="longpoll"}`, 2)
@@ -335,6 +349,7 @@ func TestConnLimitCountsSockets(t *testing.T) {
 
 		// Authenticated clients fill the reserve up to the operational
 		// routes' share (16 - 4): the next one is refused, /healthz is not.
+		waitSocketsClosed(t, n.metrics, 2) // o1, o2
 		for i := range 12 {
 			holdLongPoll(t, n.plain, fmt.Sprintf("c%d", i), token)
 		}
