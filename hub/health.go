@@ -19,12 +19,7 @@ func (h *Hub) Outage() <-chan struct{} {
 }
 
 // checkRedis asks the heartbeat loop to look at Redis now.
-func (h *Hub) checkRedis() {
-	select {
-	case h.probe <- struct{}{}:
-	default:
-	}
-}
+func (h *Hub) checkRedis() { signal(h.probe) }
 
 // outageProbe is how soon a failed heartbeat is retried before Redis is
 // taken for unreachable (one failure may be a blip).
@@ -38,14 +33,8 @@ func (h *Hub) heartbeats(ctx context.Context) {
 		if failed {
 			next = outageProbe
 		}
-		t := time.NewTimer(next)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleep(ctx, next, h.probe) {
 			return
-		case <-t.C:
-		case <-h.probe:
-			t.Stop()
 		}
 		ok := h.beat(ctx)
 		if ok {

@@ -317,10 +317,7 @@ func (h *Hub) markDirty(queue string) {
 	h.dirtyMu.Lock()
 	h.dirty[queue] = struct{}{}
 	h.dirtyMu.Unlock()
-	select {
-	case h.dirtyCh <- struct{}{}:
-	default:
-	}
+	signal(h.dirtyCh)
 }
 
 // Recheck looks for messages on every queue with local waiters (used after
@@ -452,15 +449,10 @@ func (h *Hub) registrations(ctx context.Context) {
 				h.dirty[q] = struct{}{}
 			}
 			h.dirtyMu.Unlock()
-			select {
-			case <-ctx.Done():
+			if !sleep(ctx, time.Second, nil) {
 				return
-			case <-time.After(time.Second):
 			}
-			select {
-			case h.dirtyCh <- struct{}{}:
-			default:
-			}
+			signal(h.dirtyCh)
 		}
 	}
 }
@@ -471,26 +463,38 @@ func (h *Hub) ShuttingDown() <-chan struct{} { return h.closing }
 
 // recheckSoon makes the sweep goroutine re-check at once (after a wake-up
 // subscription gap), without blocking the subscription.
-func (h *Hub) recheckSoon() {
-	select {
-	case h.recheck <- struct{}{}:
-	default:
-	}
-}
+func (h *Hub) recheckSoon() { signal(h.recheck) }
 
 func (h *Hub) sweep(ctx context.Context) {
 	for {
 		// Jitter so that many nodes do not sweep in lock-step.
 		d := h.opts.RecheckInterval/2 + rand.N(h.opts.RecheckInterval)
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleep(ctx, d, h.recheck) {
 			return
-		case <-t.C:
-		case <-h.recheck:
-			t.Stop()
 		}
 		h.Recheck(ctx)
 	}
+}
+
+// signal sends on ch without blocking: a wake-up that is already pending
+// is enough.
+func signal(ch chan<- struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// sleep waits d, or less if kick (nil: none) receives; it returns false
+// if ctx ended first.
+func sleep(ctx context.Context, d time.Duration, kick <-chan struct{}) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+	case <-kick:
+	}
+	return true
 }

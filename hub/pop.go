@@ -35,10 +35,7 @@ func (l *readyList) put(queue string) {
 	l.mu.Lock()
 	l.items = append(l.items, queue)
 	l.mu.Unlock()
-	select {
-	case l.ch <- struct{}{}:
-	default:
-	}
+	signal(l.ch)
 }
 
 // take waits for ready queues and takes up to n of them; nil when done
@@ -54,10 +51,7 @@ func (l *readyList) take(n int, done <-chan struct{}) []string {
 			more := len(l.items) > 0
 			l.mu.Unlock()
 			if more {
-				select { // let another worker take the rest
-				case l.ch <- struct{}{}:
-				default:
-				}
+				signal(l.ch) // let another worker take the rest
 			}
 			return batch
 		}

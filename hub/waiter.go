@@ -123,16 +123,9 @@ func (w *Waiter) offer(msgs []redisq.Message) (rest []redisq.Message) {
 	return nil
 }
 
-// notify tells the waiter's writer that its outbox has messages.
-func (w *Waiter) notify() {
-	if w.ready == nil {
-		return
-	}
-	select {
-	case w.ready <- struct{}{}:
-	default:
-	}
-}
+// notify tells the waiter's writer, if NotifyTo gave it one, that its
+// outbox has messages (a nil ready channel never takes the signal).
+func (w *Waiter) notify() { signal(w.ready) }
 
 // cancel closes the waiter for further offers. For a one-shot waiter it
 // reports whether it was cancelled before a batch was offered (false: the
