@@ -46,15 +46,6 @@ func (b *batchStore) PopMany(ctx context.Context, reqs []redisq.PopRequest) []re
 	return res
 }
 
-func startHubOn(t *testing.T, s hub.Store, recheck time.Duration) *hub.Hub {
-	h := hub.New(s, hub.Options{Node: "n1", Lease: time.Second, RecheckInterval: recheck})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { h.Run(ctx); close(done) }()
-	t.Cleanup(func() { h.Shutdown(); cancel(); <-done })
-	return h
-}
-
 // provisionTo provisions one message to several queues at once.
 func provisionTo(t *testing.T, s *redisq.Store, payload string, queues ...string) {
 	t.Helper()
@@ -79,7 +70,7 @@ func TestHeavyQueuesPoppedApart(t *testing.T) {
 		t.Fatalf("notifications: %v %v", ok, err)
 	}
 	bs := &batchStore{Store: inner}
-	h := startHubOn(t, bs, 500*time.Millisecond)
+	h := runHub(t, bs, hub.Options{Node: "n1", Lease: time.Second, RecheckInterval: 500 * time.Millisecond})
 	const heavyN, lightN = 24, 8
 	heavy := "UNSEC:heavy"
 	var lights []string
@@ -175,7 +166,7 @@ func TestFailingQueueFailsNoOther(t *testing.T) {
 	inner := newStore(t, r)
 	bad := "UNSEC:bad"
 	bs := &batchStore{Store: inner, failing: bad}
-	h := startHubOn(t, bs, time.Hour) // no re-check sweep within the test
+	h := runHub(t, bs, hub.Options{Node: "n1", Lease: time.Second, RecheckInterval: time.Hour}) // no re-check sweep within the test
 	ids := []string{"bad"}
 	for i := range 8 {
 		ids = append(ids, fmt.Sprintf("good%d", i))

@@ -25,13 +25,35 @@ func newStore(t *testing.T, r *testenv.Redis) *redisq.Store {
 	return s
 }
 
+// startHub runs a hub on s as node, with a one-second lease and a fast
+// re-check sweep.
 func startHub(t *testing.T, s *redisq.Store, node string) *hub.Hub {
-	h := hub.New(s, hub.Options{Node: node, Lease: time.Second, RecheckInterval: 500 * time.Millisecond})
+	return runHub(t, s, hub.Options{Node: node, Lease: time.Second, RecheckInterval: 500 * time.Millisecond})
+}
+
+// runHub runs a hub on s with opts until the test ends (then shuts it
+// down and waits for Run to return).
+func runHub(t *testing.T, s hub.Store, opts hub.Options) *hub.Hub {
+	h := hub.New(s, opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { h.Run(ctx); close(done) }()
 	t.Cleanup(func() { h.Shutdown(); cancel(); <-done })
 	return h
+}
+
+// wantBatch waits up to within for the batch of the one-shot waiter w and
+// checks that it is the one message payload.
+func wantBatch(t *testing.T, w *hub.Waiter, payload string, within time.Duration) {
+	t.Helper()
+	select {
+	case b := <-w.Batch():
+		if len(b) != 1 || b[0].Payload != payload {
+			t.Fatalf("batch = %+v, want the one message %q", b, payload)
+		}
+	case <-time.After(within):
+		t.Fatalf("no batch within %v: waiter not woken", within)
+	}
 }
 
 func push(t *testing.T, s *redisq.Store, queue, payload string, prio domain.Priority) string {
@@ -57,14 +79,7 @@ func TestPopWaiterWokenByLaterPush(t *testing.T) {
 		time.Sleep(50 * time.Millisecond) // the push happens while the pop waits
 		push(t, s, "q", "hello", 'H')
 	}()
-	select {
-	case b := <-w.Batch():
-		if len(b) != 1 || b[0].Payload != "hello" {
-			t.Fatalf("batch = %+v", b)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("waiter not woken")
-	}
+	wantBatch(t, w, "hello", 5*time.Second)
 }
 
 func TestTwoNodesEachMessageOnce(t *testing.T) {
@@ -200,23 +215,12 @@ func (r *recordingStore) count(q string) (on, off int) {
 func TestServedPopNotRegistered(t *testing.T) {
 	r := testenv.StartRedis(t)
 	rs := &recordingStore{Store: newStore(t, r), on: map[string]int{}, off: map[string]int{}}
-	h := hub.New(rs, hub.Options{Node: "n1", Lease: time.Minute, RecheckInterval: time.Minute})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { h.Run(ctx); close(done) }()
-	t.Cleanup(func() { h.Shutdown(); cancel(); <-done })
+	h := runHub(t, rs, hub.Options{Node: "n1", Lease: time.Minute, RecheckInterval: time.Minute})
 
 	push(t, rs.Store, "served", "hello", 'H')
 	w := hub.NewPop("UNSEC:served", 1, hub.Mode{}, "test")
 	h.Add(w)
-	select {
-	case b := <-w.Batch():
-		if len(b) != 1 || b[0].Payload != "hello" {
-			t.Fatalf("batch %+v", b)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no batch")
-	}
+	wantBatch(t, w, "hello", 10*time.Second)
 	h.Remove(w)
 	// A pop on an empty queue waits: registered, then unregistered.
 	w2 := hub.NewPop("UNSEC:empty", 1, hub.Mode{}, "test")
