@@ -31,6 +31,12 @@ func startHub(t *testing.T, s *redisq.Store, node string) *hub.Hub {
 	return runHub(t, s, hub.Options{Node: node, Lease: time.Second, RecheckInterval: 500 * time.Millisecond})
 }
 
+// startOneHub starts a redis-server with a store on it and hub node n1.
+func startOneHub(t *testing.T) (*redisq.Store, *hub.Hub) {
+	s := newStore(t, testenv.StartRedis(t))
+	return s, startHub(t, s, "n1")
+}
+
 // runHub runs a hub on s with opts until the test ends (then shuts it
 // down and waits for Run to return).
 func runHub(t *testing.T, s hub.Store, opts hub.Options) *hub.Hub {
@@ -69,9 +75,7 @@ func push(t *testing.T, s *redisq.Store, queue, payload string, prio domain.Prio
 }
 
 func TestPopWaiterWokenByLaterPush(t *testing.T) {
-	r := testenv.StartRedis(t)
-	s := newStore(t, r)
-	h := startHub(t, s, "n1")
+	s, h := startOneHub(t)
 	w := hub.NewPop("UNSEC:q", 10, hub.Mode{}, "test")
 	h.Add(w)
 	defer h.Remove(w)
@@ -131,9 +135,7 @@ func TestTwoNodesEachMessageOnce(t *testing.T) {
 }
 
 func TestRemovedStreamHandsBack(t *testing.T) {
-	r := testenv.StartRedis(t)
-	s := newStore(t, r)
-	h := startHub(t, s, "n1")
+	s, h := startOneHub(t)
 	for i := 0; i < 3; i++ {
 		push(t, s, "hb", fmt.Sprint(i), 'H')
 	}
@@ -158,9 +160,7 @@ func TestRemovedStreamHandsBack(t *testing.T) {
 }
 
 func TestBlockedRegistration(t *testing.T) {
-	r := testenv.StartRedis(t)
-	s := newStore(t, r)
-	h := startHub(t, s, "n1")
+	s, h := startOneHub(t)
 	w := hub.NewPop("UNSEC:b", 1, hub.Mode{}, "test")
 	h.Add(w)
 	waitBlocked(t, s, "UNSEC:b", true)
