@@ -110,47 +110,44 @@ func (p *Provision) parsePriority(m map[string]json.RawMessage) []string {
 // least one target list must be given, and the lists given must not all
 // be empty.
 func (p *Provision) parseTargets(m map[string]json.RawMessage) []string {
-	var errs []string
-	queueGiven, groupsGiven, typeErr := false, false, false
-	elemCount := 0
-	if raw, ok := present(m, "queue"); ok {
-		queueGiven = true
-		elems, ok := asArray(raw)
-		if !ok {
-			typeErr = true
-			errs = append(errs, MsgInvalidQueueType)
-		} else {
-			elemCount += len(elems)
-			if len(elems) > MaxQueues {
-				errs = append(errs, MsgTooManyQueues)
-			}
-			ids, idErrs := queueElements(elems)
-			p.Queues = ids
-			errs = append(errs, idErrs...)
-		}
+	queues, queueGiven, queueOK, errs := targetArray(m, "queue", MsgInvalidQueueType, MsgTooManyQueues)
+	if queueOK {
+		ids, idErrs := queueElements(queues)
+		p.Queues = ids
+		errs = append(errs, idErrs...)
 	}
-	if raw, ok := present(m, "groups"); ok {
-		groupsGiven = true
-		elems, ok := asArray(raw)
+	groups, groupsGiven, groupsOK, groupErrs := targetArray(m, "groups", MsgInvalidGroupsType, MsgTooManyGroups)
+	errs = append(errs, groupErrs...)
+	if groupsOK {
+		names, ok := groupNames(groups)
 		if !ok {
-			typeErr = true
-			errs = append(errs, MsgInvalidGroupsType)
-		} else {
-			elemCount += len(elems)
-			if len(elems) > MaxQueues {
-				errs = append(errs, MsgTooManyGroups)
-			}
-			names, ok := groupNames(elems)
-			if !ok {
-				errs = append(errs, MsgInvalidGroupName)
-			}
-			p.Groups = names
+			errs = append(errs, MsgInvalidGroupName)
 		}
+		p.Groups = names
 	}
-	if !queueGiven && !groupsGiven || !typeErr && elemCount == 0 {
+	typeErr := queueGiven && !queueOK || groupsGiven && !groupsOK
+	if !queueGiven && !groupsGiven || !typeErr && len(queues)+len(groups) == 0 {
 		errs = append(errs, MsgUndefinedQueue)
 	}
 	return errs
+}
+
+// targetArray reads the optional target list key (`queue` or `groups`).
+// given tells whether it is present and not null, ok whether it is an
+// array; errs holds typeMsg when it is not an array and tooManyMsg when it
+// has more than MaxQueues elements.
+func targetArray(m map[string]json.RawMessage, key, typeMsg, tooManyMsg string) (elems []json.RawMessage, given, ok bool, errs []string) {
+	raw, given := present(m, key)
+	if !given {
+		return nil, false, false, nil
+	}
+	if elems, ok = asArray(raw); !ok {
+		return nil, true, false, []string{typeMsg}
+	}
+	if len(elems) > MaxQueues {
+		errs = append(errs, tooManyMsg)
+	}
+	return elems, true, true, errs
 }
 
 // parsePayload reads the required `payload` field into p.Payload, bounded
