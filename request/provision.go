@@ -69,15 +69,11 @@ func ParseProvisionLimited(contentType string, body []byte, now time.Time, maxMe
 	if maxMetaBytes <= 0 {
 		maxMetaBytes = DefaultMaxMetaBytes
 	}
-	if !validContentType(contentType) {
-		return nil, []string{MsgInvalidContentType}
-	}
-	m, msg := decodeObject(body, false)
-	if msg != "" {
-		return nil, []string{msg}
+	m, errs := jsonObjectBody(contentType, body)
+	if errs != nil {
+		return nil, errs
 	}
 	p := &Provision{}
-	var errs []string
 	errs = append(errs, p.parsePriority(m)...)
 	errs = append(errs, p.parseTargets(m)...)
 	errs = append(errs, p.parsePayload(m)...)
@@ -189,33 +185,12 @@ func (p *Provision) parseCallback(m map[string]json.RawMessage) []string {
 // p.ExpirationDate: the date when given, else now plus the delay, else now
 // plus DefaultExpiration.
 func (p *Provision) parseExpiry(m map[string]json.RawMessage, now time.Time) []string {
-	var errs []string
-	var date int64
-	hasDate := false
-	if raw, ok := present(m, "expirationDate"); ok {
-		v, res := unixSeconds(raw)
-		switch res {
-		case numNotNumber:
-			errs = append(errs, MsgExpDateNotNumber)
-		case numOutOfRange:
-			errs = append(errs, MsgExpDateOutOfRange)
-		default:
-			date, hasDate = v, true
-		}
-	}
-	var delay int64
-	if raw, ok := present(m, "expirationDelay"); ok {
-		v, res := unixSeconds(raw)
-		switch res {
-		case numNotNumber:
-			errs = append(errs, MsgExpDelayNotNumber)
-		case numOutOfRange:
-			errs = append(errs, MsgExpDelayOutOfRange)
-		default:
-			delay = v
-			p.HasDelay = true
-			p.Delay = strconv.FormatInt(v, 10)
-		}
+	date, hasDate, errs := secondsField(m, "expirationDate", MsgExpDateNotNumber, MsgExpDateOutOfRange)
+	delay, hasDelay, delayErrs := secondsField(m, "expirationDelay", MsgExpDelayNotNumber, MsgExpDelayOutOfRange)
+	errs = append(errs, delayErrs...)
+	if hasDelay {
+		p.HasDelay = true
+		p.Delay = strconv.FormatInt(delay, 10)
 	}
 	switch {
 	case hasDate:
@@ -367,15 +342,11 @@ func (u *Update) Empty() bool {
 // and expirationDate are read; other fields are ignored. The content-type
 // rule, JSON rules and error strings are those of ParseProvision.
 func ParseUpdate(contentType string, body []byte) (*Update, []string) {
-	if !validContentType(contentType) {
-		return nil, []string{MsgInvalidContentType}
-	}
-	m, msg := decodeObject(body, false)
-	if msg != "" {
-		return nil, []string{msg}
+	m, errs := jsonObjectBody(contentType, body)
+	if errs != nil {
+		return nil, errs
 	}
 	u := &Update{}
-	var errs []string
 	if raw, ok := present(m, "payload"); ok {
 		s := asText(raw)
 		if len(s) > MaxPayload {
@@ -392,19 +363,44 @@ func ParseUpdate(contentType string, body []byte) (*Update, []string) {
 			u.Callback = &s
 		}
 	}
-	if raw, ok := present(m, "expirationDate"); ok {
-		v, res := unixSeconds(raw)
-		switch res {
-		case numNotNumber:
-			errs = append(errs, MsgExpDateNotNumber)
-		case numOutOfRange:
-			errs = append(errs, MsgExpDateOutOfRange)
-		default:
-			u.ExpirationDate = &v
-		}
+	date, hasDate, dateErrs := secondsField(m, "expirationDate", MsgExpDateNotNumber, MsgExpDateOutOfRange)
+	errs = append(errs, dateErrs...)
+	if hasDate {
+		u.ExpirationDate = &date
 	}
 	if len(errs) > 0 {
 		return nil, errs
 	}
 	return u, nil
+}
+
+// jsonObjectBody checks the Content-Type of a request and decodes its body
+// as one JSON object; errs holds the single client-facing problem, if any.
+func jsonObjectBody(contentType string, body []byte) (m map[string]json.RawMessage, errs []string) {
+	if !validContentType(contentType) {
+		return nil, []string{MsgInvalidContentType}
+	}
+	m, msg := decodeObject(body, false)
+	if msg != "" {
+		return nil, []string{msg}
+	}
+	return m, nil
+}
+
+// secondsField reads the optional field key as a whole number of seconds
+// in [0, MaxUnixTime]. ok tells whether it is given and valid; errs holds
+// notNumberMsg or outOfRangeMsg when it is given and invalid.
+func secondsField(m map[string]json.RawMessage, key, notNumberMsg, outOfRangeMsg string) (v int64, ok bool, errs []string) {
+	raw, given := present(m, key)
+	if !given {
+		return 0, false, nil
+	}
+	v, res := unixSeconds(raw)
+	switch res {
+	case numNotNumber:
+		return 0, false, []string{notNumberMsg}
+	case numOutOfRange:
+		return 0, false, []string{outOfRangeMsg}
+	}
+	return v, true, nil
 }
