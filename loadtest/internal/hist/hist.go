@@ -69,21 +69,27 @@ func (h *Hist) Record(v int64) {
 	h.counts[bucketOf(v)].Add(1)
 	h.count.Add(1)
 	h.sum.Add(v)
+	h.extend(v, v)
+}
+
+// extend lowers the minimum to lo and raises the maximum to hi where they
+// pass them (lock-free: concurrent calls all take effect).
+func (h *Hist) extend(lo, hi int64) {
 	for {
 		cur := h.min.Load()
-		if cur != 0 && cur-1 <= v {
+		if cur != 0 && cur-1 <= lo {
 			break
 		}
-		if h.min.CompareAndSwap(cur, v+1) {
+		if h.min.CompareAndSwap(cur, lo+1) {
 			break
 		}
 	}
 	for {
 		cur := h.max.Load()
-		if cur >= v {
+		if cur >= hi {
 			break
 		}
-		if h.max.CompareAndSwap(cur, v) {
+		if h.max.CompareAndSwap(cur, hi) {
 			break
 		}
 	}
@@ -171,25 +177,7 @@ func (h *Hist) Merge(o *Hist) {
 	}
 	h.count.Add(o.count.Load())
 	h.sum.Add(o.sum.Load())
-	omin, omax := o.Min(), o.Max()
-	for {
-		cur := h.min.Load()
-		if cur != 0 && cur-1 <= omin {
-			break
-		}
-		if h.min.CompareAndSwap(cur, omin+1) {
-			break
-		}
-	}
-	for {
-		cur := h.max.Load()
-		if cur >= omax {
-			break
-		}
-		if h.max.CompareAndSwap(cur, omax) {
-			break
-		}
-	}
+	h.extend(o.Min(), o.Max())
 }
 
 // Bucket is one non-empty bucket: Le is the largest value it counts.
