@@ -134,15 +134,30 @@ func (s *Server) sse(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.WriteHeader(200)
 	fmt.Fprint(w, "retry: 2000\n: connected\n\n")
+	flushEach(w, r, q, func(m Msg) {
+		fmt.Fprintf(w, "id: %s\nevent: message\ndata: %s\n\n", m.TID, eventJSON(m))
+	})
+}
+
+// flushEach flushes what is written so far, then writes every message of q
+// with write and flushes it, until the request ends or a flush fails.
+func flushEach(w http.ResponseWriter, r *http.Request, q <-chan Msg, write func(Msg)) {
 	rc := http.NewResponseController(w)
 	_ = rc.Flush()
+	forward(r.Context(), q, func(m Msg) error {
+		write(m)
+		return rc.Flush()
+	})
+}
+
+// forward sends every message of q with send until ctx ends or send fails.
+func forward(ctx context.Context, q <-chan Msg, send func(Msg) error) {
 	for {
 		select {
-		case <-r.Context().Done():
+		case <-ctx.Done():
 			return
 		case m := <-q:
-			fmt.Fprintf(w, "id: %s\nevent: message\ndata: %s\n\n", m.TID, eventJSON(m))
-			if err := rc.Flush(); err != nil {
+			if send(m) != nil {
 				return
 			}
 		}
@@ -166,19 +181,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 	q := s.queue(r.PathValue("id"))
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(200)
-	rc := http.NewResponseController(w)
-	_ = rc.Flush()
-	for {
-		select {
-		case <-r.Context().Done():
-			return
-		case m := <-q:
-			w.Write(append(streamJSON([]Msg{m}), '\n'))
-			if err := rc.Flush(); err != nil {
-				return
-			}
-		}
-	}
+	flushEach(w, r, q, func(m Msg) { w.Write(append(streamJSON([]Msg{m}), '\n')) })
 }
 
 func (s *Server) pop(w http.ResponseWriter, r *http.Request) {
@@ -222,16 +225,7 @@ func (s *Server) ws(w http.ResponseWriter, r *http.Request) {
 	}
 	defer c.CloseNow()
 	ctx := c.CloseRead(r.Context())
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case m := <-q:
-			if err := c.Write(ctx, websocket.MessageText, eventJSON(m)); err != nil {
-				return
-			}
-		}
-	}
+	forward(ctx, q, func(m Msg) error { return c.Write(ctx, websocket.MessageText, eventJSON(m)) })
 }
 
 func (s *Server) wsMux(w http.ResponseWriter, r *http.Request) {
@@ -244,6 +238,11 @@ func (s *Server) wsMux(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	out := make(chan Msg, 64)
 	var wmu sync.Mutex
+	write := func(b []byte) error {
+		wmu.Lock()
+		defer wmu.Unlock()
+		return c.Write(ctx, websocket.MessageText, b)
+	}
 	go func() {
 		defer cancel()
 		for {
@@ -253,40 +252,21 @@ func (s *Server) wsMux(w http.ResponseWriter, r *http.Request) {
 			}
 			var f struct{ Op, Queue string }
 			if json.Unmarshal(b, &f) != nil || f.Op != "subscribe" {
-				wmu.Lock()
-				_ = c.Write(ctx, websocket.MessageText, []byte(`{"op":"error","code":"bad_frame","message":"unknown op"}`))
-				wmu.Unlock()
+				_ = write([]byte(`{"op":"error","code":"bad_frame","message":"unknown op"}`))
 				continue
 			}
-			q := s.queue(f.Queue)
-			go func() {
-				for {
-					select {
-					case <-ctx.Done():
-						return
-					case m := <-q:
-						select {
-						case out <- m:
-						case <-ctx.Done():
-							return
-						}
-					}
+			go forward(ctx, s.queue(f.Queue), func(m Msg) error {
+				select {
+				case out <- m:
+					return nil
+				case <-ctx.Done():
+					return ctx.Err()
 				}
-			}()
+			})
 		}
 	}()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case m := <-out:
-			b, _ := json.Marshal(map[string]string{"op": "message", "queue": m.Queue, "data": m.Payload, "transaction": m.TID, "priority": m.Priority})
-			wmu.Lock()
-			err := c.Write(ctx, websocket.MessageText, b)
-			wmu.Unlock()
-			if err != nil {
-				return
-			}
-		}
-	}
+	forward(ctx, out, func(m Msg) error {
+		b, _ := json.Marshal(map[string]string{"op": "message", "queue": m.Queue, "data": m.Payload, "transaction": m.TID, "priority": m.Priority})
+		return write(b)
+	})
 }
