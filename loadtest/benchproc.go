@@ -130,18 +130,15 @@ func redisPing(addr string) bool {
 func waitFor(ctx context.Context, timeout time.Duration, c *child, ok func() bool) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	t := time.NewTicker(50 * time.Millisecond)
-	defer t.Stop()
-	for !ok() {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s not ready after %v", c.name, timeout)
-		case <-c.done:
-			return fmt.Errorf("%s exited: %v", c.name, c.err)
-		case <-t.C:
-		}
+	if poll(ctx, 50*time.Millisecond, c.done, ok) {
+		return nil
 	}
-	return nil
+	select {
+	case <-c.done:
+		return fmt.Errorf("%s exited: %v", c.name, c.err)
+	default:
+		return fmt.Errorf("%s not ready after %v", c.name, timeout)
+	}
 }
 
 // startGateways starts c.Gateways gateway processes against redisAddr and

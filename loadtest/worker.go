@@ -428,38 +428,55 @@ func (w *worker) provisionOne(ctx context.Context, buf []byte, s *subState, seq 
 func (w *worker) provisionEach(ctx context.Context) {
 	w.expect.Store(w.openSubs.Load())
 	var next atomic.Int64
+	w.onProvConns(func() {
+		var buf []byte
+		for ctx.Err() == nil {
+			i := next.Add(1) - 1
+			if i >= int64(len(w.subs)) {
+				return
+			}
+			buf, _ = w.provisionOne(ctx, buf, w.subs[i], uint64(i))
+		}
+	})
+	w.waitDelivered(ctx, func() bool { return w.delivered.Load() >= w.expect.Load() })
+}
+
+// onProvConns runs send once per provisioning connection, all at the same
+// time, and returns when every one has returned.
+func (w *worker) onProvConns(send func()) {
 	var wg sync.WaitGroup
 	for i := 0; i < max(1, w.spec.ProvConns); i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var buf []byte
-			for ctx.Err() == nil {
-				i := next.Add(1) - 1
-				if i >= int64(len(w.subs)) {
-					return
-				}
-				buf, _ = w.provisionOne(ctx, buf, w.subs[i], uint64(i))
-			}
+			send()
 		}()
 	}
 	wg.Wait()
-	w.waitDelivered(ctx, func() bool { return w.delivered.Load() >= w.expect.Load() })
 }
 
 // waitDelivered waits (polling) until done() or the verify timeout.
 func (w *worker) waitDelivered(ctx context.Context, done func() bool) {
 	ctx, cancel := context.WithTimeout(ctx, w.spec.Verify)
 	defer cancel()
-	t := time.NewTicker(10 * time.Millisecond)
+	poll(ctx, 10*time.Millisecond, nil, done)
+}
+
+// poll calls ok every interval until it holds (true). It gives up (false)
+// when ctx ends or quit is closed; a nil quit never is.
+func poll(ctx context.Context, interval time.Duration, quit <-chan struct{}, ok func() bool) bool {
+	t := time.NewTicker(interval)
 	defer t.Stop()
-	for !done() {
+	for !ok() {
 		select {
 		case <-ctx.Done():
-			return
+			return false
+		case <-quit:
+			return false
 		case <-t.C:
 		}
 	}
+	return true
 }
 
 // pace emits sequence numbers at rate per second until ctx ends.
@@ -511,51 +528,45 @@ func (w *worker) run(ctx context.Context, t0 time.Time) {
 		go pace(runCtx, w.spec.Rate, jobs, &w.nextSeq)
 	}
 	closedLoop := w.spec.Scenario == "throughput"
-	var wg sync.WaitGroup
-	for i := 0; i < max(1, w.spec.ProvConns); i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var buf []byte
-			for {
-				if closedLoop {
-					select {
-					case w.window <- struct{}{}:
-					case <-runCtx.Done():
-						return
-					}
-				}
-				var seq uint64
-				if jobs != nil {
-					var ok bool
-					if seq, ok = <-jobs; !ok {
-						if closedLoop {
-							<-w.window
-						}
-						return
-					}
-				} else {
-					seq = w.nextSeq.Add(1) - 1
-				}
-				var ok bool
-				buf, ok = w.provisionOne(ctx, buf, targets[seq%uint64(len(targets))], seq)
-				if !ok && closedLoop {
-					select {
-					case <-w.window:
-					default:
-					}
-				}
-				if !ok && runCtx.Err() == nil {
-					// back off a little so a failing gateway is not hammered
-					select {
-					case <-runCtx.Done():
-					case <-time.After(10 * time.Millisecond):
-					}
+	w.onProvConns(func() {
+		var buf []byte
+		for {
+			if closedLoop {
+				select {
+				case w.window <- struct{}{}:
+				case <-runCtx.Done():
+					return
 				}
 			}
-		}()
-	}
-	wg.Wait()
+			var seq uint64
+			if jobs != nil {
+				var ok bool
+				if seq, ok = <-jobs; !ok {
+					if closedLoop {
+						<-w.window
+					}
+					return
+				}
+			} else {
+				seq = w.nextSeq.Add(1) - 1
+			}
+			var ok bool
+			buf, ok = w.provisionOne(ctx, buf, targets[seq%uint64(len(targets))], seq)
+			if !ok && closedLoop {
+				select {
+				case <-w.window:
+				default:
+				}
+			}
+			if !ok && runCtx.Err() == nil {
+				// back off a little so a failing gateway is not hammered
+				select {
+				case <-runCtx.Done():
+				case <-time.After(10 * time.Millisecond):
+				}
+			}
+		}
+	})
 	w.runFor = time.Since(start)
 	w.waitDelivered(ctx, func() bool { return w.delivered.Load() >= w.provisioned.Load() })
 }
