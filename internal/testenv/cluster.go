@@ -151,11 +151,7 @@ func (c *Cluster) Node(addr string) *Redis {
 }
 
 // alive tells whether the node's process runs.
-func (r *Redis) alive() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.cmd != nil
-}
+func (r *Redis) alive() bool { return r.proc.alive() }
 
 // ClusterNode is one line of CLUSTER NODES.
 type ClusterNode struct {
@@ -261,16 +257,8 @@ func (c *Cluster) KillPrimary(t testing.TB, i int) (*Redis, time.Duration) {
 func (c *Cluster) WaitFailover(t testing.TB, dead string, timeout time.Duration) {
 	t.Helper()
 	EventuallyOK(t, timeout, "failover away from "+dead, func(ctx context.Context) error {
-		for _, r := range c.Nodes {
-			if !r.alive() {
-				continue
-			}
-			if err := clusterOK(ctx, r); err != nil {
-				return err
-			}
-			cl := r.Client()
+		return c.checkLive(ctx, func(r *Redis, cl *redis.Client) error {
 			slots, err := cl.ClusterSlots(ctx).Result()
-			cl.Close()
 			if err != nil {
 				return err
 			}
@@ -284,8 +272,8 @@ func (c *Cluster) WaitFailover(t testing.TB, dead string, timeout time.Duration)
 			if covered != 16384 {
 				return fmt.Errorf("%s: %d slots covered", r.Addr, covered)
 			}
-		}
-		return nil
+			return nil
+		})
 	})
 }
 
@@ -300,17 +288,9 @@ func (c *Cluster) WaitHealthy(t testing.TB, timeout time.Duration) {
 				live++
 			}
 		}
-		for _, r := range c.Nodes {
-			if !r.alive() {
-				continue
-			}
-			if err := clusterOK(ctx, r); err != nil {
-				return err
-			}
-			cl := r.Client()
+		return c.checkLive(ctx, func(r *Redis, cl *redis.Client) error {
 			nodes, err := cl.ClusterNodes(ctx).Result()
 			if err != nil {
-				cl.Close()
 				return err
 			}
 			healthy := 0
@@ -320,7 +300,6 @@ func (c *Cluster) WaitHealthy(t testing.TB, timeout time.Duration) {
 				}
 			}
 			if healthy < live {
-				cl.Close()
 				return fmt.Errorf("%s sees %d healthy nodes of %d live", r.Addr, healthy, live)
 			}
 			// Every live node is in this node's slot map (as the
@@ -328,7 +307,6 @@ func (c *Cluster) WaitHealthy(t testing.TB, timeout time.Duration) {
 			// loading it see the whole cluster.
 			slots, err := cl.ClusterSlots(ctx).Result()
 			if err != nil {
-				cl.Close()
 				return err
 			}
 			listed := map[string]bool{}
@@ -338,11 +316,9 @@ func (c *Cluster) WaitHealthy(t testing.TB, timeout time.Duration) {
 				}
 			}
 			if len(listed) < live {
-				cl.Close()
 				return fmt.Errorf("%s lists %d nodes in CLUSTER SLOTS, %d live", r.Addr, len(listed), live)
 			}
 			info, err := cl.InfoMap(ctx, "replication").Result()
-			cl.Close()
 			if err != nil {
 				return err
 			}
@@ -350,9 +326,30 @@ func (c *Cluster) WaitHealthy(t testing.TB, timeout time.Duration) {
 			if f["role"] == "slave" && f["master_link_status"] != "up" {
 				return fmt.Errorf("replica %s: master link %s", r.Addr, f["master_link_status"])
 			}
-		}
-		return nil
+			return nil
+		})
 	})
+}
+
+// checkLive runs check on every live node, in order, once that node
+// reports cluster_state:ok (clusterOK), with a client of it; it returns
+// the first error.
+func (c *Cluster) checkLive(ctx context.Context, check func(r *Redis, cl *redis.Client) error) error {
+	for _, r := range c.Nodes {
+		if !r.alive() {
+			continue
+		}
+		if err := clusterOK(ctx, r); err != nil {
+			return err
+		}
+		cl := r.Client()
+		err := check(r, cl)
+		cl.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func clusterOK(ctx context.Context, r *Redis) error {

@@ -74,8 +74,7 @@ type Gateway struct {
 	TLSURL string // https://127.0.0.1:PORT when TLS is configured
 	env    []string
 	args   []string
-	cmd    *exec.Cmd
-	done   chan struct{}
+	proc   running
 	log    *bytes.Buffer
 	mu     sync.Mutex
 	tlsOn  bool
@@ -140,9 +139,7 @@ func (g *Gateway) start(t testing.TB, bin string) {
 	}
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
-	g.mu.Lock()
-	g.cmd, g.done = cmd, done
-	g.mu.Unlock()
+	g.proc.set(cmd, done)
 	deadline := time.Now().Add(30 * time.Second)
 	plain, tlsAddr := g.waitServing(t, done, deadline)
 	if g.Addr == "" {
@@ -239,14 +236,7 @@ func (g *Gateway) Log() string {
 }
 
 // Pid is the process id of the gateway.
-func (g *Gateway) Pid() int {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.cmd == nil {
-		return 0
-	}
-	return g.cmd.Process.Pid
-}
+func (g *Gateway) Pid() int { return g.proc.pid() }
 
 // Kill kills the gateway with SIGKILL (a crash) and waits for it.
 func (g *Gateway) Kill() { g.signal(os.Kill) }
@@ -255,14 +245,7 @@ func (g *Gateway) Kill() { g.signal(os.Kill) }
 func (g *Gateway) Stop() { g.signal(os.Interrupt) }
 
 func (g *Gateway) signal(sig os.Signal) {
-	g.mu.Lock()
-	cmd, done := g.cmd, g.done
-	g.cmd = nil
-	g.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	endProcess(cmd, done, sig, 30*time.Second)
+	g.proc.end(sig, 30*time.Second)
 }
 
 // Restart starts the gateway again with the same settings and ports.

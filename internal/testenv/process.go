@@ -3,8 +3,54 @@ package testenv
 import (
 	"os"
 	"os/exec"
+	"sync"
 	"time"
 )
+
+// running is the process a harness started, while it runs: its command
+// and the channel closed once it has exited (startLogged).
+type running struct {
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done <-chan struct{}
+}
+
+// set records a started process.
+func (p *running) set(cmd *exec.Cmd, done <-chan struct{}) {
+	p.mu.Lock()
+	p.cmd, p.done = cmd, done
+	p.mu.Unlock()
+}
+
+// alive tells whether a process is recorded and not ended through end.
+func (p *running) alive() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cmd != nil
+}
+
+// pid is the recorded process's id, 0 if none.
+func (p *running) pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
+// end forgets the recorded process and ends it (endProcess); it does
+// nothing when none is recorded.
+func (p *running) end(sig os.Signal, grace time.Duration) {
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.cmd = nil
+	p.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	endProcess(cmd, done, sig, grace)
+}
 
 // startLogged starts cmd with its output going to logf and returns a
 // channel closed once the process has exited (and logf is closed). logf

@@ -17,7 +17,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,9 +29,7 @@ type Redis struct {
 	Addr     string // host:port
 	dir      string
 	args     []string
-	mu       sync.Mutex
-	cmd      *exec.Cmd
-	done     <-chan struct{}
+	proc     running
 	external bool
 	db       int
 }
@@ -127,9 +124,7 @@ func (r *Redis) start(bin string) error {
 	if err != nil {
 		return err
 	}
-	r.mu.Lock()
-	r.cmd, r.done = cmd, done
-	r.mu.Unlock()
+	r.proc.set(cmd, done)
 	if err := waitOwnRedis(r.Addr, cmd.Process.Pid, 10*time.Second); err != nil {
 		_ = cmd.Process.Kill()
 		<-done
@@ -207,18 +202,11 @@ func (r *Redis) signal(kill bool) {
 	if r.external {
 		return
 	}
-	r.mu.Lock()
-	cmd, done := r.cmd, r.done
-	r.cmd = nil
-	r.mu.Unlock()
-	if cmd == nil {
-		return
-	}
 	sig := os.Interrupt
 	if kill {
 		sig = os.Kill
 	}
-	endProcess(cmd, done, sig, 10*time.Second)
+	r.proc.end(sig, 10*time.Second)
 }
 
 // Restart starts the server again on the same port and directory (so an

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -32,9 +31,7 @@ type Sentinel struct {
 type SentinelProc struct {
 	Addr string
 	dir  string
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
+	proc running
 }
 
 // SentinelOption changes how a test Sentinel setup is started.
@@ -136,7 +133,7 @@ sentinel parallel-syncs %s 1
 		}
 		done := make(chan struct{})
 		go func() { _ = cmd.Wait(); close(done) }()
-		sp.cmd, sp.done = cmd, done
+		sp.proc.set(cmd, done)
 		if lastErr = waitOwnRedis(sp.Addr, cmd.Process.Pid, 10*time.Second); lastErr == nil {
 			return sp, nil
 		}
@@ -153,15 +150,7 @@ func (p *SentinelProc) Client() *redis.SentinelClient {
 
 // Kill kills the sentinel and waits for it.
 func (p *SentinelProc) Kill() {
-	p.mu.Lock()
-	cmd, done := p.cmd, p.done
-	p.cmd = nil
-	p.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Kill()
-	<-done
+	p.proc.end(os.Kill, 10*time.Second)
 }
 
 // Addrs returns the sentinel addresses, comma-separated (the value of
