@@ -15,22 +15,13 @@ import (
 // in-flight record in Redis outlives the node; any node's reaper re-queues
 // it after the ack deadline).
 func TestGatewayCrash(t *testing.T) {
-	if testing.Short() {
-		t.Skip("fault test under load: skipped with -short")
-	}
-	r := testenv.StartRedis(t, testenv.OwnRedis())
-	a := startNode(t, "A", r.URL())
-	b := startNode(t, "B", r.URL())
-	queues := queueNames("gc", 20)
+	a, b, queues := twoNodesToCrash(t, "gc")
 	o := runScenario(t, scenario{
 		fault: "kill -9 gateway node", setting: "reliable subscribers (at-least-once), acks sent every 1 s",
 		nodes: []*node{a, b}, queues: queues, reliable: true, timeoutACK: 3, ackDelay: time.Second,
 		producers: 4, every: 20 * time.Millisecond,
 		warmup: 3 * time.Second, after: 4 * time.Second, drain: 60 * time.Second,
-		inject: func(t *testing.T) string {
-			b.Kill()
-			return "clients reconnect to A"
-		},
+		inject: killNode(b),
 	})
 	if o.row.Lost != 0 {
 		t.Errorf("%d messages answered 200 were lost: %v", o.row.Lost, o.led.undelivered())
@@ -61,22 +52,13 @@ func TestGatewayCrash(t *testing.T) {
 // what that node held for its clients: at most one outbox (16 messages)
 // plus the one being written per stream, per long poll its max.
 func TestGatewayCrashPlain(t *testing.T) {
-	if testing.Short() {
-		t.Skip("fault test under load: skipped with -short")
-	}
-	r := testenv.StartRedis(t, testenv.OwnRedis())
-	a := startNode(t, "A", r.URL())
-	b := startNode(t, "B", r.URL())
-	queues := queueNames("gp", 20)
+	a, b, queues := twoNodesToCrash(t, "gp")
 	o := runScenario(t, scenario{
 		fault: "kill -9 gateway node", setting: "plain subscribers (at-most-once)",
 		nodes: []*node{a, b}, queues: queues, reliable: false,
 		producers: 4, every: 20 * time.Millisecond,
 		warmup: 3 * time.Second, after: 3 * time.Second, drain: 30 * time.Second,
-		inject: func(t *testing.T) string {
-			b.Kill()
-			return "clients reconnect to A"
-		},
+		inject: killNode(b),
 	})
 	onB := len(queues) / 2
 	if bound := onB * 17; o.row.Lost > bound {
@@ -87,5 +69,25 @@ func TestGatewayCrashPlain(t *testing.T) {
 	}
 	if o.row.Lost > 0 {
 		t.Logf("lost (at-most-once window of the killed node): %v", o.led.undelivered())
+	}
+}
+
+// twoNodesToCrash skips under -short, else starts gateway nodes A and B on a
+// Redis of their own and names 20 queues starting with prefix.
+func twoNodesToCrash(t *testing.T, prefix string) (a, b *node, queues []string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("fault test under load: skipped with -short")
+	}
+	r := testenv.StartRedis(t, testenv.OwnRedis())
+	return startNode(t, "A", r.URL()), startNode(t, "B", r.URL()), queueNames(prefix, 20)
+}
+
+// killNode is the fault of the crash tests: SIGKILL node b; the clients
+// reconnect to A.
+func killNode(b *node) func(*testing.T) string {
+	return func(*testing.T) string {
+		b.Kill()
+		return "clients reconnect to A"
 	}
 }

@@ -184,27 +184,29 @@ func (l *ledger) count() row {
 
 // undelivered lists the 200-answered messages not delivered yet.
 func (l *ledger) undelivered() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []string
-	for p, m := range l.msgs {
-		if m.status == http.StatusOK && m.deliveries == 0 {
-			out = append(out, fmt.Sprintf("%s(queue %s, tid %s)", p, m.queue, m.tid))
-		}
-	}
-	sort.Strings(out)
-	return out
+	return l.list(func(m *msgRec) bool { return m.status == http.StatusOK && m.deliveries == 0 }, nil)
 }
 
 // abandonedNotRedelivered lists messages whose ack the client never sent
 // (the connection died first) and that did not come again.
 func (l *ledger) abandonedNotRedelivered() []string {
+	return l.list(func(m *msgRec) bool { return m.abandoned > 0 && m.deliveries <= m.abandoned },
+		func(m *msgRec) string { return fmt.Sprintf(", deliveries %d, abandoned %d", m.deliveries, m.abandoned) })
+}
+
+// list describes, sorted, the messages for which keep holds:
+// "<payload>(queue <q>, tid <tid><more(m)>)"; more may be nil.
+func (l *ledger) list(keep func(*msgRec) bool, more func(*msgRec) string) []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var out []string
 	for p, m := range l.msgs {
-		if m.abandoned > 0 && m.deliveries <= m.abandoned {
-			out = append(out, fmt.Sprintf("%s(queue %s, tid %s, deliveries %d, abandoned %d)", p, m.queue, m.tid, m.deliveries, m.abandoned))
+		if keep(m) {
+			extra := ""
+			if more != nil {
+				extra = more(m)
+			}
+			out = append(out, fmt.Sprintf("%s(queue %s, tid %s%s)", p, m.queue, m.tid, extra))
 		}
 	}
 	sort.Strings(out)
