@@ -308,9 +308,9 @@ func qn(t testing.TB, suffix string) string {
 
 // eventually polls cond every 20 ms until it holds or timeout passes
 // (testenv.Eventually).
-func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) time.Duration {
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool, detail ...func() string) time.Duration {
 	t.Helper()
-	return testenv.Eventually(t, timeout, what, cond)
+	return testenv.Eventually(t, timeout, what, cond, detail...)
 }
 
 // asyncPop runs a pop in the background; the answer arrives on the channel.
@@ -322,15 +322,21 @@ type popOutcome struct {
 }
 
 func (n *node) asyncPop(ctx context.Context, prefix, q, query string) <-chan popOutcome {
+	return n.asyncVerb(ctx, prefix, q, "pop", query)
+}
+
+// asyncVerb is asyncPop with POST <prefix>/queue/<q>/<verb> (pop, or a
+// route that answers like it, e.g. reliable pops).
+func (n *node) asyncVerb(ctx context.Context, prefix, q, verb, query string) <-chan popOutcome {
 	ch := make(chan popOutcome, 1)
 	start := time.Now()
 	go func() {
-		r, err := n.try(req{method: http.MethodPost, path: prefix + "/queue/" + q + "/pop?" + query, ctx: ctx})
+		r, err := n.try(req{method: http.MethodPost, path: prefix + "/queue/" + q + "/" + verb + "?" + query, ctx: ctx})
 		out := popOutcome{r: r, err: err, took: time.Since(start)}
 		if err == nil && r.Status == http.StatusOK {
 			out.err = json.Unmarshal(r.Body, &out.p)
 		} else if err == nil {
-			out.err = fmt.Errorf("pop answered %s", r)
+			out.err = fmt.Errorf("%s answered %s", verb, r)
 		}
 		ch <- out
 	}()

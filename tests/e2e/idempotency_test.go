@@ -59,14 +59,19 @@ func TestIdempotencyAcrossNodes(t *testing.T) {
 		return out
 	}
 
-	key := "e2e-" + queues[0]
-	answers := concurrently("/trans", key)
-	first := object(t, answers[0], http.StatusOK)["data"]
-	for i, a := range answers {
-		if got := object(t, a, http.StatusOK)["data"]; got != first {
-			t.Fatalf("repeat %d answered %v, repeat 0 %v", i, got, first)
+	// sameTid checks that every answer is a 200 with the tid of the first.
+	sameTid := func(what string, answers []response) any {
+		first := object(t, answers[0], http.StatusOK)["data"]
+		for i, a := range answers {
+			if got := object(t, a, http.StatusOK)["data"]; got != first {
+				t.Fatalf("%srepeat %d answered %v, repeat 0 %v", what, i, got, first)
+			}
 		}
+		return first
 	}
+
+	key := "e2e-" + queues[0]
+	first := sameTid("", concurrently("/trans", key))
 	if got := fmt.Sprint(entries()); got != "[1 1 1]" {
 		t.Fatalf("queue entries after %d concurrent repeats on two nodes: %s, want [1 1 1]", repeats, got)
 	}
@@ -79,45 +84,27 @@ func TestIdempotencyAcrossNodes(t *testing.T) {
 
 	// Deferred: concurrent repeats leave one deferral, provisioned once.
 	dkey := "e2e-deferred-" + queues[0]
-	danswers := concurrently("/trans?delay=1", dkey)
-	dtid := object(t, danswers[0], http.StatusOK)["data"]
-	for i, a := range danswers {
-		if got := object(t, a, http.StatusOK)["data"]; got != dtid {
-			t.Fatalf("deferred repeat %d answered %v, repeat 0 %v", i, got, dtid)
-		}
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for fmt.Sprint(entries()) != "[2 2 2]" {
-		if time.Now().After(deadline) {
-			t.Fatalf("queue entries %v 20s after a 1s deferral, want [2 2 2]", entries())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	sameTid("deferred ", concurrently("/trans?delay=1", dkey))
+	var seen []int64
+	start := time.Now()
+	eventually(t, 20*time.Second, "queue entries [2 2 2] after a 1s deferral", func() bool {
+		seen = entries()
+		return fmt.Sprint(seen) == "[2 2 2]"
+	}, func() string { return fmt.Sprint(seen) })
 	// The job removes the deferral in its own round trip after the
 	// provisioning that made the entries visible: poll for it too.
-	for {
-		n, err := rc.ZCard(ctx, "pb:{sys}:deferred").Result()
-		if err == nil && n == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("deferrals left after the deferred provisioning: %d (%v), want 0", n, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	var deferrals int64
+	var zerr error
+	eventually(t, 20*time.Second-time.Since(start), "no deferral left after the deferred provisioning", func() bool {
+		deferrals, zerr = rc.ZCard(ctx, "pb:{sys}:deferred").Result()
+		return zerr == nil && deferrals == 0
+	}, func() string { return fmt.Sprintf("%d (%v)", deferrals, zerr) })
 
 	// After the 2s window: the same request provisions again.
-	deadline = time.Now().Add(20 * time.Second)
-	for {
+	eventually(t, 20*time.Second, "the key answers a new tid after its 2s window", func() bool {
 		a := send(nodes[0], "/trans", key, body)
-		if got := object(t, a, http.StatusOK)["data"]; got != first {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the key still answered the first tid 20s after a 2s window")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return object(t, a, http.StatusOK)["data"] != first
+	})
 	if got := fmt.Sprint(entries()); got != "[3 3 3]" {
 		t.Fatalf("queue entries after the window: %s, want [3 3 3]", got)
 	}

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -77,7 +76,7 @@ func failedPopKeepsMessages(t *testing.T, verb string) {
 	before := strings.Count(n.g.Log(), "pop failed")
 	// A long ack timeout: the reaper must not be what brings a reliable
 	// pop's messages back within the test.
-	ch := asyncPopVerb(ctx, n, verb, q, "max=10&timeout=30&timeoutACK=600")
+	ch := n.asyncVerb(ctx, "", q, verb, "max=10&timeout=30&timeoutACK=600")
 	eventually(t, 20*time.Second, "the gateway's pop failing on the stalled Redis", func() bool {
 		return strings.Count(n.g.Log(), "pop failed") > before
 	})
@@ -103,7 +102,7 @@ func failedPopKeepsMessages(t *testing.T, verb string) {
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for len(got) < total && time.Now().Before(deadline) {
-		o := waitPopOutcome(asyncPopVerb(ctx, n, verb, q, "max=10&timeout=2&timeoutACK=600"), 30*time.Second)
+		o := waitPopOutcome(n.asyncVerb(ctx, "", q, verb, "max=10&timeout=2&timeoutACK=600"), 30*time.Second)
 		if o.err != nil && !strings.Contains(o.err.Error(), "503") {
 			t.Fatalf("pop after the stall: %v", o.err)
 		}
@@ -126,23 +125,6 @@ func failedPopKeepsMessages(t *testing.T, verb string) {
 	if qi := n.queueInfo(t, "", q); fmt.Sprint(qi["size"]) != "0" && fmt.Sprint(qi["size"]) != "" {
 		t.Errorf("queue after every message was received: %v", qi)
 	}
-}
-
-// asyncPopVerb is node.asyncPop with POST /queue/{q}/<verb>.
-func asyncPopVerb(ctx context.Context, n *node, verb, q, query string) <-chan popOutcome {
-	ch := make(chan popOutcome, 1)
-	start := time.Now()
-	go func() {
-		r, err := n.try(req{method: http.MethodPost, path: "/queue/" + q + "/" + verb + "?" + query, ctx: ctx})
-		out := popOutcome{r: r, err: err, took: time.Since(start)}
-		if err == nil && r.Status == http.StatusOK {
-			out.err = json.Unmarshal(r.Body, &out.p)
-		} else if err == nil {
-			out.err = fmt.Errorf("pop answered %s", r)
-		}
-		ch <- out
-	}()
-	return ch
 }
 
 // waitPopOutcome is waitPop that returns a failed pop instead of failing.
