@@ -448,30 +448,41 @@ func (s *subscriber) session(ctx context.Context, n *node) error {
 			wg.Go(func() { ak.loop(sctx, s.ackDelay) })
 		}
 	}
-	switch s.kind {
-	case kindSSE:
+	// upAckingOverHTTP: the subscriber is up and acks with POST /ack.
+	upAckingOverHTTP := func() {
 		ak.send = s.postAck(n)
-		resp, err := openStream(sctx, n, http.MethodGet, "/queue/"+s.queue+"/events?"+s.relQuery())
+		s.up()
+		startAcks()
+	}
+	// readStream opens an SSE or subscribe stream, marks the subscriber
+	// up (upAckingOverHTTP) and reads the stream's body with read.
+	readStream := func(method, path string, read func(body io.Reader) error) error {
+		resp, err := openStream(sctx, n, method, path)
 		if err != nil {
 			return err
 		}
 		defer resp.Body.Close()
-		s.up()
-		startAcks()
-		sc := bufio.NewScanner(resp.Body)
-		sc.Buffer(make([]byte, 64<<10), 4<<20)
-		for sc.Scan() {
-			line, ok := strings.CutPrefix(sc.Text(), "data: ")
-			if !ok {
-				continue
+		upAckingOverHTTP()
+		return read(resp.Body)
+	}
+	switch s.kind {
+	case kindSSE:
+		return readStream(http.MethodGet, "/queue/"+s.queue+"/events?"+s.relQuery(), func(body io.Reader) error {
+			sc := bufio.NewScanner(body)
+			sc.Buffer(make([]byte, 64<<10), 4<<20)
+			for sc.Scan() {
+				line, ok := strings.CutPrefix(sc.Text(), "data: ")
+				if !ok {
+					continue
+				}
+				var e eventData
+				if err := json.Unmarshal([]byte(line), &e); err != nil || e.Transaction == "" {
+					continue // the end event
+				}
+				got(e.Data, e.Transaction)
 			}
-			var e eventData
-			if err := json.Unmarshal([]byte(line), &e); err != nil || e.Transaction == "" {
-				continue // the end event
-			}
-			got(e.Data, e.Transaction)
-		}
-		return errors.Join(sc.Err(), io.EOF)
+			return errors.Join(sc.Err(), io.EOF)
+		})
 	case kindWS, kindMux:
 		path := "/queue/" + s.queue + "/ws?" + s.relQuery()
 		if s.kind == kindMux {
@@ -526,9 +537,7 @@ func (s *subscriber) session(ctx context.Context, n *node) error {
 			}
 		}
 	case kindPop:
-		ak.send = s.postAck(n)
-		s.up()
-		startAcks()
+		upAckingOverHTTP()
 		route := "pop?timeout=2&max=16"
 		if s.reliable {
 			route = "poprel?timeout=2&max=16&timeoutACK=" + strconv.Itoa(s.timeoutACK)
@@ -543,30 +552,24 @@ func (s *subscriber) session(ctx context.Context, n *node) error {
 			}
 		}
 	case kindStream:
-		ak.send = s.postAck(n)
 		route := "subscribe"
 		if s.reliable {
 			route = "subscriberel?timeoutACK=" + strconv.Itoa(s.timeoutACK)
 		}
-		resp, err := openStream(sctx, n, http.MethodPost, "/queue/"+s.queue+"/"+route)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		s.up()
-		startAcks()
-		dec := json.NewDecoder(resp.Body)
-		for {
-			var p testenv.Popped
-			if err := dec.Decode(&p); err != nil {
-				return err
-			}
-			for i := range p.Data {
-				if i < len(p.Transactions) {
-					got(p.Data[i], p.Transactions[i])
+		return readStream(http.MethodPost, "/queue/"+s.queue+"/"+route, func(body io.Reader) error {
+			dec := json.NewDecoder(body)
+			for {
+				var p testenv.Popped
+				if err := dec.Decode(&p); err != nil {
+					return err
+				}
+				for i := range p.Data {
+					if i < len(p.Transactions) {
+						got(p.Data[i], p.Transactions[i])
+					}
 				}
 			}
-		}
+		})
 	}
 	return fmt.Errorf("unknown kind %d", s.kind)
 }
