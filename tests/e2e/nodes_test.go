@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"sort"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -45,25 +46,29 @@ func TestTwoNodes(t *testing.T) {
 		}
 	})
 
-	t.Run("ExternalWriterWakesWaiter", func(t *testing.T) {
-		t.Parallel()
-		q := qn(t, "")
+	parallelQ(t, "ExternalWriterWakesWaiter", func(t *testing.T, q string) {
 		rc := r.Client()
 		defer rc.Close()
 		ctx := context.Background()
 		ch := a.asyncPop(ctx, "", q, "timeout=10")
 		eventually(t, 5*time.Second, "pop on A is waiting", func() bool { return a.blocked(t, q) })
 		// The documented key layout (docs / redisq/keys.go), spelled out
-		// literally as an external writer would.
-		tid := uuid.NewString()
+		// literally as an external writer would: the transaction's meta
+		// hash, then its id pushed on the queue's list of the priority
+		// ("h" or "l").
+		writeOutside := func(payload, prio string) string {
+			tid := uuid.NewString()
+			if err := rc.HSet(ctx, "pb:{t:"+tid+"}:meta", "payload", payload, "priority", strings.ToUpper(prio),
+				"expirationDate", strconv.FormatInt(time.Now().Unix()+600, 10)).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if err := rc.RPush(ctx, "pb:{q:UNSEC:"+q+"}:"+prio, tid).Err(); err != nil {
+				t.Fatal(err)
+			}
+			return tid
+		}
 		start := time.Now()
-		if err := rc.HSet(ctx, "pb:{t:"+tid+"}:meta", "payload", "from outside", "priority", "H",
-			"expirationDate", strconv.FormatInt(time.Now().Unix()+600, 10)).Err(); err != nil {
-			t.Fatal(err)
-		}
-		if err := rc.RPush(ctx, "pb:{q:UNSEC:"+q+"}:h", tid).Err(); err != nil {
-			t.Fatal(err)
-		}
+		tid := writeOutside("from outside", "h")
 		o := waitPop(t, ch, 10*time.Second)
 		took := time.Since(start)
 		expectPop(t, o.p, []string{"from outside"}, []string{tid})
@@ -80,20 +85,11 @@ func TestTwoNodes(t *testing.T) {
 		// A low-priority external entry reaches a waiter on B as well.
 		ch = b.asyncPop(ctx, "", q, "timeout=10")
 		eventually(t, 5*time.Second, "pop on B is waiting", func() bool { return a.blocked(t, q) })
-		tid2 := uuid.NewString()
-		if err := rc.HSet(ctx, "pb:{t:"+tid2+"}:meta", "payload", "low from outside", "priority", "L",
-			"expirationDate", strconv.FormatInt(time.Now().Unix()+600, 10)).Err(); err != nil {
-			t.Fatal(err)
-		}
-		if err := rc.RPush(ctx, "pb:{q:UNSEC:"+q+"}:l", tid2).Err(); err != nil {
-			t.Fatal(err)
-		}
+		tid2 := writeOutside("low from outside", "l")
 		expectPop(t, waitPop(t, ch, 10*time.Second).p, []string{"low from outside"}, []string{tid2})
 	})
 
-	t.Run("OneMessageOneWaiter", func(t *testing.T) {
-		t.Parallel()
-		q := qn(t, "")
+	parallelQ(t, "OneMessageOneWaiter", func(t *testing.T, q string) {
 		chA := a.asyncPop(context.Background(), "", q, "timeout=3")
 		chB := b.asyncPop(context.Background(), "", q, "timeout=3")
 		eventually(t, 5*time.Second, "both nodes registered", func() bool {
