@@ -11,9 +11,7 @@ import (
 
 // classicProvision checks API.md 1.1: POST /trans (provisioning answers, errors, limits, targets).
 func classicProvision(t *testing.T, n *node) {
-	t.Run("ProvisionAnswer", func(t *testing.T) {
-		t.Parallel()
-		q := qn(t, "")
+	parallelQ(t, "ProvisionAnswer", func(t *testing.T, q string) {
 		r := n.postJSON(t, "/trans", msg{"payload": "p", "priority": "H", "queue": target(q)})
 		if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, jsonCT) {
 			t.Errorf("Content-Type %q", ct)
@@ -26,9 +24,7 @@ func classicProvision(t *testing.T, n *node) {
 		expectJSON(t, n.get(t, "/trans/"+tid+"/state"), 200, map[string]any{"ok": true, "data": map[string]string{q: "Pending"}})
 	})
 
-	t.Run("ProvisionContentType", func(t *testing.T) {
-		t.Parallel()
-		q := qn(t, "")
+	parallelQ(t, "ProvisionContentType", func(t *testing.T, q string) {
 		good := jsonBody(t, msg{"payload": "p", "priority": "L", "queue": target(q)})
 		for _, ct := range []string{"application/json", "application/json; charset=utf-8", "application/json;charset=UTF-8", "Application/JSON"} {
 			r := n.send(t, req{method: http.MethodPost, path: "/trans", ctype: ct, body: good})
@@ -112,9 +108,7 @@ func classicProvision(t *testing.T, n *node) {
 		}
 	})
 
-	t.Run("ProvisionPayloadLimits", func(t *testing.T) {
-		t.Parallel()
-		q := qn(t, "")
+	parallelQ(t, "ProvisionPayloadLimits", func(t *testing.T, q string) {
 		big := strings.Repeat("x", 1048576)
 		tid := n.send1(t, big, "H", q)
 		p := n.pop(t, "", q, "timeout=1")
@@ -130,9 +124,7 @@ func classicProvision(t *testing.T, n *node) {
 		expectPop(t, n.peek(t, "", q, ""), nil, nil)
 	})
 
-	t.Run("ProvisionNonStringPayload", func(t *testing.T) {
-		t.Parallel()
-		q := qn(t, "")
+	parallelQ(t, "ProvisionNonStringPayload", func(t *testing.T, q string) {
 		cases := []struct {
 			raw  string
 			want string
@@ -154,9 +146,7 @@ func classicProvision(t *testing.T, n *node) {
 		expectPop(t, n.pop(t, "", q, "timeout=1"), want, tids)
 	})
 
-	t.Run("ProvisionExtraFieldsAsStrings", func(t *testing.T) {
-		t.Parallel()
-		q := qn(t, "")
+	parallelQ(t, "ProvisionExtraFieldsAsStrings", func(t *testing.T, q string) {
 		body := `{"payload": "p", "priority": "L", "queue": [{"id": "` + q + `"}], "expirationDate": 2000000000,
 			"foo": 1, "bar": {"a": [1, 2]}, "flag": true, "s": "str", "gone": null, "f": 1.25}`
 		tid := n.provision(t, "", body)
@@ -166,9 +156,7 @@ func classicProvision(t *testing.T, n *node) {
 		})
 	})
 
-	t.Run("ProvisionManyExtraFields", func(t *testing.T) {
-		t.Parallel()
-		q := qn(t, "")
+	parallelQ(t, "ProvisionManyExtraFields", func(t *testing.T, q string) {
 		body := msg{"payload": "wide metadata", "priority": "H", "queue": target(q), "expirationDate": 2100000000}
 		want := map[string]string{"payload": "wide metadata", "priority": "H", "expirationDate": "2100000000"}
 		// 64 extra fields is the bound (issue 13 item 8; TestMetadataBounded

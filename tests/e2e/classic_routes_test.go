@@ -13,9 +13,7 @@ import (
 
 // classicRoutes checks API.md 0 and 1.3: org namespaces, queue ids on every route, HTML pages, deferred deletes, deploy info.
 func classicRoutes(t *testing.T, n *node) {
-	t.Run("OrgNamespaces", func(t *testing.T) {
-		t.Parallel()
-		q := qn(t, "")
+	parallelQ(t, "OrgNamespaces", func(t *testing.T, q string) {
 		acme, other := "/org/acme", "/org/other-org"
 		tAcme := n.provision(t, acme, msg{"payload": "acme msg", "priority": "H", "queue": target(q)})
 		tRoot := n.send1(t, "root msg", "H", q)
@@ -112,9 +110,7 @@ func classicRoutes(t *testing.T, n *node) {
 		}
 	})
 
-	t.Run("HTMLPages", func(t *testing.T) {
-		t.Parallel()
-		q := qn(t, "")
+	parallelQ(t, "HTMLPages", func(t *testing.T, q string) {
 		tid := n.provision(t, "", msg{"payload": "<hello & welcome>", "priority": "H", "queue": target(q), "custom": "field-value"})
 		page := func(path string) string {
 			r := n.send(t, req{method: http.MethodGet, path: path, accept: "text/html,application/xhtml+xml,*/*;q=0.8"})
@@ -150,9 +146,7 @@ func classicRoutes(t *testing.T, n *node) {
 		object(t, n.send(t, req{method: http.MethodGet, path: "/queue/" + q, accept: "application/json"}), 200)
 	})
 
-	t.Run("HTMLQueuePageHeaders", func(t *testing.T) {
-		t.Parallel()
-		q := qn(t, "")
+	parallelQ(t, "HTMLQueuePageHeaders", func(t *testing.T, q string) {
 		n.send1(t, "p", "H", q)
 		r := n.send(t, req{method: http.MethodGet, path: "/queue/" + q, accept: "text/html"})
 		if got := r.Header.Get("X-Content-Type-Options"); got != "nosniff" {

@@ -13,9 +13,7 @@ import (
 
 // classicTransactions checks API.md 1.2: GET, PUT and DELETE /trans/{tid}.
 func classicTransactions(t *testing.T, n *node) {
-	t.Run("GetTrans", func(t *testing.T) {
-		t.Parallel()
-		q := qn(t, "")
+	parallelQ(t, "GetTrans", func(t *testing.T, q string) {
 		tid := n.provision(t, "", msg{"payload": "p1", "priority": "H", "queue": target(q),
 			"callback": "http://127.0.0.1:9/cb", "expirationDate": 2100000000, "custom": "c"})
 		expectJSON(t, n.get(t, "/trans/"+tid), 200, map[string]string{
@@ -110,9 +108,7 @@ func classicTransactions(t *testing.T, n *node) {
 		expectJSON(t, n.get(t, "/trans/"+uuid.NewString()+"/state"), 200, ok(map[string]string{}))
 	})
 
-	t.Run("PutTrans", func(t *testing.T) {
-		t.Parallel()
-		q := qn(t, "")
+	parallelQ(t, "PutTrans", func(t *testing.T, q string) {
 		tid := n.send1(t, "old", "H", q)
 		put := func(tid string, body any) response { return n.putJSON(t, "/trans/"+tid, body) }
 
@@ -145,9 +141,7 @@ func classicTransactions(t *testing.T, n *node) {
 		expectPop(t, n.pop(t, "", q, "timeout=1"), []string{"new"}, []string{tid})
 	})
 
-	t.Run("PutTransExtendsExpiry", func(t *testing.T) {
-		t.Parallel()
-		q := qn(t, "")
+	parallelQ(t, "PutTransExtendsExpiry", func(t *testing.T, q string) {
 		tid := n.provision(t, "", msg{"payload": "keep me", "priority": "L", "queue": target(q), "expirationDelay": 2})
 		newExp := time.Now().Unix() + 600
 		expectJSON(t, n.putJSON(t, "/trans/"+tid, msg{"expirationDate": newExp}), 200, map[string]any{"ok": true})
@@ -158,9 +152,7 @@ func classicTransactions(t *testing.T, n *node) {
 		expectPop(t, n.pop(t, "", q, "timeout=1"), []string{"keep me"}, []string{tid})
 	})
 
-	t.Run("PutTransExpireNow", func(t *testing.T) {
-		t.Parallel()
-		q := qn(t, "")
+	parallelQ(t, "PutTransExpireNow", func(t *testing.T, q string) {
 		tid := n.send1(t, "short-lived", "H", q)
 		past := time.Now().Unix() - 10
 		expectJSON(t, n.putJSON(t, "/trans/"+tid, msg{"expirationDate": past}), 200, map[string]any{"ok": true})
@@ -168,9 +160,7 @@ func classicTransactions(t *testing.T, n *node) {
 		expectPop(t, n.pop(t, "", q, "timeout=1"), nil, nil)
 	})
 
-	t.Run("DeleteTrans", func(t *testing.T) {
-		t.Parallel()
-		q := qn(t, "")
+	parallelQ(t, "DeleteTrans", func(t *testing.T, q string) {
 		a := n.send1(t, "ghost", "H", q)
 		b := n.send1(t, "alive", "H", q)
 		expectJSON(t, n.delete(t, "/trans/"+a), 200, map[string]any{"ok": true})

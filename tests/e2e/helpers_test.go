@@ -306,6 +306,16 @@ func qn(t testing.TB, suffix string) string {
 	return name
 }
 
+// parallelQ runs f as a parallel subtest named name, with q a queue id
+// unique to that subtest (qn).
+func parallelQ(t *testing.T, name string, f func(t *testing.T, q string)) {
+	t.Helper()
+	t.Run(name, func(t *testing.T) {
+		t.Parallel()
+		f(t, qn(t, ""))
+	})
+}
+
 // eventually polls cond every 20 ms until it holds or timeout passes
 // (testenv.Eventually).
 func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool, detail ...func() string) time.Duration {
