@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -69,32 +70,19 @@ func (n *node) callbackOutcomes(t *testing.T) map[string]int {
 	return out
 }
 
-// provisionCB provisions one message with a callback to queue q, with
-// admin Basic credentials when user is not empty, and pops it.
+// deliverWithCallback provisions one message with a callback to queue q,
+// with admin Basic credentials when user is not empty, and pops it.
 func (n *node) deliverWithCallback(t *testing.T, q, callback, user, pass string) string {
 	t.Helper()
-	body := jsonBody(t, msg{"payload": "p", "priority": "H", "queue": target(q), "callback": callback})
-	hr, err := http.NewRequest(http.MethodPost, n.base+"/trans", strings.NewReader(string(body)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	hr.Header.Set("Content-Type", jsonCT)
+	var header http.Header
 	if user != "" {
-		hr.SetBasicAuth(user, pass)
+		header = http.Header{"Authorization": {"Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))}}
 	}
-	resp, err := n.hc.Do(hr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var out struct{ Data string }
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("provision: %d %v", resp.StatusCode, err)
-	}
-	if p := n.pop(t, "", q, "timeout=5"); len(p.Transactions) != 1 || p.Transactions[0] != out.Data {
+	tid := n.provisionWith(t, "/trans", msg{"payload": "p", "priority": "H", "queue": target(q), "callback": callback}, header)
+	if p := n.pop(t, "", q, "timeout=5"); len(p.Transactions) != 1 || p.Transactions[0] != tid {
 		t.Fatalf("pop: %+v", p)
 	}
-	return out.Data
+	return tid
 }
 
 // TestCallbacksCannotReachInside (issue 13 item 11): link-local (cloud

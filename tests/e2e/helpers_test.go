@@ -227,8 +227,14 @@ func (n *node) provision(t testing.TB, prefix string, body any) string {
 // transaction id.
 func (n *node) provisionAt(t testing.TB, path string, body any) string {
 	t.Helper()
+	return n.provisionWith(t, path, body, nil)
+}
+
+// provisionWith is provisionAt with more request headers.
+func (n *node) provisionWith(t testing.TB, path string, body any, header http.Header) string {
+	t.Helper()
 	c := testenv.Node{Gateway: n.g, Base: n.base, HC: n.hc}
-	tid, _, err := c.TryProvision(context.Background(), path, jsonBody(t, body), nil)
+	tid, _, err := c.TryProvision(context.Background(), path, jsonBody(t, body), header)
 	if err != nil {
 		t.Fatal(err)
 	}
