@@ -85,6 +85,20 @@ func profileDir(t *testing.T) string {
 	return dir
 }
 
+// openPage starts headless Chromium (browser) and returns its first tab
+// as a watched page named name, whose context ends after timeout; the
+// browser stops when the test ends.
+func openPage(t *testing.T, bin, name string, timeout time.Duration) *page {
+	t.Helper()
+	ctx, stop, _ := browser(t, bin)
+	t.Cleanup(stop)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	t.Cleanup(cancel)
+	p := &page{t: t, ctx: ctx, dir: artifactDir(t), name: name}
+	p.watch()
+	return p
+}
+
 // browser starts headless Chromium and returns the context of its first tab.
 func browser(t *testing.T, bin string) (context.Context, func(), *bytes.Buffer) {
 	t.Helper()

@@ -31,12 +31,7 @@ func TestDashboardEdges(t *testing.T) {
 	r := testenv.StartRedis(t)
 	g := testenv.StartNode(t, r.URL())
 
-	ctx, stop, _ := browser(t, bin)
-	defer stop()
-	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
-	defer cancel()
-	p := &page{t: t, ctx: ctx, dir: artifactDir(t), name: "edges"}
-	p.watch()
+	p := openPage(t, bin, "edges", 90*time.Second)
 
 	// A message popped once (lastPop) and one waiting, for the views.
 	g.Provision(t, "first", "H", "edge-q")

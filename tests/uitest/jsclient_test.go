@@ -47,17 +47,12 @@ func TestJSClient(t *testing.T) {
 		_, _ = w.Write([]byte(jsClientPage))
 	})
 	site := httptest.NewServer(mux)
-	defer site.Close()
+	t.Cleanup(site.Close) // after the browser has stopped (openPage)
 
 	r := testenv.StartRedis(t)
 	g := testenv.StartNode(t, r.URL(), testenv.WithEnv("POPBOX_CORS_ORIGINS="+site.URL))
 
-	ctx, stop, _ := browser(t, bin)
-	defer stop()
-	ctx, cancel := context.WithTimeout(ctx, 120*time.Second)
-	defer cancel()
-	p := &page{t: t, ctx: ctx, dir: artifactDir(t), name: "jsclient"}
-	p.watch()
+	p := openPage(t, bin, "jsclient", 120*time.Second)
 	p.run("open the client page", chromedp.Navigate(site.URL+"/"))
 	p.waitJS("the module to load", `window.loaded === true`)
 
@@ -209,6 +204,16 @@ func mapValues(m map[string]string, keys []string) []string {
 	return out
 }
 
+// hasAll tells whether got holds every key of want with want's value.
+func hasAll[V comparable](got, want map[string]V) bool {
+	for k, v := range want {
+		if got[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
 // wantConnections waits until GET / counts the given open connections.
 func wantConnections(t *testing.T, g *testenv.Node, want map[string]int64) {
 	t.Helper()
@@ -219,12 +224,7 @@ func wantConnections(t *testing.T, g *testenv.Node, want map[string]int64) {
 			return false
 		}
 		got = info.Connections
-		for k, v := range want {
-			if got[k] != v {
-				return false
-			}
-		}
-		return true
+		return hasAll(got, want)
 	}, func() string { return fmt.Sprint(got) })
 }
 
@@ -238,11 +238,6 @@ func waitState(t *testing.T, g *testenv.Node, tid string, want map[string]string
 			return false
 		}
 		got = st.Data
-		for q, s := range want {
-			if got[q] != s {
-				return false
-			}
-		}
-		return true
+		return hasAll(got, want)
 	}, func() string { return fmt.Sprint(got) })
 }
