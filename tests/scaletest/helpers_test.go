@@ -362,14 +362,19 @@ func (a *acker) loop(ctx context.Context, every time.Duration) {
 		return
 	case <-time.After(rand.N(every)):
 	}
-	tk := time.NewTicker(every)
+	tick(ctx, every, func() { a.flush(ctx) })
+}
+
+// tick calls f every d until ctx ends.
+func tick(ctx context.Context, d time.Duration, f func()) {
+	tk := time.NewTicker(d)
 	defer tk.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tk.C:
-			a.flush(ctx)
+			f()
 		}
 	}
 }
@@ -595,18 +600,7 @@ type producers struct {
 func (p *producers) run(ctx context.Context) {
 	var wg sync.WaitGroup
 	for i := 0; i < p.n; i++ {
-		wg.Go(func() {
-			tk := time.NewTicker(p.every)
-			defer tk.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-tk.C:
-				}
-				p.one()
-			}
-		})
+		wg.Go(func() { tick(ctx, p.every, p.one) })
 	}
 	wg.Wait()
 }
