@@ -31,6 +31,17 @@ func queueEntries(t *testing.T, c *redis.Client, full string) []string {
 	return ids
 }
 
+// onceClaim runs the claim script for o's key as candidate tid at now.
+func onceClaim(t *testing.T, c *redis.Client, o Once, tid string, now time.Time) []string {
+	t.Helper()
+	res, err := onceClaimScript.Run(context.Background(), c, []string{KeyOfIdempotency(o.NS, o.Key)}, o.Hash, tid, now.UnixMilli(),
+		onceLease.Milliseconds(), o.Window.Milliseconds()).StringSlice()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
 func onceStore(t *testing.T) (*Store, *redis.Client) {
 	r := testenv.StartRedis(t)
 	c := r.Client()
@@ -104,10 +115,8 @@ func TestProvisionOnceWaitsForPending(t *testing.T) {
 	key := KeyOfIdempotency(o.NS, o.Key)
 	first := onceTx("UNSEC:", "q")
 	// The first call has claimed the key and is provisioning.
-	res, err := onceClaimScript.Run(ctx, c, []string{key}, o.Hash, first.ID, time.Now().UnixMilli(),
-		onceLease.Milliseconds(), o.Window.Milliseconds()).StringSlice()
-	if err != nil || res[0] != "new" {
-		t.Fatalf("claim: %v %v", res, err)
+	if res := onceClaim(t, c, o, first.ID, time.Now()); res[0] != "new" {
+		t.Fatalf("claim: %v", res)
 	}
 	type result struct {
 		tid    string
@@ -169,12 +178,8 @@ func TestProvisionOnceTakeover(t *testing.T) {
 	s, c := onceStore(t)
 	ctx := context.Background()
 	o := Once{NS: "UNSEC:", Key: "k", Hash: "h", Window: time.Minute}
-	key := KeyOfIdempotency(o.NS, o.Key)
 	dead := onceTx("UNSEC:", "q")
-	if _, err := onceClaimScript.Run(ctx, c, []string{key}, o.Hash, dead.ID, time.Now().UnixMilli(),
-		onceLease.Milliseconds(), o.Window.Milliseconds()).StringSlice(); err != nil {
-		t.Fatal(err)
-	}
+	onceClaim(t, c, o, dead.ID, time.Now())
 	if err := s.Provision(ctx, dead); err != nil {
 		t.Fatal(err)
 	}
@@ -250,17 +255,10 @@ func TestProvisionOnceWindow(t *testing.T) {
 // (which made it wait out the lease and take over from itself).
 func TestOnceClaimRunTwice(t *testing.T) {
 	_, c := onceStore(t)
-	ctx := context.Background()
 	o := Once{NS: "UNSEC:", Key: "twice", Hash: "h", Window: time.Minute}
-	key := KeyOfIdempotency(o.NS, o.Key)
 	claim := func(tid string, now time.Time) []string {
 		t.Helper()
-		res, err := onceClaimScript.Run(ctx, c, []string{key}, o.Hash, tid, now.UnixMilli(),
-			onceLease.Milliseconds(), o.Window.Milliseconds()).StringSlice()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return res
+		return onceClaim(t, c, o, tid, now)
 	}
 	now := time.Now()
 	for range 2 {
