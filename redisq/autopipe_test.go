@@ -155,9 +155,7 @@ func runCallers(s *redisq.Store, callers, rounds int, between func(c, k int)) []
 // own earlier commands' effects, and the commands were really coalesced
 // (pipelines of more than one caller's commands went out).
 func TestAutoPipelineKeepsCallerOrder(t *testing.T) {
-	r := testenv.StartRedis(t)
-	c := r.Client()
-	t.Cleanup(func() { c.Close() })
+	c := redisClient(t)
 	w := &batchWatch{}
 	c.AddHook(w)
 	s := apStore(t, c)
@@ -175,9 +173,7 @@ func TestAutoPipelineKeepsCallerOrder(t *testing.T) {
 // key holds a string: WRONGTYPE) gets its own error, and callers whose
 // commands went out in the same pipelines are not affected.
 func TestAutoPipelinePerCommandErrors(t *testing.T) {
-	r := testenv.StartRedis(t)
-	c := r.Client()
-	t.Cleanup(func() { c.Close() })
+	c := redisClient(t)
 	w := &batchWatch{}
 	c.AddHook(w)
 	s := apStore(t, c)

@@ -21,10 +21,17 @@ type backend struct {
 	store func(t *testing.T) (*redisq.Store, *redis.Client)
 }
 
-func realRedis(t *testing.T) (*redisq.Store, *redis.Client) {
-	r := testenv.StartRedis(t)
-	c := r.Client()
+// redisClient starts a Redis server for the test and returns a client of
+// it, closed at the end of the test.
+func redisClient(t *testing.T) *redis.Client {
+	t.Helper()
+	c := testenv.StartRedis(t).Client()
 	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func realRedis(t *testing.T) (*redisq.Store, *redis.Client) {
+	c := redisClient(t)
 	return redisq.New(c, redisq.Options{}), c
 }
 
@@ -39,9 +46,7 @@ func embedded(t *testing.T) (*redisq.Store, *redis.Client) {
 
 // autoPipelined is realRedis with the request path autopipelined.
 func autoPipelined(t *testing.T) (*redisq.Store, *redis.Client) {
-	r := testenv.StartRedis(t)
-	c := r.Client()
-	t.Cleanup(func() { c.Close() })
+	c := redisClient(t)
 	return redisq.New(c, redisq.Options{AutoPipeline: true}), c
 }
 
@@ -74,205 +79,180 @@ func payloads(ms []redisq.Message) []string {
 }
 
 func TestPopOrderAndStates(t *testing.T) {
-	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			s, _ := b.store(t)
-			ctx := context.Background()
-			exp := time.Now().Add(time.Hour).Unix()
-			provision(t, s, "UNSEC:", 'L', "l1", exp, "q1")
-			provision(t, s, "UNSEC:", 'H', "h1", exp, "q1")
-			provision(t, s, "UNSEC:", 'L', "l2", exp, "q1", "q2")
-			tid := provision(t, s, "UNSEC:", 'H', "h2", exp, "q1")
+	eachBackend(t, func(t *testing.T, b backend, s *redisq.Store, _ *redis.Client) {
+		ctx := context.Background()
+		exp := time.Now().Add(time.Hour).Unix()
+		provision(t, s, "UNSEC:", 'L', "l1", exp, "q1")
+		provision(t, s, "UNSEC:", 'H', "h1", exp, "q1")
+		provision(t, s, "UNSEC:", 'L', "l2", exp, "q1", "q2")
+		tid := provision(t, s, "UNSEC:", 'H', "h2", exp, "q1")
 
-			peek, err := s.Peek(ctx, "UNSEC:q1", 10)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if d := cmp.Diff([]string{"h1", "h2", "l1", "l2"}, payloads(peek)); d != "" {
-				t.Fatalf("peek (-want +got):\n%s", d)
-			}
-			got, err := s.Pop(ctx, "UNSEC:q1", 3, redisq.PopOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if d := cmp.Diff([]string{"h1", "h2", "l1"}, payloads(got)); d != "" {
-				t.Fatalf("pop (-want +got):\n%s", d)
-			}
-			st, _ := s.States(ctx, tid)
-			if st["UNSEC:q1"] != domain.StateDelivered {
-				t.Fatalf("state after pop = %v", st)
-			}
-			info, err := s.QueueInfo(ctx, "UNSEC:q1")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if info.Size != 1 || info.LastPop == 0 || len(info.Low) != 1 || info.Blocked {
-				t.Fatalf("info = %+v", info)
-			}
-			// Hand back keeps order and makes the message Pending again.
-			if err := s.HandBack(ctx, "UNSEC:q1", got); err != nil {
-				t.Fatal(err)
-			}
-			st, _ = s.States(ctx, tid)
-			if st["UNSEC:q1"] != domain.StatePending {
-				t.Fatalf("state after hand back = %v", st)
-			}
-			again, _ := s.Pop(ctx, "UNSEC:q1", 10, redisq.PopOptions{})
-			if d := cmp.Diff([]string{"h1", "h2", "l1", "l2"}, payloads(again)); d != "" {
-				t.Fatalf("pop after hand back (-want +got):\n%s", d)
-			}
-		})
-	}
+		peek, err := s.Peek(ctx, "UNSEC:q1", 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := cmp.Diff([]string{"h1", "h2", "l1", "l2"}, payloads(peek)); d != "" {
+			t.Fatalf("peek (-want +got):\n%s", d)
+		}
+		got, err := s.Pop(ctx, "UNSEC:q1", 3, redisq.PopOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := cmp.Diff([]string{"h1", "h2", "l1"}, payloads(got)); d != "" {
+			t.Fatalf("pop (-want +got):\n%s", d)
+		}
+		st, _ := s.States(ctx, tid)
+		if st["UNSEC:q1"] != domain.StateDelivered {
+			t.Fatalf("state after pop = %v", st)
+		}
+		info, err := s.QueueInfo(ctx, "UNSEC:q1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Size != 1 || info.LastPop == 0 || len(info.Low) != 1 || info.Blocked {
+			t.Fatalf("info = %+v", info)
+		}
+		// Hand back keeps order and makes the message Pending again.
+		if err := s.HandBack(ctx, "UNSEC:q1", got); err != nil {
+			t.Fatal(err)
+		}
+		st, _ = s.States(ctx, tid)
+		if st["UNSEC:q1"] != domain.StatePending {
+			t.Fatalf("state after hand back = %v", st)
+		}
+		again, _ := s.Pop(ctx, "UNSEC:q1", 10, redisq.PopOptions{})
+		if d := cmp.Diff([]string{"h1", "h2", "l1", "l2"}, payloads(again)); d != "" {
+			t.Fatalf("pop after hand back (-want +got):\n%s", d)
+		}
+	})
 }
 
 func TestGhostsSkipped(t *testing.T) {
-	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			s, c := b.store(t)
-			ctx := context.Background()
-			exp := time.Now().Add(time.Hour).Unix()
-			gone := provision(t, s, "UNSEC:", 'H', "deleted", exp, "q")
-			provision(t, s, "UNSEC:", 'H', "kept", exp, "q")
-			short := provision(t, s, "UNSEC:", 'H', "expired", exp, "q")
-			if deleted, err := s.DeleteTrans(ctx, gone, ""); err != nil || !deleted {
-				t.Fatal(deleted, err)
-			}
-			// Expire one transaction's metadata now (as Redis does at expirationDate).
-			c.Del(ctx, redisq.KeysOfTrans(short).Meta)
-			got, err := s.Pop(ctx, "UNSEC:q", 2, redisq.PopOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if d := cmp.Diff([]string{"kept"}, payloads(got)); d != "" {
-				t.Fatalf("pop (-want +got):\n%s", d)
-			}
-			m, _ := s.Meta(ctx, gone)
-			if len(m) != 0 {
-				t.Fatalf("deleted meta = %v", m)
-			}
-		})
-	}
+	eachBackend(t, func(t *testing.T, b backend, s *redisq.Store, c *redis.Client) {
+		ctx := context.Background()
+		exp := time.Now().Add(time.Hour).Unix()
+		gone := provision(t, s, "UNSEC:", 'H', "deleted", exp, "q")
+		provision(t, s, "UNSEC:", 'H', "kept", exp, "q")
+		short := provision(t, s, "UNSEC:", 'H', "expired", exp, "q")
+		if deleted, err := s.DeleteTrans(ctx, gone, ""); err != nil || !deleted {
+			t.Fatal(deleted, err)
+		}
+		// Expire one transaction's metadata now (as Redis does at expirationDate).
+		c.Del(ctx, redisq.KeysOfTrans(short).Meta)
+		got, err := s.Pop(ctx, "UNSEC:q", 2, redisq.PopOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := cmp.Diff([]string{"kept"}, payloads(got)); d != "" {
+			t.Fatalf("pop (-want +got):\n%s", d)
+		}
+		m, _ := s.Meta(ctx, gone)
+		if len(m) != 0 {
+			t.Fatalf("deleted meta = %v", m)
+		}
+	})
 }
 
 func TestReliableAndReaper(t *testing.T) {
-	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			s, _ := b.store(t)
-			ctx := context.Background()
-			exp := time.Now().Add(time.Hour).Unix()
-			a := provision(t, s, "UNSEC:", 'H', "a", exp, "r")
-			bb := provision(t, s, "UNSEC:", 'L', "b", exp, "r")
-			got, err := s.Pop(ctx, "UNSEC:r", 10, redisq.PopOptions{Reliable: true, AckTimeout: 50 * time.Millisecond})
-			if err != nil || len(got) != 2 {
-				t.Fatalf("reliable pop = %v, %v", got, err)
-			}
-			st, _ := s.States(ctx, a)
-			if st["UNSEC:r"] != domain.StateBlocked {
-				t.Fatalf("state = %v", st)
-			}
-			res, err := s.Ack(ctx, "UNSEC:r", []string{a, "nope"})
-			if err != nil || !res[0].OK || res[1].OK {
-				t.Fatalf("ack = %+v, %v", res, err)
-			}
-			st, _ = s.States(ctx, a)
-			if st["UNSEC:r"] != domain.StateDelivered {
-				t.Fatalf("state after ack = %v", st)
-			}
-			// b is not acked: after its deadline the reaper puts it back.
-			deadline := time.Now().Add(5 * time.Second)
-			for {
-				req, err := s.ReapInflight(ctx, 100)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if len(req) == 1 && req[0].TID == bb {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatal("reaper never re-queued the unacked message")
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-			st, _ = s.States(ctx, bb)
-			if st["UNSEC:r"] != domain.StatePending {
-				t.Fatalf("state after reap = %v", st)
-			}
-			again, _ := s.Pop(ctx, "UNSEC:r", 10, redisq.PopOptions{})
-			if d := cmp.Diff([]string{"b"}, payloads(again)); d != "" {
-				t.Fatalf("pop after reap (-want +got):\n%s", d)
-			}
-			if req, _ := s.ReapInflight(ctx, 100); len(req) != 0 {
-				t.Fatalf("second reap re-queued %v", req)
-			}
-		})
-	}
+	eachBackend(t, func(t *testing.T, b backend, s *redisq.Store, _ *redis.Client) {
+		ctx := context.Background()
+		exp := time.Now().Add(time.Hour).Unix()
+		a := provision(t, s, "UNSEC:", 'H', "a", exp, "r")
+		bb := provision(t, s, "UNSEC:", 'L', "b", exp, "r")
+		got, err := s.Pop(ctx, "UNSEC:r", 10, redisq.PopOptions{Reliable: true, AckTimeout: 50 * time.Millisecond})
+		if err != nil || len(got) != 2 {
+			t.Fatalf("reliable pop = %v, %v", got, err)
+		}
+		st, _ := s.States(ctx, a)
+		if st["UNSEC:r"] != domain.StateBlocked {
+			t.Fatalf("state = %v", st)
+		}
+		res, err := s.Ack(ctx, "UNSEC:r", []string{a, "nope"})
+		if err != nil || !res[0].OK || res[1].OK {
+			t.Fatalf("ack = %+v, %v", res, err)
+		}
+		st, _ = s.States(ctx, a)
+		if st["UNSEC:r"] != domain.StateDelivered {
+			t.Fatalf("state after ack = %v", st)
+		}
+		// b is not acked: after its deadline the reaper puts it back.
+		reapOne(t, s, 100, bb)
+		st, _ = s.States(ctx, bb)
+		if st["UNSEC:r"] != domain.StatePending {
+			t.Fatalf("state after reap = %v", st)
+		}
+		again, _ := s.Pop(ctx, "UNSEC:r", 10, redisq.PopOptions{})
+		if d := cmp.Diff([]string{"b"}, payloads(again)); d != "" {
+			t.Fatalf("pop after reap (-want +got):\n%s", d)
+		}
+		if req, _ := s.ReapInflight(ctx, 100); len(req) != 0 {
+			t.Fatalf("second reap re-queued %v", req)
+		}
+	})
 }
 
 func TestGroupsBoxesDeferred(t *testing.T) {
-	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			s, _ := b.store(t)
-			ctx := context.Background()
-			if err := s.AddToGroup(ctx, "UNSEC:", "g", []string{"b", "a"}); err != nil {
-				t.Fatal(err)
-			}
-			// Adding again keeps the members it has (set union).
-			if err := s.AddToGroup(ctx, "UNSEC:", "g", []string{"a"}); err != nil {
-				t.Fatal(err)
-			}
-			if m, _ := s.Group(ctx, "UNSEC:", "g"); cmp.Diff([]string{"a", "b"}, m) != "" {
-				t.Fatalf("members after adding a again: %v", m)
-			}
-			if err := s.ModifyGroup(ctx, "UNSEC:", "g", []string{"c"}, []string{"a"}); err != nil {
-				t.Fatal(err)
-			}
-			m, _ := s.Group(ctx, "UNSEC:", "g")
-			if d := cmp.Diff([]string{"b", "c"}, m); d != "" {
-				t.Fatal(d)
-			}
-			if err := s.ModifyGroup(ctx, "UNSEC:", "nope", []string{"c"}, nil); err != redisq.ErrNotFound {
-				t.Fatalf("modify unknown group: %v", err)
-			}
-			if m, _ := s.Group(ctx, "SEC:", "g"); len(m) != 0 {
-				t.Fatal("groups leak across namespaces")
-			}
-			if err := s.CreateBox(ctx, "SEC:box", "u", "hash"); err != nil {
-				t.Fatal(err)
-			}
-			if err := s.CreateBox(ctx, "SEC:box", "u", "hash"); err != redisq.ErrExists {
-				t.Fatalf("second create: %v", err)
-			}
-			if u, h, err := s.Box(ctx, "SEC:box"); u != "u" || h != "hash" || err != nil {
-				t.Fatalf("box = %q %q %v", u, h, err)
-			}
-			if _, _, err := s.Box(ctx, "SEC:none"); err != redisq.ErrNotFound {
-				t.Fatalf("missing box: %v", err)
-			}
+	eachBackend(t, func(t *testing.T, b backend, s *redisq.Store, _ *redis.Client) {
+		ctx := context.Background()
+		if err := s.AddToGroup(ctx, "UNSEC:", "g", []string{"b", "a"}); err != nil {
+			t.Fatal(err)
+		}
+		// Adding again keeps the members it has (set union).
+		if err := s.AddToGroup(ctx, "UNSEC:", "g", []string{"a"}); err != nil {
+			t.Fatal(err)
+		}
+		if m, _ := s.Group(ctx, "UNSEC:", "g"); cmp.Diff([]string{"a", "b"}, m) != "" {
+			t.Fatalf("members after adding a again: %v", m)
+		}
+		if err := s.ModifyGroup(ctx, "UNSEC:", "g", []string{"c"}, []string{"a"}); err != nil {
+			t.Fatal(err)
+		}
+		m, _ := s.Group(ctx, "UNSEC:", "g")
+		if d := cmp.Diff([]string{"b", "c"}, m); d != "" {
+			t.Fatal(d)
+		}
+		if err := s.ModifyGroup(ctx, "UNSEC:", "nope", []string{"c"}, nil); err != redisq.ErrNotFound {
+			t.Fatalf("modify unknown group: %v", err)
+		}
+		if m, _ := s.Group(ctx, "SEC:", "g"); len(m) != 0 {
+			t.Fatal("groups leak across namespaces")
+		}
+		if err := s.CreateBox(ctx, "SEC:box", "u", "hash"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.CreateBox(ctx, "SEC:box", "u", "hash"); err != redisq.ErrExists {
+			t.Fatalf("second create: %v", err)
+		}
+		if u, h, err := s.Box(ctx, "SEC:box"); u != "u" || h != "hash" || err != nil {
+			t.Fatalf("box = %q %q %v", u, h, err)
+		}
+		if _, _, err := s.Box(ctx, "SEC:none"); err != redisq.ErrNotFound {
+			t.Fatalf("missing box: %v", err)
+		}
 
-			tx := &redisq.Transaction{ID: uuid.NewString(), NS: "UNSEC:", Queues: []string{"d"}, Priority: 'H',
-				ExpiresAt: time.Now().Add(time.Hour).Unix(), Meta: map[string]string{"payload": "later", "priority": "H"}}
-			if err := s.Defer(ctx, tx, time.Now().Add(-time.Millisecond)); err != nil {
-				t.Fatal(err)
-			}
-			claimed, err := s.ClaimDeferred(ctx, time.Minute, 10)
-			if err != nil || len(claimed) != 1 || claimed[0].ID != tx.ID {
-				t.Fatalf("claim = %v, %v", claimed, err)
-			}
-			if again, _ := s.ClaimDeferred(ctx, time.Minute, 10); len(again) != 0 {
-				t.Fatal("a leased deferral was claimed twice")
-			}
-			if err := s.Provision(ctx, claimed[0]); err != nil {
-				t.Fatal(err)
-			}
-			if err := s.FinishDeferred(ctx, tx.ID); err != nil {
-				t.Fatal(err)
-			}
-			got, _ := s.Pop(ctx, "UNSEC:d", 10, redisq.PopOptions{})
-			if d := cmp.Diff([]string{"later"}, payloads(got)); d != "" {
-				t.Fatal(d)
-			}
-		})
-	}
+		tx := &redisq.Transaction{ID: uuid.NewString(), NS: "UNSEC:", Queues: []string{"d"}, Priority: 'H',
+			ExpiresAt: time.Now().Add(time.Hour).Unix(), Meta: map[string]string{"payload": "later", "priority": "H"}}
+		if err := s.Defer(ctx, tx, time.Now().Add(-time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+		claimed, err := s.ClaimDeferred(ctx, time.Minute, 10)
+		if err != nil || len(claimed) != 1 || claimed[0].ID != tx.ID {
+			t.Fatalf("claim = %v, %v", claimed, err)
+		}
+		if again, _ := s.ClaimDeferred(ctx, time.Minute, 10); len(again) != 0 {
+			t.Fatal("a leased deferral was claimed twice")
+		}
+		if err := s.Provision(ctx, claimed[0]); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.FinishDeferred(ctx, tx.ID); err != nil {
+			t.Fatal(err)
+		}
+		got, _ := s.Pop(ctx, "UNSEC:d", 10, redisq.PopOptions{})
+		if d := cmp.Diff([]string{"later"}, payloads(got)); d != "" {
+			t.Fatal(d)
+		}
+	})
 }
 
 func TestWaitersAndHeartbeat(t *testing.T) {
@@ -403,64 +383,61 @@ func TestUpdateTrans(t *testing.T) {
 // see it, updates and deletes act on it only within that org (issue 13
 // item 1).
 func TestTransOrg(t *testing.T) {
-	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			s, _ := b.store(t)
-			ctx := context.Background()
-			exp := time.Now().Add(time.Hour).Unix()
-			acme := provision(t, s, "acme:UNSEC:", 'H', "acme-secret", exp, "q")
-			root := provision(t, s, "SEC:", 'L', "root", exp, "q")
-			for _, c := range []struct{ tid, org string }{{acme, "acme"}, {root, ""}} {
-				info, err := s.ReadTrans(ctx, c.tid, true)
-				if err != nil || !info.Found || info.Org != c.org {
-					t.Fatalf("read %s: %+v %v, want org %q", c.tid, info, err, c.org)
-				}
-				if _, ok := info.Meta[redisq.FieldOrg]; ok || info.Meta["payload"] == "" || len(info.States) != 1 {
-					t.Fatalf("read %s: meta %v states %v", c.tid, info.Meta, info.States)
-				}
+	eachBackend(t, func(t *testing.T, b backend, s *redisq.Store, _ *redis.Client) {
+		ctx := context.Background()
+		exp := time.Now().Add(time.Hour).Unix()
+		acme := provision(t, s, "acme:UNSEC:", 'H', "acme-secret", exp, "q")
+		root := provision(t, s, "SEC:", 'L', "root", exp, "q")
+		for _, c := range []struct{ tid, org string }{{acme, "acme"}, {root, ""}} {
+			info, err := s.ReadTrans(ctx, c.tid, true)
+			if err != nil || !info.Found || info.Org != c.org {
+				t.Fatalf("read %s: %+v %v, want org %q", c.tid, info, err, c.org)
 			}
-			if err := s.UpdateTrans(ctx, acme, "evil", map[string]string{"payload": "pwned"}, 0); err != redisq.ErrNotFound {
-				t.Fatalf("update from another org: %v", err)
+			if _, ok := info.Meta[redisq.FieldOrg]; ok || info.Meta["payload"] == "" || len(info.States) != 1 {
+				t.Fatalf("read %s: meta %v states %v", c.tid, info.Meta, info.States)
 			}
-			if err := s.UpdateTrans(ctx, acme, "", map[string]string{"payload": "pwned"}, 0); err != redisq.ErrNotFound {
-				t.Fatalf("update from no org: %v", err)
-			}
-			if err := s.UpdateTrans(ctx, root, "acme", map[string]string{"payload": "pwned"}, 0); err != redisq.ErrNotFound {
-				t.Fatalf("update of a no-org transaction from an org: %v", err)
-			}
-			if d, err := s.DeleteTrans(ctx, acme, "evil"); err != nil || d {
-				t.Fatalf("delete from another org: %v %v", d, err)
-			}
-			info, _ := s.ReadTrans(ctx, acme, true)
-			if !info.Found || info.Meta["payload"] != "acme-secret" {
-				t.Fatalf("acme's transaction changed by another org: %+v", info)
-			}
-			if err := s.UpdateTrans(ctx, acme, "acme", map[string]string{"payload": "v2", redisq.FieldOrg: "evil"}, 0); err != nil {
-				t.Fatal(err)
-			}
-			if info, _ := s.ReadTrans(ctx, acme, true); info.Org != "acme" || info.Meta["payload"] != "v2" {
-				t.Fatalf("after update: %+v", info)
-			}
-			if d, err := s.DeleteTrans(ctx, acme, "acme"); err != nil || !d {
-				t.Fatalf("delete by its org: %v %v", d, err)
-			}
-			if info, _ := s.ReadTrans(ctx, acme, true); info.Found {
-				t.Fatalf("deleted transaction still found: %+v", info)
-			}
-			// A deferral is cancelled only by its own org.
-			later := &redisq.Transaction{ID: uuid.NewString(), NS: "acme:UNSEC:", Queues: []string{"q"}, Priority: 'H', ExpiresAt: exp,
-				Meta: map[string]string{"payload": "later"}}
-			if err := s.Defer(ctx, later, time.Now().Add(time.Hour)); err != nil {
-				t.Fatal(err)
-			}
-			if d, err := s.DeleteTrans(ctx, later.ID, "evil"); err != nil || d {
-				t.Fatalf("cancel another org's deferral: %v %v", d, err)
-			}
-			if d, err := s.DeleteTrans(ctx, later.ID, "acme"); err != nil || !d {
-				t.Fatalf("cancel own deferral: %v %v", d, err)
-			}
-		})
-	}
+		}
+		if err := s.UpdateTrans(ctx, acme, "evil", map[string]string{"payload": "pwned"}, 0); err != redisq.ErrNotFound {
+			t.Fatalf("update from another org: %v", err)
+		}
+		if err := s.UpdateTrans(ctx, acme, "", map[string]string{"payload": "pwned"}, 0); err != redisq.ErrNotFound {
+			t.Fatalf("update from no org: %v", err)
+		}
+		if err := s.UpdateTrans(ctx, root, "acme", map[string]string{"payload": "pwned"}, 0); err != redisq.ErrNotFound {
+			t.Fatalf("update of a no-org transaction from an org: %v", err)
+		}
+		if d, err := s.DeleteTrans(ctx, acme, "evil"); err != nil || d {
+			t.Fatalf("delete from another org: %v %v", d, err)
+		}
+		info, _ := s.ReadTrans(ctx, acme, true)
+		if !info.Found || info.Meta["payload"] != "acme-secret" {
+			t.Fatalf("acme's transaction changed by another org: %+v", info)
+		}
+		if err := s.UpdateTrans(ctx, acme, "acme", map[string]string{"payload": "v2", redisq.FieldOrg: "evil"}, 0); err != nil {
+			t.Fatal(err)
+		}
+		if info, _ := s.ReadTrans(ctx, acme, true); info.Org != "acme" || info.Meta["payload"] != "v2" {
+			t.Fatalf("after update: %+v", info)
+		}
+		if d, err := s.DeleteTrans(ctx, acme, "acme"); err != nil || !d {
+			t.Fatalf("delete by its org: %v %v", d, err)
+		}
+		if info, _ := s.ReadTrans(ctx, acme, true); info.Found {
+			t.Fatalf("deleted transaction still found: %+v", info)
+		}
+		// A deferral is cancelled only by its own org.
+		later := &redisq.Transaction{ID: uuid.NewString(), NS: "acme:UNSEC:", Queues: []string{"q"}, Priority: 'H', ExpiresAt: exp,
+			Meta: map[string]string{"payload": "later"}}
+		if err := s.Defer(ctx, later, time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		if d, err := s.DeleteTrans(ctx, later.ID, "evil"); err != nil || d {
+			t.Fatalf("cancel another org's deferral: %v %v", d, err)
+		}
+		if d, err := s.DeleteTrans(ctx, later.ID, "acme"); err != nil || !d {
+			t.Fatalf("cancel own deferral: %v %v", d, err)
+		}
+	})
 }
 
 func TestWakeupsKeyspace(t *testing.T) {
@@ -491,89 +468,83 @@ func TestWakeupsKeyspace(t *testing.T) {
 }
 
 func TestPopMany(t *testing.T) {
-	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			s, c := b.store(t)
-			ctx := context.Background()
-			exp := time.Now().Add(time.Hour).Unix()
-			provision(t, s, "UNSEC:", 'L', "a-l", exp, "a")
-			provision(t, s, "UNSEC:", 'H', "a-h", exp, "a")
-			ghost := provision(t, s, "UNSEC:", 'H', "b-ghost", exp, "b")
-			provision(t, s, "UNSEC:", 'H', "b-live", exp, "b")
-			provision(t, s, "UNSEC:", 'H', "r1", exp, "r")
-			c.Del(ctx, redisq.KeysOfTrans(ghost).Meta)
-			res := s.PopMany(ctx, []redisq.PopRequest{
-				{Queue: "UNSEC:a", Max: 10},
-				{Queue: "UNSEC:b", Max: 1},
-				{Queue: "UNSEC:r", Max: 5, Opts: redisq.PopOptions{Reliable: true, AckTimeout: time.Minute}},
-				{Queue: "UNSEC:empty", Max: 5},
-			})
-			if d := cmp.Diff([]string{"a-h", "a-l"}, payloads(res[0].Messages)); d != "" || res[0].Taken != 2 {
-				t.Fatalf("queue a: %s taken=%d", d, res[0].Taken)
-			}
-			if sk := res[1].Skipped; len(sk) != 1 || sk[0].Queue != "UNSEC:b" || sk[0].TID != ghost {
-				t.Fatalf("queue b skipped: %+v", res[1])
-			}
-			if b.name == "redis-stepwise" {
-				// The ghost is taken (Taken == Max: pop again) but not returned.
-				if len(res[1].Messages) != 0 || res[1].Taken != 1 {
-					t.Fatalf("queue b: %+v", res[1])
-				}
-				again := s.PopMany(ctx, []redisq.PopRequest{{Queue: "UNSEC:b", Max: 1}})
-				if d := cmp.Diff([]string{"b-live"}, payloads(again[0].Messages)); d != "" {
-					t.Fatal(d)
-				}
-			} else if d := cmp.Diff([]string{"b-live"}, payloads(res[1].Messages)); d != "" || res[1].Taken != 2 {
-				// One script pops on past the ghost.
-				t.Fatalf("queue b: %s taken=%d", d, res[1].Taken)
-			}
-			if len(res[2].Messages) != 1 {
-				t.Fatalf("reliable: %+v", res[2])
-			}
-			st, _ := s.States(ctx, res[2].Messages[0].TID)
-			if st["UNSEC:r"] != domain.StateBlocked {
-				t.Fatalf("reliable state = %v", st)
-			}
-			if res[3].Taken != 0 || len(res[3].Messages) != 0 || res[3].Err != nil {
-				t.Fatalf("empty queue: %+v", res[3])
-			}
+	eachBackend(t, func(t *testing.T, b backend, s *redisq.Store, c *redis.Client) {
+		ctx := context.Background()
+		exp := time.Now().Add(time.Hour).Unix()
+		provision(t, s, "UNSEC:", 'L', "a-l", exp, "a")
+		provision(t, s, "UNSEC:", 'H', "a-h", exp, "a")
+		ghost := provision(t, s, "UNSEC:", 'H', "b-ghost", exp, "b")
+		provision(t, s, "UNSEC:", 'H', "b-live", exp, "b")
+		provision(t, s, "UNSEC:", 'H', "r1", exp, "r")
+		c.Del(ctx, redisq.KeysOfTrans(ghost).Meta)
+		res := s.PopMany(ctx, []redisq.PopRequest{
+			{Queue: "UNSEC:a", Max: 10},
+			{Queue: "UNSEC:b", Max: 1},
+			{Queue: "UNSEC:r", Max: 5, Opts: redisq.PopOptions{Reliable: true, AckTimeout: time.Minute}},
+			{Queue: "UNSEC:empty", Max: 5},
 		})
-	}
+		if d := cmp.Diff([]string{"a-h", "a-l"}, payloads(res[0].Messages)); d != "" || res[0].Taken != 2 {
+			t.Fatalf("queue a: %s taken=%d", d, res[0].Taken)
+		}
+		if sk := res[1].Skipped; len(sk) != 1 || sk[0].Queue != "UNSEC:b" || sk[0].TID != ghost {
+			t.Fatalf("queue b skipped: %+v", res[1])
+		}
+		if b.name == "redis-stepwise" {
+			// The ghost is taken (Taken == Max: pop again) but not returned.
+			if len(res[1].Messages) != 0 || res[1].Taken != 1 {
+				t.Fatalf("queue b: %+v", res[1])
+			}
+			again := s.PopMany(ctx, []redisq.PopRequest{{Queue: "UNSEC:b", Max: 1}})
+			if d := cmp.Diff([]string{"b-live"}, payloads(again[0].Messages)); d != "" {
+				t.Fatal(d)
+			}
+		} else if d := cmp.Diff([]string{"b-live"}, payloads(res[1].Messages)); d != "" || res[1].Taken != 2 {
+			// One script pops on past the ghost.
+			t.Fatalf("queue b: %s taken=%d", d, res[1].Taken)
+		}
+		if len(res[2].Messages) != 1 {
+			t.Fatalf("reliable: %+v", res[2])
+		}
+		st, _ := s.States(ctx, res[2].Messages[0].TID)
+		if st["UNSEC:r"] != domain.StateBlocked {
+			t.Fatalf("reliable state = %v", st)
+		}
+		if res[3].Taken != 0 || len(res[3].Messages) != 0 || res[3].Err != nil {
+			t.Fatalf("empty queue: %+v", res[3])
+		}
+	})
 }
 
 func TestHandBackReliable(t *testing.T) {
-	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			s, _ := b.store(t)
-			ctx := context.Background()
-			exp := time.Now().Add(time.Hour).Unix()
-			a := provision(t, s, "UNSEC:", 'H', "a", exp, "hb")
-			provision(t, s, "UNSEC:", 'L', "b", exp, "hb")
-			provision(t, s, "UNSEC:", 'L', "c", exp, "hb")
-			got, err := s.Pop(ctx, "UNSEC:hb", 2, redisq.PopOptions{Reliable: true, AckTimeout: time.Minute})
-			if err != nil || len(got) != 2 {
-				t.Fatalf("pop = %v %v", got, err)
-			}
-			// "a" is acked meanwhile: only "b" goes back, ahead of "c".
-			if _, err := s.Ack(ctx, "UNSEC:hb", []string{a}); err != nil {
-				t.Fatal(err)
-			}
-			if err := s.HandBackReliable(ctx, "UNSEC:hb", got); err != nil {
-				t.Fatal(err)
-			}
-			st, _ := s.States(ctx, got[1].TID)
-			if st["UNSEC:hb"] != domain.StatePending {
-				t.Fatalf("state after hand back = %v", st)
-			}
-			rest, _ := s.Pop(ctx, "UNSEC:hb", 10, redisq.PopOptions{})
-			if d := cmp.Diff([]string{"b", "c"}, payloads(rest)); d != "" {
-				t.Fatal(d)
-			}
-			if req, _ := s.ReapInflight(ctx, 10); len(req) != 0 {
-				t.Fatalf("a handed-back entry stayed in flight: %v", req)
-			}
-		})
-	}
+	eachBackend(t, func(t *testing.T, b backend, s *redisq.Store, _ *redis.Client) {
+		ctx := context.Background()
+		exp := time.Now().Add(time.Hour).Unix()
+		a := provision(t, s, "UNSEC:", 'H', "a", exp, "hb")
+		provision(t, s, "UNSEC:", 'L', "b", exp, "hb")
+		provision(t, s, "UNSEC:", 'L', "c", exp, "hb")
+		got, err := s.Pop(ctx, "UNSEC:hb", 2, redisq.PopOptions{Reliable: true, AckTimeout: time.Minute})
+		if err != nil || len(got) != 2 {
+			t.Fatalf("pop = %v %v", got, err)
+		}
+		// "a" is acked meanwhile: only "b" goes back, ahead of "c".
+		if _, err := s.Ack(ctx, "UNSEC:hb", []string{a}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.HandBackReliable(ctx, "UNSEC:hb", got); err != nil {
+			t.Fatal(err)
+		}
+		st, _ := s.States(ctx, got[1].TID)
+		if st["UNSEC:hb"] != domain.StatePending {
+			t.Fatalf("state after hand back = %v", st)
+		}
+		rest, _ := s.Pop(ctx, "UNSEC:hb", 10, redisq.PopOptions{})
+		if d := cmp.Diff([]string{"b", "c"}, payloads(rest)); d != "" {
+			t.Fatal(d)
+		}
+		if req, _ := s.ReapInflight(ctx, 10); len(req) != 0 {
+			t.Fatalf("a handed-back entry stayed in flight: %v", req)
+		}
+	})
 }
 
 // TestHandBackReliableOnlyItsOwnDelivery: a consumer that hands back a
@@ -581,47 +552,31 @@ func TestHandBackReliable(t *testing.T) {
 // it again must not take that newer delivery away (the stream's deadline and
 // the reaper do not race).
 func TestHandBackReliableOnlyItsOwnDelivery(t *testing.T) {
-	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			s, _ := b.store(t)
-			ctx := context.Background()
-			exp := time.Now().Add(time.Hour).Unix()
-			tid := provision(t, s, "UNSEC:", 'H', "a", exp, "own")
-			first, err := s.Pop(ctx, "UNSEC:own", 1, redisq.PopOptions{Reliable: true, AckTimeout: time.Millisecond})
-			if err != nil || len(first) != 1 || first[0].Deadline == 0 {
-				t.Fatalf("pop = %+v %v", first, err)
-			}
-			deadline := time.Now().Add(5 * time.Second)
-			for {
-				req, err := s.ReapInflight(ctx, 10)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if len(req) == 1 {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatal("never re-queued")
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
-			second, err := s.Pop(ctx, "UNSEC:own", 1, redisq.PopOptions{Reliable: true, AckTimeout: time.Minute})
-			if err != nil || len(second) != 1 || second[0].TID != tid {
-				t.Fatalf("second pop = %+v %v", second, err)
-			}
-			// The first consumer hands back late: nothing changes.
-			if err := s.HandBackReliable(ctx, "UNSEC:own", first); err != nil {
-				t.Fatal(err)
-			}
-			if rest, _ := s.Peek(ctx, "UNSEC:own", 10); len(rest) != 0 {
-				t.Fatalf("a stale hand-back put the message back while another consumer holds it: %+v", rest)
-			}
-			res, err := s.Ack(ctx, "UNSEC:own", []string{tid})
-			if err != nil || !res[0].OK {
-				t.Fatalf("the second consumer's ack = %+v %v", res, err)
-			}
-		})
-	}
+	eachBackend(t, func(t *testing.T, b backend, s *redisq.Store, _ *redis.Client) {
+		ctx := context.Background()
+		exp := time.Now().Add(time.Hour).Unix()
+		tid := provision(t, s, "UNSEC:", 'H', "a", exp, "own")
+		first, err := s.Pop(ctx, "UNSEC:own", 1, redisq.PopOptions{Reliable: true, AckTimeout: time.Millisecond})
+		if err != nil || len(first) != 1 || first[0].Deadline == 0 {
+			t.Fatalf("pop = %+v %v", first, err)
+		}
+		reapOne(t, s, 10, "")
+		second, err := s.Pop(ctx, "UNSEC:own", 1, redisq.PopOptions{Reliable: true, AckTimeout: time.Minute})
+		if err != nil || len(second) != 1 || second[0].TID != tid {
+			t.Fatalf("second pop = %+v %v", second, err)
+		}
+		// The first consumer hands back late: nothing changes.
+		if err := s.HandBackReliable(ctx, "UNSEC:own", first); err != nil {
+			t.Fatal(err)
+		}
+		if rest, _ := s.Peek(ctx, "UNSEC:own", 10); len(rest) != 0 {
+			t.Fatalf("a stale hand-back put the message back while another consumer holds it: %+v", rest)
+		}
+		res, err := s.Ack(ctx, "UNSEC:own", []string{tid})
+		if err != nil || !res[0].OK {
+			t.Fatalf("the second consumer's ack = %+v %v", res, err)
+		}
+	})
 }
 
 // TestPopSkipsGhostsInOneCall: on a single server one pop call pops on
@@ -656,5 +611,37 @@ func TestPopSkipsGhostsInOneCall(t *testing.T) {
 	res = s.PopMany(ctx, []redisq.PopRequest{{Queue: q, Max: 1}})[0]
 	if len(res.Messages) != 1 || res.Messages[0].TID != live || len(res.Skipped) != 1 {
 		t.Fatalf("second call: %d messages, %d skipped, taken %d, err %v", len(res.Messages), len(res.Skipped), res.Taken, res.Err)
+	}
+}
+
+// eachBackend runs test as a subtest named after each backend, on a fresh
+// store of that backend and a client of its server.
+func eachBackend(t *testing.T, test func(t *testing.T, b backend, s *redisq.Store, c *redis.Client)) {
+	t.Helper()
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			s, c := b.store(t)
+			test(t, b, s, c)
+		})
+	}
+}
+
+// reapOne calls ReapInflight(max) until a call re-queues exactly one entry
+// (of transaction tid, unless tid is ""), failing after 5 s.
+func reapOne(t *testing.T, s *redisq.Store, max int, tid string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		req, err := s.ReapInflight(context.Background(), max)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(req) == 1 && (tid == "" || req[0].TID == tid) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the reaper never re-queued the unacked message")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

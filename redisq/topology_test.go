@@ -4,16 +4,13 @@ import (
 	"context"
 	"testing"
 
-	"github.com/popbox/popbox/internal/testenv"
 	"github.com/popbox/popbox/redisq"
 )
 
 // TestTopology: GET /'s view of a Redis server (read with go-redis'
 // InfoMap) names its role, version and memory.
 func TestTopology(t *testing.T) {
-	r := testenv.StartRedis(t)
-	c := r.Client()
-	t.Cleanup(func() { c.Close() })
+	c := redisClient(t)
 	nodes := redisq.New(c, redisq.Options{}).Topology(context.Background())
 	if len(nodes) != 1 {
 		t.Fatalf("nodes: %+v", nodes)
