@@ -7,7 +7,6 @@ import (
 	"errors"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -94,21 +93,8 @@ func watch(t *testing.T, base, tr, query string, timeoutACK int, queues ...strin
 			emit(streamEvent{Kind: "end", Text: last})
 		}()
 	case "ws", "wsmux":
-		u := "ws" + strings.TrimPrefix(base, "http") + "/queue/" + q + "/ws" + query
-		if tr == "wsmux" {
-			u = "ws" + strings.TrimPrefix(base, "http") + "/ws"
-		}
-		conn, _, err := websocket.Dial(ctx, u, nil)
-		if err != nil {
-			t.Fatalf("dial %s: %v", u, err)
-		}
-		var wmu sync.Mutex
-		w.write = func(v any) {
-			b, _ := json.Marshal(v)
-			wmu.Lock()
-			defer wmu.Unlock()
-			_ = conn.Write(ctx, websocket.MessageText, b)
-		}
+		var conn *websocket.Conn
+		conn, w.write = dialStreamWS(t, ctx, base, tr, q, query)
 		subscribed := make(chan struct{}, len(queues))
 		go func() {
 			defer close(done)

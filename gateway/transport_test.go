@@ -33,6 +33,28 @@ type consumer struct {
 
 var transports = []string{"stream", "sse", "ws", "wsmux"}
 
+// dialStreamWS opens the WebSocket of transport tr: queue q's own ("ws",
+// query appended) or the multiplexed /ws ("wsmux"). It returns the
+// connection and a frame writer that may be called concurrently.
+func dialStreamWS(t *testing.T, ctx context.Context, base, tr, q, query string) (*websocket.Conn, func(v any)) {
+	t.Helper()
+	u := "ws" + strings.TrimPrefix(base, "http") + "/queue/" + q + "/ws" + query
+	if tr == "wsmux" {
+		u = "ws" + strings.TrimPrefix(base, "http") + "/ws"
+	}
+	conn, _, err := websocket.Dial(ctx, u, nil)
+	if err != nil {
+		t.Fatalf("dial %s: %v", u, err)
+	}
+	var mu sync.Mutex
+	return conn, func(v any) {
+		b, _ := json.Marshal(v)
+		mu.Lock()
+		defer mu.Unlock()
+		_ = conn.Write(ctx, websocket.MessageText, b)
+	}
+}
+
 // subscribe opens a consumer of the given transport on queue q. It returns
 // once the subscription is established.
 func subscribe(t *testing.T, base, transport, q, query string) *consumer {
@@ -84,21 +106,7 @@ func subscribe(t *testing.T, base, transport, q, query string) *consumer {
 			}
 		}()
 	case "ws", "wsmux":
-		u := "ws" + strings.TrimPrefix(base, "http") + "/queue/" + q + "/ws" + query
-		if transport == "wsmux" {
-			u = "ws" + strings.TrimPrefix(base, "http") + "/ws"
-		}
-		conn, _, err := websocket.Dial(ctx, u, nil)
-		if err != nil {
-			t.Fatalf("dial %s: %v", u, err)
-		}
-		var wmu sync.Mutex
-		write := func(v any) {
-			b, _ := json.Marshal(v)
-			wmu.Lock()
-			defer wmu.Unlock()
-			_ = conn.Write(ctx, websocket.MessageText, b)
-		}
+		conn, write := dialStreamWS(t, ctx, base, transport, q, query)
 		c.ack = func(tids ...string) {
 			if transport == "ws" {
 				write(map[string]any{"ack": tids})
