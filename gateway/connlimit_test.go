@@ -106,30 +106,13 @@ func localMetric(t *testing.T, m *gateway.Metrics, series string) float64 {
 			t.Fatal(err)
 		}
 	}
-	for _, line := range strings.Split(buf.String(), "\n") {
-		if v, ok := strings.CutPrefix(line, series+" "); ok {
-			var f float64
-			fmt.Sscan(v, &f)
-			return f
-		}
-	}
-	return 0
+	return seriesValue(buf.String(), series)
 }
 
 // waitLocalMetric polls localMetric until it is want (30 s at most).
 func waitLocalMetric(t *testing.T, m *gateway.Metrics, series string, want float64) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		v := localMetric(t, m, series)
-		if v == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s is %v, want %v", series, v, want)
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval
-	}
+	waitSeries(t, series, want, 20*time.Millisecond, func() float64 { return localMetric(t, m, series) })
 }
 
 // waitSocketsClosed waits until the node counts want open sockets. A

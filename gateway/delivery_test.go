@@ -172,11 +172,17 @@ func metricValue(t *testing.T, base, series string) float64 {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, series+" ") {
-			var v float64
-			fmt.Sscan(strings.TrimPrefix(line, series+" "), &v)
-			return v
+	return seriesValue(string(b), series)
+}
+
+// seriesValue is the value of series (name and labels) in a Prometheus
+// text exposition; 0 when it is not there.
+func seriesValue(text, series string) float64 {
+	for _, line := range strings.Split(text, "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			var f float64
+			fmt.Sscan(v, &f)
+			return f
 		}
 	}
 	return 0

@@ -15,16 +15,23 @@ import (
 // want (deadline 30 s).
 func waitMetricValue(t *testing.T, base, series string, want float64) {
 	t.Helper()
+	waitSeries(t, series, want, 50*time.Millisecond, func() float64 { return metricValue(t, base, series) })
+}
+
+// waitSeries polls read, every interval (not a settle delay), until the
+// series it reads has the value want (deadline 30 s).
+func waitSeries(t *testing.T, series string, want float64, every time.Duration, read func() float64) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		v := metricValue(t, base, series)
+		v := read()
 		if v == want {
 			return
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%s is %v, want %v", series, v, want)
 		}
-		time.Sleep(50 * time.Millisecond) // polling interval, not a settle delay
+		time.Sleep(every)
 	}
 }
 
