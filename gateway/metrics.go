@@ -160,10 +160,7 @@ func (h redisHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		start := time.Now()
 		err := next(ctx, cmd)
-		h.m.RedisLatency.Observe(time.Since(start).Seconds())
-		if countedError(cmd, err) {
-			h.m.RedisErrors.Inc()
-		}
+		h.observe(start, countedError(cmd, err))
 		return err
 	}
 }
@@ -172,11 +169,17 @@ func (h redisHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		start := time.Now()
 		err := next(ctx, cmds)
-		h.m.RedisLatency.Observe(time.Since(start).Seconds())
-		if pipelineFailed(cmds, err) {
-			h.m.RedisErrors.Inc()
-		}
+		h.observe(start, pipelineFailed(cmds, err))
 		return err
+	}
+}
+
+// observe records one round trip that began at start, and whether it
+// counts as a Redis error.
+func (h redisHook) observe(start time.Time, failed bool) {
+	h.m.RedisLatency.Observe(time.Since(start).Seconds())
+	if failed {
+		h.m.RedisErrors.Inc()
 	}
 }
 
