@@ -126,10 +126,16 @@ func waitSocketsClosed(t *testing.T, m *gateway.Metrics, want float64) {
 	waitLocalMetric(t, m, "popbox_connection_limit_used", want)
 }
 
-// holdLongPoll starts a long poll that holds its connection until the
-// test ends.
-func holdLongPoll(t *testing.T, base, q, authz string) {
+// holdLongPoll starts a long poll (120 s) on queue q of base over cl (nil:
+// a client of its own without keep-alives), with authz as its
+// Authorization header if set. It must hold its connection until stop or
+// the end of the test: an answer before that is an error. stop returns
+// once the request has ended; calling it again is harmless.
+func holdLongPoll(t *testing.T, cl *http.Client, base, q, authz string) (stop func()) {
 	t.Helper()
+	if cl == nil {
+		cl = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -138,16 +144,17 @@ func holdLongPoll(t *testing.T, base, q, authz string) {
 		if authz != "" {
 			req.Header.Set("Authorization", authz)
 		}
-		cl := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 		resp, err := cl.Do(req)
 		if err == nil {
 			resp.Body.Close()
 			if ctx.Err() == nil {
-				t.Errorf("long poll %s answered %d before the test ended", q, resp.StatusCode)
+				t.Errorf("long poll %s answered %d before it was stopped", q, resp.StatusCode)
 			}
 		}
 	}()
-	t.Cleanup(func() { cancel(); <-done })
+	stop = func() { cancel(); <-done }
+	t.Cleanup(stop)
+	return stop
 }
 
 // dialMuxWS opens a /ws socket; the returned func waits (up to wait) for its
@@ -276,7 +283,7 @@ func TestConnLimitCountsSockets(t *testing.T) {
 		// Nothing left to shed: the subscribed socket and a long poll
 		// hold both places.
 		waitSocketsClosed(t, n.metrics, 1) // the subscribed /ws
-		holdLongPoll(t, n.plain, "held", "")
+		holdLongPoll(t, nil, n.plain, "held", "")
 		waitLocalMetric(t, n.metrics, `popbox_connections{transport="longpoll"}`, 1)
 		st, h := limitProbe(t, n.plain, "GET", "/", "", nil)
 		if st != http.StatusServiceUnavailable || h.Get("Retry-After") == "" {
@@ -308,8 +315,8 @@ func TestConnLimitCountsSockets(t *testing.T) {
 
 		// Strangers fill the ordinary places.
 		waitSocketsClosed(t, n.metrics, 0)
-		holdLongPoll(t, n.plain, "o1", "")
-		holdLongPoll(t, n.plain, "o2", "")
+		holdLongPoll(t, nil, n.plain, "o1", "")
+		holdLongPoll(t, nil, n.plain, "o2", "")
 		waitLocalMetric(t, n.metrics, `popbox_connections{transport="longpoll"}`, 2)
 		for _, c := range []struct {
 			name, base, path, authz string
@@ -334,7 +341,7 @@ func TestConnLimitCountsSockets(t *testing.T) {
 		// routes' share (16 - 4): the next one is refused, /healthz is not.
 		waitSocketsClosed(t, n.metrics, 2) // o1, o2
 		for i := range 12 {
-			holdLongPoll(t, n.plain, fmt.Sprintf("c%d", i), token)
+			holdLongPoll(t, nil, n.plain, fmt.Sprintf("c%d", i), token)
 		}
 		waitLocalMetric(t, n.metrics, `popbox_connections{transport="longpoll"}`, 14)
 		if st, _ := limitProbe(t, n.plain, "GET", "/queue/x/peek", token, nil); st != 503 {

@@ -697,15 +697,7 @@ func contractOperations(t *testing.T, ct *contract, n *contractNode) {
 	ct.do(t, cl, base, call{method: "GET", path: "/openapi.json", status: 200})
 
 	// GET /node/queues while a long poll waits here.
-	ctx, cancel := context.WithCancel(context.Background())
-	pollDone := make(chan struct{})
-	go func() {
-		defer close(pollDone)
-		req, _ := http.NewRequestWithContext(ctx, "POST", base+"/queue/node-listed/pop?timeout=60", nil)
-		if resp, err := cl.Do(req); err == nil {
-			resp.Body.Close()
-		}
-	}()
+	stopPoll := holdLongPoll(t, cl, base, "node-listed", "")
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		var nq struct{ Queues []json.RawMessage }
 		_ = json.Unmarshal(ct.do(t, cl, base, call{method: "GET", path: "/node/queues", status: 200}), &nq)
@@ -716,8 +708,7 @@ func contractOperations(t *testing.T, ct *contract, n *contractNode) {
 			t.Fatal("GET /node/queues never listed the queue of an open long poll")
 		}
 	}
-	cancel()
-	<-pollDone
+	stopPoll()
 	ct.do(t, &noRedirect, base, call{method: "GET", path: "/ui", status: 301})
 	ct.do(t, cl, base, call{method: "GET", path: "/ui/index.html", status: 200})
 	ct.do(t, cl, base, call{method: "GET", path: "/ui/app.js", status: 200})
@@ -750,16 +741,7 @@ func contractLimits(t *testing.T, ct *contract, redisURL string) {
 	ct.do(t, cl, base, call{method: "GET", path: "/node/queues", status: 401})
 
 	// One long poll holds the only slot: other requests get 503 until it ends.
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	pollDone := make(chan struct{})
-	go func() {
-		defer close(pollDone)
-		req, _ := http.NewRequestWithContext(ctx, "POST", base+"/queue/held/pop?timeout=60", nil)
-		if resp, err := cl.Do(req); err == nil {
-			resp.Body.Close()
-		}
-	}()
+	stopPoll := holdLongPoll(t, cl, base, "held", "")
 	// /metrics is exempt from the limit: watch the long poll arrive there.
 	for deadline := time.Now().Add(10 * time.Second); metricValue(t, base, `popbox_connections{transport="longpoll"}`) != 1; {
 		if time.Now().After(deadline) {
@@ -768,6 +750,5 @@ func contractLimits(t *testing.T, ct *contract, redisURL string) {
 	}
 	ct.do(t, cl, base, call{method: "GET", path: "/", status: 503})
 	ct.do(t, cl, base, call{method: "GET", path: "/healthz", status: 200}) // exempt
-	cancel()
-	<-pollDone
+	stopPoll()
 }

@@ -1,7 +1,6 @@
 package gateway_test
 
 import (
-	"context"
 	"net/http"
 	"strings"
 	"testing"
@@ -97,18 +96,9 @@ func TestOperatorMetrics(t *testing.T) {
 		// Open sockets are counted: the scrape's own connection is one.
 		waitMetricValue(t, n.plain, "popbox_connection_limit", 3)
 		waitMetricValue(t, n.plain, "popbox_connection_limit_used", 1)
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			req, _ := http.NewRequestWithContext(ctx, "POST", n.plain+"/queue/held/pop?timeout=60", nil)
-			if resp, err := n.plainClient.Do(req); err == nil {
-				resp.Body.Close()
-			}
-		}()
+		stopPoll := holdLongPoll(t, n.plainClient, n.plain, "held", "")
 		waitMetricValue(t, n.plain, "popbox_connection_limit_used", 2)
-		cancel()
-		<-done
+		stopPoll()
 		waitMetricValue(t, n.plain, "popbox_connection_limit_used", 1)
 	})
 }
