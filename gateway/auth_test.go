@@ -107,14 +107,25 @@ func secDo(t *testing.T, cl *http.Client, method, u, authz, body string) (int, h
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	return secSend(t, cl, req, authz, false)
+}
+
+// secSend sends req, with authz as its Authorization header if set, and
+// returns status, headers and body; with live, the body of a 200 (an
+// established stream) is left unread.
+func secSend(t *testing.T, cl *http.Client, req *http.Request, authz string, live bool) (int, http.Header, string) {
+	t.Helper()
 	if authz != "" {
 		req.Header.Set("Authorization", authz)
 	}
 	resp, err := cl.Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, u, err)
+		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
 	}
 	defer resp.Body.Close()
+	if live && resp.StatusCode == http.StatusOK {
+		return resp.StatusCode, resp.Header, "" // a live stream: leave
+	}
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, resp.Header, string(b)
 }
@@ -166,19 +177,7 @@ func secProbe(t *testing.T, cl *http.Client, base, route, q, authz, query string
 		path += "/events"
 	}
 	req, _ := http.NewRequestWithContext(ctx, method, base+path+query, nil)
-	if authz != "" {
-		req.Header.Set("Authorization", authz)
-	}
-	resp, err := cl.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusOK && (route == "subscribe" || route == "sse") {
-		return resp.StatusCode, resp.Header, "" // a live stream: leave
-	}
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, resp.Header, string(b)
+	return secSend(t, cl, req, authz, route == "subscribe" || route == "sse")
 }
 
 // wantOK checks that a probe got through.
