@@ -2,7 +2,7 @@ package web
 
 import (
 	"bytes"
-	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -42,6 +42,17 @@ func checkPage(t *testing.T, out string) {
 	mustNotContain(t, out, "<script", `rel="stylesheet"`, "https://")
 }
 
+// mustRender renders v with render into a buffer and returns the output; a
+// render error ends the test.
+func mustRender[V any](t *testing.T, render func(io.Writer, V) error, v V) string {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := render(&buf, v); err != nil {
+		t.Fatal(err)
+	}
+	return buf.String()
+}
+
 func TestRenderQueueEscapesEverything(t *testing.T) {
 	v := QueueView{
 		Host:    `evil.example"><b>`,
@@ -57,11 +68,7 @@ func TestRenderQueueEscapesEverything(t *testing.T) {
 			{Transaction: `"><img src=x onerror=alert(1)>`, Payload: `{"a":"</pre><script>x</script>"}`, Priority: `L" onclick="x`},
 		},
 	}
-	var buf bytes.Buffer
-	if err := RenderQueue(&buf, v); err != nil {
-		t.Fatal(err)
-	}
-	out := buf.String()
+	out := mustRender(t, RenderQueue, v)
 	checkPage(t, out)
 	mustContain(t, out,
 		xssEscaped,
@@ -81,11 +88,7 @@ func TestRenderQueueEscapesEverything(t *testing.T) {
 }
 
 func TestRenderQueueNeverPoppedAndEmpty(t *testing.T) {
-	var buf bytes.Buffer
-	if err := RenderQueue(&buf, QueueView{Host: "localhost:3001", Queue: "q1", Secure: true}); err != nil {
-		t.Fatal(err)
-	}
-	out := buf.String()
+	out := mustRender(t, RenderQueue, QueueView{Host: "localhost:3001", Queue: "q1", Secure: true})
 	checkPage(t, out)
 	mustContain(t, out, ">never<", "No entries.", "SEC:", `<dd id="size">0</dd>`, `<span class="badge">no</span>`)
 	mustNotContain(t, out, "UNSEC:", "Next messages", "Org</dt>")
@@ -94,11 +97,7 @@ func TestRenderQueueNeverPoppedAndEmpty(t *testing.T) {
 	}
 
 	// A non-nil empty Peek shows the section with a note.
-	buf.Reset()
-	if err := RenderQueue(&buf, QueueView{Queue: "q1", Peek: []MessageView{}}); err != nil {
-		t.Fatal(err)
-	}
-	mustContain(t, buf.String(), "Next messages", "No messages.")
+	mustContain(t, mustRender(t, RenderQueue, QueueView{Queue: "q1", Peek: []MessageView{}}), "Next messages", "No messages.")
 }
 
 func TestRenderTrans(t *testing.T) {
@@ -122,11 +121,7 @@ func TestRenderTrans(t *testing.T) {
 			{Time: "2024-01-02T03:04:06Z", Kind: "action", Action: xssPayload},
 		},
 	}
-	var buf bytes.Buffer
-	if err := RenderTrans(&buf, v); err != nil {
-		t.Fatal(err)
-	}
-	out := buf.String()
+	out := mustRender(t, RenderTrans, v)
 	checkPage(t, out)
 	mustContain(t, out,
 		xssEscaped,
@@ -146,20 +141,12 @@ func TestRenderTrans(t *testing.T) {
 }
 
 func TestRenderTransNotFoundAndEmpty(t *testing.T) {
-	var buf bytes.Buffer
-	if err := RenderTrans(&buf, TransView{ID: "<nope>"}); err != nil {
-		t.Fatal(err)
-	}
-	out := buf.String()
+	out := mustRender(t, RenderTrans, TransView{ID: "<nope>"})
 	checkPage(t, out)
 	mustContain(t, out, "Unknown or expired transaction.", "&lt;nope&gt;")
 	mustNotContain(t, out, "<h2>Queues", "History", "Summary")
 
-	buf.Reset()
-	if err := RenderTrans(&buf, TransView{ID: "t", Found: true}); err != nil {
-		t.Fatal(err)
-	}
-	out = buf.String()
+	out = mustRender(t, RenderTrans, TransView{ID: "t", Found: true})
 	mustContain(t, out, "No queues.", "none")
 	mustNotContain(t, out, "Unknown or expired", "<h2>History", "<h2>Summary")
 }
@@ -208,7 +195,7 @@ func TestRenderSetsHTMLContentType(t *testing.T) {
 
 type failWriter struct{}
 
-func (failWriter) Write([]byte) (int, error) { return 0, errors.New("boom") }
+func (failWriter) Write([]byte) (int, error) { return 0, io.ErrClosedPipe }
 
 func TestRenderReportsWriteErrors(t *testing.T) {
 	if err := RenderTrans(failWriter{}, TransView{ID: "t"}); err == nil {
