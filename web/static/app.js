@@ -59,6 +59,13 @@ import {PopBox, encodeSegment} from './js/popbox.js';
     return h(tag, {class: 'muted'}, text);
   }
 
+  // note shows text, styled by cls ('muted' or 'bad'), in a card's status line.
+  function note(el, cls, text) {
+    el.hidden = false;
+    el.className = cls;
+    el.textContent = text;
+  }
+
   // ---------- URLs ----------
 
   // enc percent-encodes one path segment (the client's rule: sub-delimiters
@@ -300,9 +307,7 @@ import {PopBox, encodeSegment} from './js/popbox.js';
     $('queue-refresh').disabled = false;
     $('queue-peek').disabled = false;
     const err = $('queue-error');
-    err.hidden = false;
-    err.className = 'muted';
-    err.textContent = 'loading…';
+    note(err, 'muted', 'loading…');
     clearQueue();
     let r;
     try {
@@ -312,8 +317,7 @@ import {PopBox, encodeSegment} from './js/popbox.js';
     }
     if (seq !== queueSeq) return;
     if (!r.ok || !r.body || typeof r.body !== 'object') {
-      err.className = 'bad';
-      err.textContent = errorsOf(r).join('; ');
+      note(err, 'bad', errorsOf(r).join('; '));
       return;
     }
     err.hidden = true;
@@ -419,9 +423,7 @@ import {PopBox, encodeSegment} from './js/popbox.js';
     $('trans-title').replaceChildren('Transaction ', h('code', null, tid));
     $('trans-refresh').disabled = false;
     const err = $('trans-error');
-    err.hidden = false;
-    err.className = 'muted';
-    err.textContent = 'loading…';
+    note(err, 'muted', 'loading…');
     clearTrans();
     const call = (suffix) => {
       try {
@@ -434,8 +436,7 @@ import {PopBox, encodeSegment} from './js/popbox.js';
     if (seq !== transSeq) return;
 
     if (!main.ok || !main.body || typeof main.body !== 'object') {
-      err.className = 'bad';
-      err.textContent = errorsOf(main).join('; ');
+      note(err, 'bad', errorsOf(main).join('; '));
       return;
     }
     const b = main.body;
