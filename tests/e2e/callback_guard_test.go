@@ -136,15 +136,7 @@ func TestCallbacksCannotReachInside(t *testing.T) {
 	eventually(t, 20*time.Second, "loopback callback allowed explicitly", func() bool { _, ok := sink.arrived(tid); return ok })
 
 	// A host that never answers delays only itself.
-	release := make(chan struct{})
-	dead := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	}))
-	defer dead.Close()
-	defer close(release)
+	dead := testenv.HangingServer(t)
 	qd := qn(t, "dead")
 	for i := range 40 {
 		open.provision(t, "", msg{"payload": fmt.Sprint(i), "priority": "H", "queue": target(qd), "callback": dead.URL + "/never"})

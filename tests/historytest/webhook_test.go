@@ -138,15 +138,7 @@ func TestEventsWebhook(t *testing.T) {
 // as on a gateway without a webhook.
 func TestDeadWebhook(t *testing.T) {
 	// Not parallel: it measures latency.
-	release := make(chan struct{})
-	hanging := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	}))
-	t.Cleanup(hanging.Close)
-	t.Cleanup(func() { close(release) })
+	hanging := testenv.HangingServer(t)
 	closedPort := fmt.Sprintf("http://127.0.0.1:%d/events", testenv.FreePort(t))
 
 	r := testenv.StartRedis(t)
