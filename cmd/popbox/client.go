@@ -78,28 +78,8 @@ func runClient(args []string, stdout, stderr io.Writer) (code int, ok bool) {
 	if len(args) == 0 {
 		return 0, false
 	}
-	var (
-		name string
-		fn   func(context.Context, *cli, []string) int
-	)
-	rest := args[1:]
-	switch args[0] {
-	case "push":
-		name, fn = "push", cmdPush
-	case "pop":
-		name, fn = "pop", cmdPop
-	case "peek":
-		name, fn = "peek", cmdPeek
-	case "queue":
-		name, fn = "queue", cmdQueue
-	case "ack":
-		name, fn = "ack", cmdAck
-	case "trans":
-		name, fn = "trans", cmdTrans
-	case "subscribe":
-		name, fn = "subscribe", cmdSubscribe
-	case "health":
-		name, fn = "health", cmdHealth
+	name, fn, rest := args[0], clientCommands[args[0]], args[1:]
+	switch name {
 	case "group":
 		if len(rest) == 0 || isHelp(rest[0]) {
 			return groupUsage(stdout, stderr, len(rest) != 0), true
@@ -114,10 +94,7 @@ func runClient(args []string, stdout, stderr io.Writer) (code int, ok bool) {
 		}
 	case "box":
 		if len(rest) == 0 || isHelp(rest[0]) {
-			w, c := stderr, exitUsage
-			if len(rest) != 0 {
-				w, c = stdout, exitOK
-			}
+			w, c := usageOutput(stdout, stderr, len(rest) != 0)
 			fmt.Fprintln(w, "Usage: popbox box create [flags] QUEUE --box-user U --box-password P\n\nRun 'popbox box create --help' for the flags.")
 			return c, true
 		}
@@ -127,7 +104,9 @@ func runClient(args []string, stdout, stderr io.Writer) (code int, ok bool) {
 		}
 		name, fn, rest = "box create", cmdBoxCreate, rest[1:]
 	default:
-		return 0, false
+		if fn == nil {
+			return 0, false
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -137,11 +116,25 @@ func runClient(args []string, stdout, stderr io.Writer) (code int, ok bool) {
 
 func isHelp(s string) bool { return s == "-h" || s == "--help" || s == "-help" || s == "help" }
 
-func groupUsage(stdout, stderr io.Writer, asked bool) int {
-	w, code := stderr, exitUsage
+// clientCommands are the client subcommands that take no action word,
+// by name.
+var clientCommands = map[string]func(context.Context, *cli, []string) int{
+	"push": cmdPush, "pop": cmdPop, "peek": cmdPeek, "queue": cmdQueue, "ack": cmdAck,
+	"trans": cmdTrans, "subscribe": cmdSubscribe, "health": cmdHealth,
+}
+
+// usageOutput is where a usage text goes and the exit code: stdout and
+// exitOK when the user asked for it, stderr and exitUsage when a command
+// was missing.
+func usageOutput(stdout, stderr io.Writer, asked bool) (io.Writer, int) {
 	if asked {
-		w, code = stdout, exitOK
+		return stdout, exitOK
 	}
+	return stderr, exitUsage
+}
+
+func groupUsage(stdout, stderr io.Writer, asked bool) int {
+	w, code := usageOutput(stdout, stderr, asked)
 	fmt.Fprint(w, `Usage:
   popbox group get [flags] NAME               list the queues of a group
   popbox group set [flags] NAME QUEUE...      add queues to a group (created if needed)
@@ -225,6 +218,19 @@ func (c *cli) printHelp(w io.Writer) {
 func (c *cli) usagef(format string, a ...any) int {
 	fmt.Fprintf(c.stderr, "%s: %s\nUsage: %s\nRun '%s --help' for the flags.\n", c.name, fmt.Sprintf(format, a...), c.synopsis, c.name)
 	return exitUsage
+}
+
+// checkReliable refuses a negative count given as --countFlag and an
+// --ack-timeout without --reliable; bad is true when the command must stop
+// with code.
+func (c *cli) checkReliable(countFlag string, count int, ackTO secondsFlag, reliable bool) (code int, bad bool) {
+	if count < 0 {
+		return c.usagef("--%s must not be negative", countFlag), true
+	}
+	if ackTO > 0 && !reliable {
+		return c.usagef("--ack-timeout needs --reliable"), true
+	}
+	return 0, false
 }
 
 // fail reports a server or network error and returns exitError.

@@ -112,11 +112,8 @@ Exits with 3 when no message came.`, client.DefaultServer)
 	if done {
 		return code
 	}
-	if max < 0 {
-		return c.usagef("--max must not be negative")
-	}
-	if ackTO > 0 && !reliable {
-		return c.usagef("--ack-timeout needs --reliable")
+	if code, bad := c.checkReliable("max", max, ackTO, reliable); bad {
+		return code
 	}
 	opts := client.PopOptions{Max: max, Timeout: time.Duration(timeout), AckTimeout: time.Duration(ackTO)}
 	var (
@@ -475,11 +472,8 @@ to the queue after --ack-timeout.`, client.DefaultServer)
 	if done {
 		return code
 	}
-	if count < 0 {
-		return c.usagef("--count must not be negative")
-	}
-	if ackTO > 0 && !reliable {
-		return c.usagef("--ack-timeout needs --reliable")
+	if code, bad := c.checkReliable("count", count, ackTO, reliable); bad {
+		return code
 	}
 	sub, err := cl.Subscribe(ctx, pos[0], client.SubscribeOptions{Reliable: reliable, AckTimeout: time.Duration(ackTO)})
 	if err != nil {
