@@ -279,31 +279,31 @@ func (v *Verifier) key(t *jwt.Token) (any, error) {
 	return nil, errWrongKey
 }
 
-// reason turns a jwt error into a fixed text that cannot echo the token.
+// reasons are the fixed texts of the jwt errors, most specific first.
+var reasons = []struct {
+	err  error
+	text string
+}{
+	{errCrit, errCrit.Error()},
+	{jwt.ErrTokenMalformed, "malformed"},
+	{jwt.ErrTokenUnverifiable, "unsupported or missing algorithm"},
+	{jwt.ErrTokenSignatureInvalid, "signature invalid or algorithm not accepted"},
+	{jwt.ErrTokenExpired, "expired"},
+	{jwt.ErrTokenNotValidYet, "not valid yet"},
+	{jwt.ErrTokenUsedBeforeIssued, "issued in the future"},
+	{jwt.ErrTokenRequiredClaimMissing, "missing required claim (exp, or aud/iss when configured)"},
+	{jwt.ErrTokenInvalidAudience, "wrong audience"},
+	{jwt.ErrTokenInvalidIssuer, "wrong issuer"},
+	{jwt.ErrInvalidType, "claim of the wrong type"},
+}
+
+// reason turns a jwt error into a fixed text that cannot echo the token:
+// the text of the first of reasons it is, else "invalid claims".
 func reason(err error) string {
-	switch {
-	case errors.Is(err, errCrit):
-		return errCrit.Error()
-	case errors.Is(err, jwt.ErrTokenMalformed):
-		return "malformed"
-	case errors.Is(err, jwt.ErrTokenUnverifiable):
-		return "unsupported or missing algorithm"
-	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
-		return "signature invalid or algorithm not accepted"
-	case errors.Is(err, jwt.ErrTokenExpired):
-		return "expired"
-	case errors.Is(err, jwt.ErrTokenNotValidYet):
-		return "not valid yet"
-	case errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
-		return "issued in the future"
-	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
-		return "missing required claim (exp, or aud/iss when configured)"
-	case errors.Is(err, jwt.ErrTokenInvalidAudience):
-		return "wrong audience"
-	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
-		return "wrong issuer"
-	case errors.Is(err, jwt.ErrInvalidType):
-		return "claim of the wrong type"
+	for _, r := range reasons {
+		if errors.Is(err, r.err) {
+			return r.text
+		}
 	}
 	return "invalid claims"
 }
