@@ -118,12 +118,7 @@ func TestParseAck(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			ids, errs := ParseAck([]byte(tt.body))
-			if diff := cmp.Diff(tt.errs, errs); diff != "" {
-				t.Errorf("errors mismatch (-want +got):\n%s", diff)
-			}
-			if diff := cmp.Diff(tt.ids, ids); diff != "" {
-				t.Errorf("ids mismatch (-want +got):\n%s", diff)
-			}
+			checkParsed(t, tt.errs, errs, "ids", tt.ids, ids)
 		})
 	}
 }
@@ -154,12 +149,19 @@ func TestParseSecureBox(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			got, errs := ParseSecureBox([]byte(tt.body))
-			if diff := cmp.Diff(tt.errs, errs); diff != "" {
-				t.Errorf("errors mismatch (-want +got):\n%s", diff)
-			}
-			if diff := cmp.Diff(tt.want, got); diff != "" {
-				t.Errorf("box mismatch (-want +got):\n%s", diff)
-			}
+			checkParsed(t, tt.errs, errs, "box", tt.want, got)
 		})
+	}
+}
+
+// checkParsed compares a parser's errors with wantErrs and its result,
+// named what, with want.
+func checkParsed[T any](t *testing.T, wantErrs, errs []string, what string, want, got T) {
+	t.Helper()
+	if diff := cmp.Diff(wantErrs, errs); diff != "" {
+		t.Errorf("errors mismatch (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("%s mismatch (-want +got):\n%s", what, diff)
 	}
 }

@@ -18,9 +18,7 @@ var fastSeeds = []string{
 }
 
 func FuzzDecodeObjectFast(f *testing.F) {
-	for _, s := range fastSeeds {
-		f.Add([]byte(s))
-	}
+	addSeeds(f, fastSeeds...)
 	f.Fuzz(func(t *testing.T, body []byte) {
 		m1, msg1 := decodeObject(body, false)
 		m2, msg2 := decodeObjectSlow(body)
@@ -31,9 +29,7 @@ func FuzzDecodeObjectFast(f *testing.F) {
 }
 
 func FuzzAsStringFast(f *testing.F) {
-	for _, s := range fastSeeds {
-		f.Add([]byte(s))
-	}
+	addSeeds(f, fastSeeds...)
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		if !json.Valid(raw) {
 			return // asString only sees values of a validated document
@@ -48,9 +44,7 @@ func FuzzAsStringFast(f *testing.F) {
 }
 
 func FuzzQueueElementsFast(f *testing.F) {
-	for _, s := range fastSeeds {
-		f.Add([]byte(s))
-	}
+	addSeeds(f, fastSeeds...)
 	f.Fuzz(func(t *testing.T, e []byte) {
 		if !json.Valid(e) {
 			return // elements come from a validated array
@@ -72,9 +66,7 @@ func FuzzQueueElementsFast(f *testing.F) {
 }
 
 func FuzzAsArrayFast(f *testing.F) {
-	for _, s := range append(fastSeeds, `[]`, ` [ ] `, `[1, "a" ,{"b":[2]}, [ ], null]`, `[{"id":"q1"},{"id":"q2"}]`, "[\"\xff\"]") {
-		f.Add([]byte(s))
-	}
+	addSeeds(f, append(fastSeeds, `[]`, ` [ ] `, `[1, "a" ,{"b":[2]}, [ ], null]`, `[{"id":"q1"},{"id":"q2"}]`, "[\"\xff\"]")...)
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		raw = bytes.TrimSpace(raw)
 		if !json.Valid(raw) {
@@ -112,5 +104,12 @@ func TestQueueIDListDedup(t *testing.T) {
 		if !reflect.DeepEqual(l.ids, want) {
 			t.Errorf("n=%d: ids %v, want %v", n, l.ids, want)
 		}
+	}
+}
+
+// addSeeds adds each seed to f's corpus as a byte slice.
+func addSeeds(f *testing.F, seeds ...string) {
+	for _, s := range seeds {
+		f.Add([]byte(s))
 	}
 }

@@ -34,19 +34,8 @@ func FuzzParseProvision(f *testing.F) {
 	f.Add("application/json; charset=utf-8", []byte(provisionSeeds[1]))
 	f.Fuzz(func(t *testing.T, ct string, body []byte) {
 		p, errs := ParseProvision(ct, body, testNow)
-		if len(errs) > 0 {
-			if p != nil {
-				t.Fatalf("both provision and errors %q", errs)
-			}
-			for _, e := range errs {
-				if e == "" {
-					t.Fatalf("empty error string in %q", errs)
-				}
-			}
+		if refused(t, "provision", p != nil, errs) {
 			return
-		}
-		if p == nil {
-			t.Fatal("nil provision without errors")
 		}
 		if !p.Priority.Valid() {
 			t.Fatalf("priority %q", p.Priority)
@@ -107,19 +96,8 @@ func FuzzParseUpdate(f *testing.F) {
 	f.Add("", []byte(`{}`))
 	f.Fuzz(func(t *testing.T, ct string, body []byte) {
 		u, errs := ParseUpdate(ct, body)
-		if len(errs) > 0 {
-			if u != nil {
-				t.Fatalf("both update and errors %q", errs)
-			}
-			for _, e := range errs {
-				if e == "" {
-					t.Fatalf("empty error string in %q", errs)
-				}
-			}
+		if refused(t, "update", u != nil, errs) {
 			return
-		}
-		if u == nil {
-			t.Fatal("nil update without errors")
 		}
 		if u.Payload != nil && len(*u.Payload) > MaxPayload {
 			t.Fatalf("payload of %d bytes", len(*u.Payload))
@@ -243,4 +221,26 @@ func FuzzUnixSeconds(f *testing.F) {
 			}
 		}
 	})
+}
+
+// refused checks that a parser returned a result (what) or errors, not
+// both nor neither, and no empty error string; it reports whether errors
+// came.
+func refused(t *testing.T, what string, hasResult bool, errs []string) bool {
+	t.Helper()
+	if len(errs) > 0 {
+		if hasResult {
+			t.Fatalf("both %s and errors %q", what, errs)
+		}
+		for _, e := range errs {
+			if e == "" {
+				t.Fatalf("empty error string in %q", errs)
+			}
+		}
+		return true
+	}
+	if !hasResult {
+		t.Fatalf("nil %s without errors", what)
+	}
+	return false
 }

@@ -350,12 +350,7 @@ func TestParseUpdate(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			got, errs := ParseUpdate(tt.ct, []byte(tt.body))
-			if diff := cmp.Diff(tt.errs, errs); diff != "" {
-				t.Errorf("errors mismatch (-want +got):\n%s", diff)
-			}
-			if diff := cmp.Diff(tt.want, got); diff != "" {
-				t.Errorf("update mismatch (-want +got):\n%s", diff)
-			}
+			checkParsed(t, tt.errs, errs, "update", tt.want, got)
 		})
 	}
 }
