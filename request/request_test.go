@@ -2,16 +2,14 @@ package request
 
 import (
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 )
 
 func TestValidQueueID(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		id string
-		ok bool
-	}{
+	tests := []validCase{
 		{"q1", true},
 		{"a", true},
 		{strings.Repeat("x", 256), true},
@@ -29,12 +27,7 @@ func TestValidQueueID(t *testing.T) {
 		{"a\x7f", false},
 		{"caf\xc3\xa9", false},
 	}
-	for _, tt := range tests {
-		err := ValidQueueID(tt.id)
-		if (err == nil) != tt.ok {
-			t.Errorf("ValidQueueID(%q) = %v, want ok=%v", tt.id, err, tt.ok)
-		}
-	}
+	checkValid(t, "ValidQueueID", ValidQueueID, tests)
 }
 
 func TestValidQueueIDMessage(t *testing.T) {
@@ -91,10 +84,7 @@ func TestValidOrg(t *testing.T) {
 
 func TestValidTransactionID(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		tid string
-		ok  bool
-	}{
+	tests := []validCase{
 		{"0b5e7c32-6c1f-4a8e-9d3b-1f2e3d4c5b6a", true},
 		{"00000000-0000-4000-8000-000000000000", true},
 		{"ffffffff-ffff-4fff-bfff-ffffffffffff", true},
@@ -108,19 +98,12 @@ func TestValidTransactionID(t *testing.T) {
 		{"0b5e7c32-6c1f-4a8e-9d3b-1f2e3d4c5b6g", false},
 		{"", false},
 	}
-	for _, tt := range tests {
-		if got := ValidTransactionID(tt.tid); got != tt.ok {
-			t.Errorf("ValidTransactionID(%q) = %v, want %v", tt.tid, got, tt.ok)
-		}
-	}
+	checkValid(t, "ValidTransactionID", accepts(ValidTransactionID), tests)
 }
 
 func TestValidContentType(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		ct string
-		ok bool
-	}{
+	tests := []validCase{
 		{"application/json", true},
 		{"application/json; charset=utf-8", true},
 		{"application/json;charset=UTF-8", true},
@@ -136,11 +119,7 @@ func TestValidContentType(t *testing.T) {
 		{"application/json, text/plain", false},
 		{"application/x-www-form-urlencoded", false},
 	}
-	for _, tt := range tests {
-		if got := validContentType(tt.ct); got != tt.ok {
-			t.Errorf("validContentType(%q) = %v, want %v", tt.ct, got, tt.ok)
-		}
-	}
+	checkValid(t, "validContentType", accepts(validContentType), tests)
 }
 
 func TestUnixSeconds(t *testing.T) {
@@ -230,5 +209,33 @@ func TestDecodeObjectDuplicateKeyLastWins(t *testing.T) {
 	}
 	if got, _ := asString(m["a"]); got != "2" {
 		t.Errorf("a = %q, want last value 2", got)
+	}
+}
+
+// validCase is an input of a validator and whether it must be accepted.
+type validCase struct {
+	in string
+	ok bool
+}
+
+// checkValid reports every case that valid accepts (nil error) or refuses
+// against its ok.
+func checkValid(t *testing.T, name string, valid func(string) error, cases []validCase) {
+	t.Helper()
+	for _, c := range cases {
+		if err := valid(c.in); (err == nil) != c.ok {
+			t.Errorf("%s(%q) = %v, want ok=%v", name, c.in, err, c.ok)
+		}
+	}
+}
+
+// accepts turns a yes-or-no validator into one that returns an error for
+// what it refuses.
+func accepts(valid func(string) bool) func(string) error {
+	return func(s string) error {
+		if !valid(s) {
+			return errors.New("refused")
+		}
+		return nil
 	}
 }
