@@ -69,7 +69,12 @@ func (r endReason) String() string {
 
 // Stream tuning.
 const (
-	streamOutbox      = 16               // messages taken from Redis ahead of the writer, per subscription
+	streamOutbox = 16 // messages taken from Redis ahead of the writer, per subscription
+	// streamOutboxBytes bounds the bytes all subscriptions of one
+	// connection hold taken from Redis and not yet written (one message of
+	// any size always passes): a client that stops reading a /ws of 256
+	// queues of 1 MiB messages makes the node hold 4 MiB, not 4 GiB.
+	streamOutboxBytes = 4 << 20
 	writeTimeout      = 10 * time.Second // a write that takes longer marks a slow consumer
 	heartbeatInterval = 30 * time.Second // base heartbeat interval (jittered ±25 %: 22.5–37.5 s, under the usual 60 s proxy idle timeout)
 	ackCheckInterval  = 250 * time.Millisecond
@@ -120,6 +125,7 @@ type stream struct {
 	subs    []*streamSub // in round-robin order
 	next    int
 	ready   chan struct{}       // a subscription's outbox got messages
+	bytes   *hub.ByteBudget     // what the subscriptions' outboxes hold, shared
 	overdue map[overdueKey]bool // acks that came too late here: never written again
 	ackTick *time.Ticker        // while a reliable subscription exists
 	expiry  *time.Timer         // fires at expires: a token the stream depends on expires
@@ -143,7 +149,8 @@ type streamCtrl func(st *stream)
 // taken from Redis and not written go back to the head of their queue.
 func (s *Server) runStream(ctx context.Context, t transport, ctrl <-chan streamCtrl, subs ...*streamSub) endReason {
 	defer s.m.Conn(t.name())()
-	st := &stream{s: s, t: t, ctx: ctx, ready: make(chan struct{}, 1), overdue: map[overdueKey]bool{}}
+	st := &stream{s: s, t: t, ctx: ctx, ready: make(chan struct{}, 1), overdue: map[overdueKey]bool{},
+		bytes: hub.NewByteBudget(streamOutboxBytes)}
 	defer st.closeAll()
 	for _, sub := range subs {
 		st.add(sub)
@@ -196,6 +203,7 @@ func newSub(q domain.Queue, mode hub.Mode, transport string) *streamSub {
 // add starts feeding sub into the stream.
 func (st *stream) add(sub *streamSub) {
 	sub.w.NotifyTo(st.ready)
+	sub.w.ShareBytes(st.bytes)
 	st.subs = append(st.subs, sub)
 	st.expireAt(sub.expires)
 	if sub.w.Mode().Reliable && st.ackTick == nil {
@@ -252,10 +260,8 @@ func (st *stream) take() (*streamSub, delivery.Message, bool) {
 	for range st.subs {
 		sub := st.subs[st.next%len(st.subs)]
 		st.next++
-		select {
-		case m := <-sub.w.Outbox():
+		if m, ok := sub.w.Next(); ok {
 			return sub, m, true
-		default:
 		}
 	}
 	return nil, delivery.Message{}, false
@@ -299,7 +305,11 @@ func (st *stream) writeNext() (endReason, bool) {
 	if reliable {
 		sub.unacked[m.TID] = unacked{m: m, deadline: start.Add(sub.w.Mode().AckTimeout)}
 	}
-	s.svc.Pulled(sub.w)
+	// Writing freed outbox room and budget bytes: every subscription the
+	// shared budget held back pulls again, not only the one written.
+	for _, x := range st.subs {
+		s.svc.Pulled(x.w)
+	}
 	return 0, false
 }
 

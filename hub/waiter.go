@@ -36,6 +36,7 @@ type Waiter struct {
 	batch  chan []redisq.Message
 	outbox chan redisq.Message
 
+	bytes    *ByteBudget   // stream: shared bound on the bytes its connection holds (nil: none)
 	kick     atomic.Bool   // the last offer filled the outbox: pull again after writing
 	shutdown chan struct{} // closed when the hub shuts down
 	ready    chan<- struct{}
@@ -61,6 +62,12 @@ func NewStream(queue string, capacity int, mode Mode, transport string) *Waiter 
 // of many waiters. Call it before Add.
 func (w *Waiter) NotifyTo(ch chan<- struct{}) { w.ready = ch }
 
+// ShareBytes makes a stream waiter hold messages only within b, a budget
+// shared with the other subscriptions of its connection (see ByteBudget).
+// Its messages must then be taken with Next, which frees their bytes.
+// Call it before Add.
+func (w *Waiter) ShareBytes(b *ByteBudget) { w.bytes = b }
+
 // Queue is the full queue name the waiter consumes.
 func (w *Waiter) Queue() string { return w.queue }
 
@@ -70,8 +77,21 @@ func (w *Waiter) Mode() Mode { return w.mode }
 // Batch delivers the one batch of a one-shot waiter.
 func (w *Waiter) Batch() <-chan []redisq.Message { return w.batch }
 
-// Outbox delivers a stream waiter's messages, in order.
+// Outbox delivers a stream waiter's messages, in order. A waiter with a
+// byte budget (ShareBytes) is read with Next instead.
 func (w *Waiter) Outbox() <-chan redisq.Message { return w.outbox }
+
+// Next takes the next message of a stream waiter's outbox, if one waits,
+// and frees its bytes in the waiter's byte budget.
+func (w *Waiter) Next() (redisq.Message, bool) {
+	select {
+	case m := <-w.outbox:
+		w.bytes.release(messageBytes(m))
+		return m, true
+	default:
+		return redisq.Message{}, false
+	}
+}
 
 // ShuttingDown is closed when the hub shuts down: consumers should end
 // cleanly and hand back what they could not write.
@@ -86,6 +106,9 @@ func (w *Waiter) want() int {
 	}
 	if w.oneShot {
 		return w.max
+	}
+	if w.bytes.full() {
+		return 0
 	}
 	return cap(w.outbox) - len(w.outbox)
 }
@@ -111,9 +134,17 @@ func (w *Waiter) offer(msgs []redisq.Message) (rest []redisq.Message) {
 	}
 	defer w.notify()
 	for i, m := range msgs {
+		n := messageBytes(m)
+		if !w.bytes.take(n) {
+			// The connection holds its budget: the rest waits in Redis
+			// until the writer frees bytes (Pulled wakes the queue).
+			w.kick.Store(true)
+			return msgs[i:]
+		}
 		select {
 		case w.outbox <- m:
 		default:
+			w.bytes.release(n)
 			return msgs[i:]
 		}
 	}
@@ -145,6 +176,7 @@ func (w *Waiter) cancel() (before bool, left []redisq.Message) {
 	for {
 		select {
 		case m := <-w.outbox:
+			w.bytes.release(messageBytes(m))
 			left = append(left, m)
 		default:
 			return true, left

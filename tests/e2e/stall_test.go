@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -187,6 +188,27 @@ func TestOneConsumerCannotStallTheHub(t *testing.T) {
 		t.Errorf("victim median latency %v during the attack: the hub stalls", median)
 	}
 
+	// While the attacker is still connected, the node holds at most its
+	// connection's byte budget (4 MiB: four of these messages, plus the
+	// one being written) taken from Redis and not written; the rest waits
+	// in Redis. Before the budget, it took every message: ~1 GiB.
+	left := 0
+	for _, q := range queues {
+		var info struct {
+			Size int `json:"size"`
+		}
+		if err := testenv.NewNode(t, n.g).TryGetJSON(ctx, "/queue/"+q, &info); err != nil {
+			t.Fatalf("queue size: %v", err)
+		}
+		left += info.Size
+	}
+	taken := len(attackTIDs)*len(queues) - left
+	t.Logf("while the attacker was connected: %d of %d messages taken from Redis; gateway %s",
+		taken, len(attackTIDs)*len(queues), procMemory(n.g.Pid()))
+	if taken > 16+5 {
+		t.Errorf("the node took %d messages (1 MiB each) for an attacker that never read", taken)
+	}
+
 	// The attacker goes; what it was not written goes back to its queues.
 	ac.CloseNow()
 	var delivered, pending, inQueues int
@@ -241,4 +263,22 @@ func TestOneConsumerCannotStallTheHub(t *testing.T) {
 		// buffer, 64 KiB of receive buffer), not more.
 		t.Errorf("%d messages Delivered to an attacker that never read", delivered)
 	}
+}
+
+// procMemory reports a process's resident memory and its peak, from
+// /proc/<pid>/status ("?" where it cannot be read).
+func procMemory(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return "RSS ?"
+	}
+	var rss, hwm string
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			rss = strings.TrimSpace(v)
+		} else if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			hwm = strings.TrimSpace(v)
+		}
+	}
+	return "RSS " + rss + " (peak " + hwm + ")"
 }
