@@ -15,7 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/popbox/popbox/loadtest/internal/sysinfo"
+	"github.com/popbox/popbox/internal/sysinfo"
 	"github.com/popbox/popbox/loadtest/internal/transport"
 )
 

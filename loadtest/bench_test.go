@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/popbox/popbox/internal/sysinfo"
 	"github.com/popbox/popbox/loadtest/internal/fakegw"
 	"github.com/popbox/popbox/loadtest/internal/hist"
-	"github.com/popbox/popbox/loadtest/internal/sysinfo"
 )
 
 func TestParseRedisBenchCSV(t *testing.T) {

@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/popbox/popbox/loadtest/internal/sysinfo"
+	"github.com/popbox/popbox/internal/sysinfo"
 )
 
 // The processes a benchmark suite starts and watches: gateways, redis-server

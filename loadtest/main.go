@@ -21,7 +21,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/popbox/popbox/loadtest/internal/sysinfo"
+	"github.com/popbox/popbox/internal/sysinfo"
 )
 
 func main() {

@@ -9,9 +9,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/popbox/popbox/internal/sysinfo"
 	"github.com/popbox/popbox/loadtest/internal/hist"
 	"github.com/popbox/popbox/loadtest/internal/redisinfo"
-	"github.com/popbox/popbox/loadtest/internal/sysinfo"
 	"github.com/popbox/popbox/loadtest/internal/transport"
 )
 

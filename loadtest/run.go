@@ -11,9 +11,9 @@ import (
 	"os"
 	"time"
 
+	"github.com/popbox/popbox/internal/sysinfo"
 	"github.com/popbox/popbox/loadtest/internal/payload"
 	"github.com/popbox/popbox/loadtest/internal/redisinfo"
-	"github.com/popbox/popbox/loadtest/internal/sysinfo"
 	"github.com/popbox/popbox/loadtest/internal/transport"
 )
 

@@ -17,8 +17,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/popbox/popbox/internal/sysinfo"
 	"github.com/popbox/popbox/loadtest/internal/hist"
-	"github.com/popbox/popbox/loadtest/internal/sysinfo"
 	"github.com/popbox/popbox/loadtest/internal/transport"
 )
 

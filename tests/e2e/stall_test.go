@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/popbox/popbox/internal/sysinfo"
 	"github.com/popbox/popbox/internal/testenv"
 )
 
@@ -265,20 +265,12 @@ func TestOneConsumerCannotStallTheHub(t *testing.T) {
 	}
 }
 
-// procMemory reports a process's resident memory and its peak, from
-// /proc/<pid>/status ("?" where it cannot be read).
+// procMemory reports a process's resident memory and its peak ("?" where
+// /proc cannot be read).
 func procMemory(pid int) string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	m, err := sysinfo.Proc{}.Memory(pid)
 	if err != nil {
 		return "RSS ?"
 	}
-	var rss, hwm string
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			rss = strings.TrimSpace(v)
-		} else if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			hwm = strings.TrimSpace(v)
-		}
-	}
-	return "RSS " + rss + " (peak " + hwm + ")"
+	return fmt.Sprintf("RSS %d MiB (peak %d MiB)", m.RSS>>20, m.HWM>>20)
 }

@@ -1,7 +1,7 @@
-// Package sysinfo reads what the load tool reports about processes and the
-// machine from /proc: a gateway's resident memory and CPU time, which
-// processes are gateways listening on a port, the open-file limit, and a
-// one-line machine description.
+// Package sysinfo reads what the load tool and the e2e attack tests report
+// about processes and the machine from /proc: a gateway's resident memory
+// and CPU time, which processes are gateways listening on a port, the
+// open-file limit, and a one-line machine description.
 package sysinfo
 
 import (
