@@ -71,8 +71,8 @@ func (r endReason) String() string {
 const (
 	streamOutbox = 16 // messages taken from Redis ahead of the writer, per subscription
 	// streamOutboxBytes bounds the bytes all subscriptions of one
-	// connection hold taken from Redis and not yet written (one message of
-	// any size always passes): a client that stops reading a /ws of 256
+	// connection hold in their outboxes, taken from Redis and waiting for
+	// the writer (one message of any size always passes): a client that stops reading a /ws of 256
 	// queues of 1 MiB messages makes the node hold 4 MiB, not 4 GiB.
 	streamOutboxBytes = 4 << 20
 	writeTimeout      = 10 * time.Second // a write that takes longer marks a slow consumer

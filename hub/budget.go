@@ -7,8 +7,9 @@ import (
 )
 
 // ByteBudget bounds the bytes that the stream waiters sharing it (the
-// subscriptions of one connection) hold taken from Redis but not yet
-// written out. The outbox of a waiter is bounded in messages; without a
+// subscriptions of one connection) hold in their outboxes: taken from
+// Redis, not yet taken by the writer (Next frees a message's bytes, so the
+// one message being written comes on top). The outbox of a waiter is bounded in messages; without a
 // byte bound, a client that stops reading a multiplexed WebSocket of many
 // queues of large messages makes the node hold every outbox full
 // (256 queues × 16 messages of 1 MiB: gigabytes) until the write deadline
