@@ -56,7 +56,17 @@ type BoxesOption func(*boxesConfig)
 type boxesConfig struct {
 	cacheSize int
 	cacheTTL  time.Duration
+	hashCost  int
 	now       func() time.Time
+}
+
+// WithHashCost sets the bcrypt cost of the hashes Boxes makes: the
+// administrator's password hash and, through Hash, the passwords of new
+// secure boxes (default bcrypt.DefaultCost; see HashPassword for the
+// range). Existing boxes keep the cost they were hashed with: bcrypt
+// reads it from the stored hash.
+func WithHashCost(cost int) BoxesOption {
+	return func(c *boxesConfig) { c.hashCost = cost }
 }
 
 // WithCacheSize bounds the verification cache to n entries (default
@@ -99,9 +109,10 @@ type Boxes struct {
 	adminUser [sha256.Size]byte
 	adminHash string // bcrypt of adminSecret(password)
 
-	macKey []byte
-	cache  *verifyCache // nil when off
-	flight singleflight.Group
+	macKey   []byte
+	hashCost int
+	cache    *verifyCache // nil when off
+	flight   singleflight.Group
 
 	// compare is bcrypt.CompareHashAndPassword; tests count calls.
 	compare func(hash, password []byte) error
@@ -112,7 +123,7 @@ type Boxes struct {
 // box: pass redisq.ErrNotFound. A nil notFound recognises no missing box
 // (every store error is then returned as an internal error).
 func NewBoxes(store BoxStore, notFound error, admin AdminCredentials, opts ...BoxesOption) *Boxes {
-	cfg := boxesConfig{cacheSize: DefaultCacheSize, cacheTTL: DefaultCacheTTL, now: time.Now}
+	cfg := boxesConfig{cacheSize: DefaultCacheSize, cacheTTL: DefaultCacheTTL, hashCost: DefaultHashCost, now: time.Now}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -122,6 +133,7 @@ func NewBoxes(store BoxStore, notFound error, admin AdminCredentials, opts ...Bo
 		adminOn:   admin.User != "" && admin.Password != "",
 		adminUser: sha256.Sum256([]byte(admin.User)),
 		macKey:    make([]byte, 32),
+		hashCost:  cfg.hashCost,
 		compare:   bcrypt.CompareHashAndPassword,
 	}
 	// crypto/rand.Read never fails (it crashes the program instead).
@@ -129,9 +141,9 @@ func NewBoxes(store BoxStore, notFound error, admin AdminCredentials, opts ...Bo
 	if b.adminOn {
 		// The admin password is kept only as a bcrypt hash, like box
 		// passwords, so that each guess costs a bcrypt run. bcrypt fails
-		// only for a bad cost or a failing random source, neither of
-		// which can happen here.
-		h, err := bcrypt.GenerateFromPassword(adminSecret(admin.Password), bcrypt.DefaultCost)
+		// only for a bad cost (the configuration refuses one; a caller
+		// passing one is a programming error) or a failing random source.
+		h, err := bcrypt.GenerateFromPassword(adminSecret(admin.Password), b.hashCost)
 		if err != nil {
 			panic("auth: hash the admin password: " + err.Error())
 		}
@@ -290,6 +302,12 @@ func (b *Boxes) verify(full, boxUser, stored, user, password string) error {
 		// bcrypt's errors name no part of the hash or password.
 		return fmt.Errorf("auth: box %s: stored password hash unusable: %w", full, err)
 	}
+}
+
+// Hash returns the bcrypt hash of a new secure box's password at the cost
+// set by WithHashCost; see HashPassword for what it refuses.
+func (b *Boxes) Hash(password string) (string, error) {
+	return HashPassword(password, WithCost(b.hashCost))
 }
 
 // AdminOn reports whether administrator credentials are configured.

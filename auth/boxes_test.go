@@ -499,3 +499,44 @@ func TestVerified(t *testing.T) {
 		t.Fatal("Verified outlived the cache TTL")
 	}
 }
+
+// TestHashCost: WithHashCost sets the cost of new box hashes (Hash) and of
+// the admin password's hash; boxes hashed at another cost still verify,
+// because bcrypt reads the cost from the stored hash.
+func TestHashCost(t *testing.T) {
+	ctx := context.Background()
+	store := newMemBoxes()
+	store.create(t, "SEC:old", "u", "p") // hashed at bcrypt.MinCost
+	for _, cost := range []int{bcrypt.MinCost, bcrypt.MinCost + 1} {
+		b := NewBoxes(store, errNoBox, admin, WithHashCost(cost))
+		h, err := b.Hash("new-pass")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, hash := range map[string]string{"box": h, "admin": b.adminHash} {
+			if got, err := bcrypt.Cost([]byte(hash)); err != nil || got != cost {
+				t.Errorf("cost %d: %s hash has cost %d (%v)", cost, name, got, err)
+			}
+		}
+		store.mu.Lock()
+		store.boxes["SEC:new"] = [2]string{"n", h}
+		store.mu.Unlock()
+		for _, c := range []struct{ full, user, pw string }{
+			{"SEC:new", "n", "new-pass"}, {"SEC:old", "u", "p"}, {"SEC:new", "root", "admin-pass"},
+		} {
+			if err := b.Check(ctx, c.full, c.user, c.pw); err != nil {
+				t.Errorf("cost %d: %s as %s: %v", cost, c.full, c.user, err)
+			}
+		}
+		if err := b.Check(ctx, "SEC:new", "n", "wrong"); !errors.Is(err, ErrUnauthorized) {
+			t.Errorf("cost %d: wrong password: %v, want ErrUnauthorized", cost, err)
+		}
+	}
+	b := NewBoxes(store, errNoBox, admin)
+	if got, _ := bcrypt.Cost([]byte(b.adminHash)); got != DefaultHashCost {
+		t.Errorf("default admin hash cost %d, want %d", got, DefaultHashCost)
+	}
+	if _, err := NewBoxes(store, errNoBox, admin, WithHashCost(bcrypt.MinCost)).Hash(""); !errors.Is(err, ErrEmptyPassword) {
+		t.Errorf("Hash(\"\"): %v, want ErrEmptyPassword", err)
+	}
+}

@@ -20,6 +20,10 @@ var ErrEmptyPassword = errors.New("auth: empty password")
 // MaxPasswordLen bytes.
 var ErrPasswordTooLong = fmt.Errorf("auth: password longer than %d bytes", MaxPasswordLen)
 
+// DefaultHashCost is the bcrypt cost used unless WithCost or WithHashCost
+// says otherwise (bcrypt.DefaultCost).
+const DefaultHashCost = bcrypt.DefaultCost
+
 // HashOption changes how HashPassword hashes.
 type HashOption func(*hashConfig)
 
@@ -28,7 +32,8 @@ type hashConfig struct {
 }
 
 // WithCost sets the bcrypt cost (bcrypt.MinCost..bcrypt.MaxCost; default
-// bcrypt.DefaultCost). Tests use bcrypt.MinCost to stay fast.
+// bcrypt.DefaultCost). Tests use bcrypt.MinCost to stay fast; the
+// configuration bounds it further (config: bcrypt-cost).
 func WithCost(cost int) HashOption {
 	return func(c *hashConfig) { c.cost = cost }
 }
@@ -37,7 +42,7 @@ func WithCost(cost int) HashOption {
 // The password itself is never stored. It fails for an empty password, a
 // password longer than MaxPasswordLen bytes and a cost outside bcrypt's range.
 func HashPassword(pw string, opts ...HashOption) (string, error) {
-	cfg := hashConfig{cost: bcrypt.DefaultCost}
+	cfg := hashConfig{cost: DefaultHashCost}
 	for _, o := range opts {
 		o(&cfg)
 	}

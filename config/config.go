@@ -77,6 +77,10 @@ type Config struct {
 	AdminUser string
 	// AdminPassword is the admin password (secret).
 	AdminPassword string
+	// BcryptCost is the bcrypt work factor of new secure box passwords and
+	// of the admin password's in-memory hash (MinBcryptCost..MaxBcryptCost).
+	// Each refused credential costs one bcrypt run at this cost.
+	BcryptCost int
 
 	// JWTSecret enables HS256 tokens signed with this secret.
 	JWTSecret string
@@ -200,6 +204,7 @@ func Default() Config {
 		LogFormat:            "text",
 		MaxBody:              8 << 20,
 		IdempotencyWindow:    10 * time.Minute,
+		BcryptCost:           10,
 		AuthFailureBurst:     10,
 		AuthFailureInterval:  2 * time.Second,
 		MaxMetaBytes:         64 << 10,

@@ -191,7 +191,7 @@ func TestEverySetting(t *testing.T) {
 		"waiter-lease": "5s", "recheck-interval": "7s", "shutdown-timeout": "9s", "node-name": "n1",
 		"idempotency-window": "90s",
 		"max-meta-bytes":     "4096", "peek-max": "50", "max-answer-bytes": "2097152", "read-timeout": "3s", "read-header-timeout": "2s", "callback-allow-private": "false", "ws-frame-rate": "7",
-		"ws-auth-timeout": "11s",
+		"ws-auth-timeout": "11s", "bcrypt-cost": "12",
 	}
 	if len(values) != len(options) {
 		t.Fatalf("test covers %d settings, there are %d", len(values), len(options))
@@ -382,6 +382,9 @@ func TestValidate(t *testing.T) {
 		{"pool size", map[string]string{"POPBOX_REDIS_POOL_SIZE": "0"}, "redis-pool-size (POPBOX_REDIS_POOL_SIZE): must be at least 1, got 0"},
 		{"wait replicas", map[string]string{"POPBOX_REDIS_WAIT_REPLICAS": "-1"}, "redis-wait-replicas"},
 		{"admin half", map[string]string{"POPBOX_ADMIN_USER": "a"}, "admin-password is not"},
+		{"bcrypt cost low", map[string]string{"POPBOX_BCRYPT_COST": "3"}, "bcrypt-cost (POPBOX_BCRYPT_COST): must be 4 to 14, got 3"},
+		{"bcrypt cost high", map[string]string{"POPBOX_BCRYPT_COST": "15"}, "must be 4 to 14, got 15"},
+		{"bcrypt cost range", map[string]string{"POPBOX_BCRYPT_COST": "4"}, ""},
 		{"require auth without key", map[string]string{"POPBOX_REQUIRE_AUTH": "1"}, "require-auth"},
 		{"require auth with public key", map[string]string{"POPBOX_REQUIRE_AUTH": "1", "POPBOX_JWT_PUBLIC_KEY": "/k.pem"}, ""},
 		{"provision auth without anything", map[string]string{"POPBOX_PROVISION_AUTH": "on"}, "provision-auth"},

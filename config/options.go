@@ -88,6 +88,8 @@ var options = []option{
 		field: func(c *Config) any { return &c.AdminUser }},
 	{name: "admin-password", metavar: "secret", usage: "admin password", redact: secret,
 		field: func(c *Config) any { return &c.AdminPassword }},
+	{name: "bcrypt-cost", metavar: "n", usage: "bcrypt work factor (4 to 14) of new secure box passwords and of the admin password; existing boxes keep theirs",
+		field: func(c *Config) any { return &c.BcryptCost }},
 
 	{name: "jwt-secret", metavar: "secret", usage: "HS256 secret for JWTs", redact: secret,
 		field: func(c *Config) any { return &c.JWTSecret }},

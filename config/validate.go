@@ -141,6 +141,15 @@ func (c Config) checkLogs(p *problems) {
 	}
 }
 
+// The range of bcrypt-cost. 4 is bcrypt's own minimum. Each step doubles
+// the work; at 14 one check takes about a second of a core here, so a few
+// wrong passwords a second would already keep a core busy: beyond that the
+// cost stops protecting the stored hashes and starts hurting the node.
+const (
+	MinBcryptCost = 4
+	MaxBcryptCost = 14
+)
+
 // checkAuth validates the admin credentials and that the auth switches
 // have something to accept.
 func (c Config) checkAuth(p *problems) {
@@ -149,6 +158,9 @@ func (c Config) checkAuth(p *problems) {
 		p.bad("admin-user", "is set but admin-password is not: set both or neither")
 	case c.AdminUser == "" && c.AdminPassword != "":
 		p.bad("admin-password", "is set but admin-user is not: set both or neither")
+	}
+	if c.BcryptCost < MinBcryptCost || c.BcryptCost > MaxBcryptCost {
+		p.bad("bcrypt-cost", "must be %d to %d, got %d", MinBcryptCost, MaxBcryptCost, c.BcryptCost)
 	}
 	if c.RequireAuth && !c.JWTEnabled() {
 		p.bad("require-auth", "needs jwt-secret or jwt-public-key: no token could be accepted")

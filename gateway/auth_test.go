@@ -46,6 +46,7 @@ const (
 // and an ES256 public key), RequireAuth and ProvisionAuth.
 type secGateway struct {
 	g      *testenv.Gateway
+	r      *testenv.Redis
 	cl     *http.Client // trusts the test certificate
 	ec     *ecdsa.PrivateKey
 	pubPEM []byte
@@ -85,10 +86,14 @@ func startSecGateway(t *testing.T, env ...string) *secGateway {
 		// The matrices below refuse many credentials from 127.0.0.1; the
 		// failure limit has its own test (TestAuthFailureLimit).
 		"POPBOX_AUTH_FAILURE_BURST=0",
+		// bcrypt's least cost: the matrices refuse hundreds of passwords,
+		// each a real bcrypt run against a -race build (tens of seconds
+		// at the default cost 10). TestAdminGuessRate sets 10 again.
+		"POPBOX_BCRYPT_COST=4",
 	), testenv.WithEnv(env...))
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, MaxIdleConnsPerHost: 64}
 	t.Cleanup(tr.CloseIdleConnections)
-	return &secGateway{g: g, cl: &http.Client{Transport: tr, Timeout: 30 * time.Second}, ec: ec, pubPEM: pubPEM}
+	return &secGateway{g: g, r: r, cl: &http.Client{Transport: tr, Timeout: 30 * time.Second}, ec: ec, pubPEM: pubPEM}
 }
 
 // basic returns an Authorization header value.

@@ -6,7 +6,6 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/popbox/popbox/auth"
 	"github.com/popbox/popbox/hub/delivery"
 	"github.com/popbox/popbox/request"
 )
@@ -36,7 +35,7 @@ func (s *Server) createBox(c echo.Context) error {
 	if len(errs) > 0 {
 		return badBody(c, errs...)
 	}
-	hash, err := auth.HashPassword(b.Password)
+	hash, err := s.sec.boxes.Hash(b.Password)
 	if err != nil {
 		// Only empty or over-long passwords fail, which ParseSecureBox
 		// already refused; the error names neither.

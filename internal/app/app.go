@@ -84,7 +84,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(pl
 		return err
 	}
 	admin := auth.AdminCredentials{User: cfg.AdminUser, Password: cfg.AdminPassword}
-	boxes := auth.NewBoxes(store, redisq.ErrNotFound, admin)
+	boxes := auth.NewBoxes(store, redisq.ErrNotFound, admin, auth.WithHashCost(cfg.BcryptCost))
+	if cfg.BcryptCost < auth.DefaultHashCost {
+		log.Warn("bcrypt-cost is below bcrypt's default: stolen box password hashes are cheaper to guess",
+			"bcrypt_cost", cfg.BcryptCost, "default", auth.DefaultHashCost)
+	}
 	verifier, err := jwtVerifier(cfg)
 	if err != nil {
 		return err
