@@ -70,6 +70,14 @@ func countCompare(b *Boxes) *atomic.Int64 {
 
 var admin = AdminCredentials{User: "root", Password: "admin-pass"}
 
+// newBoxes is NewBoxes hashing the admin password at bcrypt.MinCost (opts
+// may set another cost): the tests hash and compare it dozens of times
+// under -race, where one run at the default cost takes a second or more
+// (the package took 33 s). TestHashCost covers the default.
+func newBoxes(store BoxStore, notFound error, a AdminCredentials, opts ...BoxesOption) *Boxes {
+	return NewBoxes(store, notFound, a, append([]BoxesOption{WithHashCost(bcrypt.MinCost)}, opts...)...)
+}
+
 func TestHashPassword(t *testing.T) {
 	h, err := HashPassword("s3cret", WithCost(bcrypt.MinCost))
 	if err != nil {
@@ -115,7 +123,7 @@ func TestCheck(t *testing.T) {
 	store.create(t, "acme:SEC:q1", "v", "other")
 	long := strings.Repeat("x", MaxPasswordLen)
 	store.create(t, "SEC:long", "u", long)
-	b := NewBoxes(store, errNoBox, admin)
+	b := newBoxes(store, errNoBox, admin)
 
 	for _, tc := range []struct {
 		name, full, user, pw string
@@ -162,7 +170,7 @@ func TestCheckAdminOff(t *testing.T) {
 	store := newMemBoxes()
 	store.create(t, "SEC:q1", "u", "p")
 	for _, a := range []AdminCredentials{{}, {User: "root"}, {Password: "admin-pass"}} {
-		b := NewBoxes(store, errNoBox, a)
+		b := newBoxes(store, errNoBox, a)
 		if err := b.Check(ctx, "SEC:q1", a.User, a.Password); !errors.Is(err, ErrUnauthorized) {
 			t.Errorf("admin %+v: err %v, want ErrUnauthorized", a, err)
 		}
@@ -176,7 +184,7 @@ func TestCheckStoreErrors(t *testing.T) {
 	store := newMemBoxes()
 	boom := errors.New("connection refused")
 	store.fail = boom
-	b := NewBoxes(store, errNoBox, admin)
+	b := newBoxes(store, errNoBox, admin)
 	err := b.Check(context.Background(), "SEC:q1", "root", "admin-pass")
 	if !errors.Is(err, boom) || errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrBoxNotFound) {
 		t.Fatalf("err %v, want the store error only", err)
@@ -184,7 +192,7 @@ func TestCheckStoreErrors(t *testing.T) {
 
 	// Without a notFound sentinel a missing box is an internal error.
 	store.fail = nil
-	b = NewBoxes(store, nil, admin)
+	b = newBoxes(store, nil, admin)
 	if err := b.Check(context.Background(), "SEC:none", "u", "p"); err == nil || errors.Is(err, ErrBoxNotFound) {
 		t.Fatalf("nil notFound: err %v", err)
 	}
@@ -204,7 +212,7 @@ func TestCheckStoreErrors(t *testing.T) {
 func TestCheckCorruptHash(t *testing.T) {
 	store := newMemBoxes()
 	store.boxes["SEC:q1"] = [2]string{"u", "not-a-bcrypt-hash"}
-	b := NewBoxes(store, errNoBox, admin)
+	b := newBoxes(store, errNoBox, admin)
 	err := b.Check(context.Background(), "SEC:q1", "u", "p")
 	if err == nil || errors.Is(err, ErrUnauthorized) || strings.Contains(err.Error(), "not-a-bcrypt-hash") {
 		t.Fatalf("err %v, want an internal error without the hash", err)
@@ -220,7 +228,7 @@ func TestCheckCache(t *testing.T) {
 	store.create(t, "SEC:q1", "u", "p")
 	store.create(t, "SEC:q2", "u", "p")
 	now := time.Unix(1_700_000_000, 0)
-	b := NewBoxes(store, errNoBox, admin, WithClock(func() time.Time { return now }), WithCacheTTL(time.Minute))
+	b := newBoxes(store, errNoBox, admin, WithClock(func() time.Time { return now }), WithCacheTTL(time.Minute))
 	calls := countCompare(b)
 	check := func(full, user, pw string, want error, wantCalls int64) {
 		t.Helper()
@@ -285,7 +293,7 @@ func TestCheckCache(t *testing.T) {
 // holds a combination that verified.
 func TestIsAdmin(t *testing.T) {
 	long := strings.Repeat("L", 100)
-	b := NewBoxes(newMemBoxes(), errNoBox, AdminCredentials{User: "root", Password: long})
+	b := newBoxes(newMemBoxes(), errNoBox, AdminCredentials{User: "root", Password: long})
 	if b.adminHash == "" || strings.Contains(b.adminHash, long[:20]) {
 		t.Fatalf("admin hash %q", b.adminHash)
 	}
@@ -311,7 +319,7 @@ func TestIsAdmin(t *testing.T) {
 			t.Errorf("IsAdmin(%q, %d bytes): %d bcrypt runs, want %d", tc.user, len(tc.pw), n, tc.bcrypt)
 		}
 	}
-	if NewBoxes(newMemBoxes(), errNoBox, AdminCredentials{User: "root"}).IsAdmin("root", "") {
+	if newBoxes(newMemBoxes(), errNoBox, AdminCredentials{User: "root"}).IsAdmin("root", "") {
 		t.Error("admin without password configured")
 	}
 }
@@ -320,7 +328,7 @@ func TestCheckCacheOff(t *testing.T) {
 	store := newMemBoxes()
 	store.create(t, "SEC:q1", "u", "p")
 	for _, opt := range []BoxesOption{WithCacheSize(0), WithCacheTTL(0)} {
-		b := NewBoxes(store, errNoBox, admin, opt)
+		b := newBoxes(store, errNoBox, admin, opt)
 		calls := countCompare(b)
 		for range 3 {
 			if err := b.Check(context.Background(), "SEC:q1", "u", "p"); err != nil {
@@ -368,7 +376,7 @@ func TestCheckCoalesced(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		store := newMemBoxes()
 		store.create(t, "SEC:q1", "u", "p")
-		b := NewBoxes(store, errNoBox, admin)
+		b := newBoxes(store, errNoBox, admin)
 		release := make(chan struct{})
 		var calls atomic.Int64
 		b.compare = func(hash, pw []byte) error {
@@ -400,7 +408,7 @@ func TestCheckConcurrent(t *testing.T) {
 	for i := range 8 {
 		store.create(t, fmt.Sprintf("SEC:q%d", i), "u", "p")
 	}
-	b := NewBoxes(store, errNoBox, admin, WithCacheSize(3))
+	b := newBoxes(store, errNoBox, admin, WithCacheSize(3))
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Go(func() {
@@ -441,7 +449,7 @@ func BenchmarkCheck(b *testing.B) {
 		{"uncached", []BoxesOption{WithCacheSize(0)}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			boxes := NewBoxes(store, errNoBox, admin, bc.opts...)
+			boxes := newBoxes(store, errNoBox, admin, bc.opts...)
 			for b.Loop() {
 				if err := boxes.Check(ctx, "SEC:q1", "u", "p"); err != nil {
 					b.Fatal(err)
@@ -450,7 +458,7 @@ func BenchmarkCheck(b *testing.B) {
 		})
 	}
 	b.Run("admin", func(b *testing.B) {
-		boxes := NewBoxes(store, errNoBox, admin)
+		boxes := newBoxes(store, errNoBox, admin)
 		for b.Loop() {
 			if err := boxes.Check(ctx, "SEC:q1", admin.User, admin.Password); err != nil {
 				b.Fatal(err)
@@ -467,7 +475,7 @@ func TestVerified(t *testing.T) {
 	store := newMemBoxes()
 	store.create(t, "SEC:q1", "u", "p")
 	now := time.Unix(1_700_000_000, 0)
-	b := NewBoxes(store, errNoBox, admin, WithClock(func() time.Time { return now }), WithCacheTTL(time.Minute))
+	b := newBoxes(store, errNoBox, admin, WithClock(func() time.Time { return now }), WithCacheTTL(time.Minute))
 	calls := countCompare(b)
 	if b.Verified("u", "p") || b.Verified("root", "admin-pass") {
 		t.Fatal("verified before any check")
