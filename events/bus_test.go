@@ -16,6 +16,7 @@ import (
 
 	"github.com/popbox/popbox/events"
 	"github.com/popbox/popbox/internal/domain"
+	"github.com/popbox/popbox/internal/testenv"
 )
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -67,13 +68,6 @@ func (m *memSink) snapshot() ([]events.Event, []int, []events.BatchInfo) {
 	return append([]events.Event(nil), m.got...), append([]int(nil), m.batches...), append([]events.BatchInfo(nil), m.infos...)
 }
 
-func closeBus(t *testing.T, b *events.Bus, d time.Duration) error {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	return b.Close(ctx)
-}
-
 func TestBusWritesEverythingInOrderInBatches(t *testing.T) {
 	for _, interval := range []time.Duration{0, 5 * time.Millisecond} {
 		t.Run(fmt.Sprintf("flush=%v", interval), func(t *testing.T) {
@@ -90,7 +84,7 @@ func TestBusWritesEverythingInOrderInBatches(t *testing.T) {
 				ev.Node = "n1"
 				want = append(want, ev)
 			}
-			if err := closeBus(t, b, 5*time.Second); err != nil {
+			if err := testenv.CloseWithin(b, 5*time.Second); err != nil {
 				t.Fatalf("close: %v", err)
 			}
 			got, batches, _ := s.snapshot()
@@ -119,7 +113,7 @@ func TestBusStampsTimeAndFilters(t *testing.T) {
 	}
 	b.Publish(events.Event{Kind: events.KindState, State: domain.StatePending, Transaction: "t"})
 	b.Publish(events.Event{Kind: events.KindState, State: domain.StateDelivered, Transaction: "t", Node: "other"})
-	if err := closeBus(t, b, 5*time.Second); err != nil {
+	if err := testenv.CloseWithin(b, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	got, _, _ := s.snapshot()
@@ -137,7 +131,7 @@ func TestBusAddRejectsDuplicateAndClosed(t *testing.T) {
 	if err := b.Add(&memSink{name: "a"}, events.SinkConfig{}); err == nil {
 		t.Fatal("duplicate name accepted")
 	}
-	if err := closeBus(t, b, time.Second); err != nil {
+	if err := testenv.CloseWithin(b, time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.Add(&memSink{name: "b"}, events.SinkConfig{}); err == nil {
@@ -164,7 +158,7 @@ func TestBusFullBufferDropsWithoutBlocking(t *testing.T) {
 		t.Fatalf("dropped = %v, want >= %d buffer_full", st.Dropped, 10000-15)
 	}
 	close(s.block)
-	if err := closeBus(t, b, 5*time.Second); err != nil {
+	if err := testenv.CloseWithin(b, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	st = b.Stats()["slow"]
@@ -193,7 +187,7 @@ func TestBusRetriesSameBatch(t *testing.T) {
 	for i := range 10 {
 		b.Publish(events.Event{Kind: events.KindAction, Count: i})
 	}
-	if err := closeBus(t, b, 5*time.Second); err != nil {
+	if err := testenv.CloseWithin(b, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	got, _, infos := s.snapshot()
@@ -229,7 +223,7 @@ func TestBusGivesUpAfterRetriesAndOnPermanent(t *testing.T) {
 			for range 4 {
 				b.Publish(events.Event{Kind: events.KindAction})
 			}
-			if err := closeBus(t, b, 5*time.Second); err != nil {
+			if err := testenv.CloseWithin(b, 5*time.Second); err != nil {
 				t.Fatal(err)
 			}
 			_, _, infos := s.snapshot()
@@ -253,7 +247,7 @@ func TestBusCloseDeadlineCountsClosedDrops(t *testing.T) {
 	for range 50 {
 		b.Publish(events.Event{Kind: events.KindAction})
 	}
-	err := closeBus(t, b, 50*time.Millisecond)
+	err := testenv.CloseWithin(b, 50*time.Millisecond)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("close = %v, want deadline exceeded", err)
 	}
@@ -277,7 +271,7 @@ func TestCollectors(t *testing.T) {
 	for range 3 {
 		b.Publish(events.Event{Kind: events.KindAction})
 	}
-	if err := closeBus(t, b, 5*time.Second); err != nil {
+	if err := testenv.CloseWithin(b, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	b.Publish(events.Event{Kind: events.KindAction})

@@ -200,13 +200,7 @@ es.addEventListener('message', (e) => {
 // TestEventSourceInChromium: a page using EventSource in headless Chromium
 // receives a provisioned message.
 func TestEventSourceInChromium(t *testing.T) {
-	browser, err := exec.LookPath("chromium")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("chromium is not installed (.ci/run installs the Debian package)")
-		}
-		t.Skip("chromium not installed")
-	}
+	browser := testenv.Tool(t, "POPBOX_CHROMIUM", "chromium", "/usr/bin/chromium", "chromium")
 	r := testenv.StartRedis(t)
 	g := testenv.StartGateway(t, r.URL())
 	target, _ := url.Parse(g.URL)

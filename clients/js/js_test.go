@@ -11,30 +11,13 @@ import (
 	"github.com/popbox/popbox/internal/testenv"
 )
 
-// nodePath finds node (POPBOX_NODE overrides). Without it the test is
-// skipped, or fails when CI is set (.ci/run installs nodejs).
-func nodePath(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("POPBOX_NODE"); p != "" {
-		return p
-	}
-	if p, err := exec.LookPath("node"); err == nil {
-		return p
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("node is not installed (.ci/run installs the Debian package nodejs)")
-	}
-	t.Skip("node not installed (apt-get install nodejs)")
-	return ""
-}
-
 // TestNode runs the client's node:test suite (clients/js/test) against a
 // real gateway and redis-server: the protocol logic alone, and fetch,
 // WebSocket and multiplexed subscriptions, reliable acks, resubscription
 // and token renewal over the wire. The gateway requires a JWT on every
 // queue route, so the suite also proves the token plumbing.
 func TestNode(t *testing.T) {
-	node := nodePath(t)
+	node := testenv.Tool(t, "POPBOX_NODE", "nodejs", "node")
 	const secret = "js-client-test-secret-0123456789abcdef"
 	r := testenv.StartRedis(t)
 	g := testenv.StartGateway(t, r.URL(), testenv.WithEnv(

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,25 +16,6 @@ import (
 // type the commands.
 
 var uuidV4 = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
-
-// syncBuffer is a bytes.Buffer safe for a writer and a reader in two
-// goroutines (the output of a running subscribe).
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // result is one CLI run.
 type result struct {
@@ -265,7 +245,7 @@ func TestCLISubscribe(t *testing.T) {
 	e := startCLIEnv(t)
 	first := strings.TrimSpace(e.do(0, "push", "-q", "sq", "one").stdout)
 
-	var out, errb syncBuffer
+	var out, errb testenv.SyncBuffer
 	done := make(chan int, 1)
 	go func() {
 		done <- run([]string{"subscribe", "sq", "--count", "3", "--json", "--server", e.plain}, &out, &errb)

@@ -1,7 +1,6 @@
 package callback_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -118,7 +117,7 @@ func TestOnePostPerDeliveredEventWithRetryAfter500(t *testing.T) {
 		_, total := rec.counts()
 		return total == 81+1
 	})
-	if err := closeBus(t, b, 5*time.Second); err != nil {
+	if err := testenv.CloseWithin(b, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	got, total := rec.counts()
@@ -177,13 +176,6 @@ func assertMetric(t *testing.T, cb *callback.Sink, outcome string, want float64)
 	t.Errorf("popbox_callbacks_total{outcome=%q} missing", outcome)
 }
 
-func closeBus(t *testing.T, b *events.Bus, d time.Duration) error {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	return b.Close(ctx)
-}
-
 func delivered(tid, url string) events.Event {
 	return events.Event{Kind: events.KindState, State: domain.StateDelivered, Transaction: tid, Queue: "q", Callback: url}
 }
@@ -212,7 +204,7 @@ func TestFinalFailures(t *testing.T) {
 	b.Publish(delivered("t-ftp", "ftp://example.invalid/cb"))
 	b.Publish(delivered("t-redirect", redirect.URL))
 	testenv.Eventually(t, 10*time.Second, "final outcomes", func() bool { return cb.Stats().Failed == 4 })
-	if err := closeBus(t, b, 5*time.Second); err != nil {
+	if err := testenv.CloseWithin(b, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	got, _ := rec.counts()
@@ -262,7 +254,7 @@ func TestConcurrencyIsBounded(t *testing.T) {
 	if m := maxInflight.Load(); m > 3 {
 		t.Fatalf("%d requests in flight, want at most 3 workers", m)
 	}
-	if err := closeBus(t, b, 5*time.Second); err != nil {
+	if err := testenv.CloseWithin(b, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if st := cb.Stats(); st.OK != 30 {
@@ -285,7 +277,7 @@ func TestCloseGivesWaitingRetriesALastTry(t *testing.T) {
 	}
 	b.Publish(delivered("t1", srv.URL))
 	testenv.Eventually(t, 10*time.Second, "the first attempt to fail", func() bool { return cb.Stats().Retry == 1 })
-	if err := closeBus(t, b, 5*time.Second); err != nil {
+	if err := testenv.CloseWithin(b, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := rec.counts(); got["t1/q"] != 2 {
@@ -320,7 +312,7 @@ func TestHardCloseDropsInFlight(t *testing.T) {
 		b.Publish(delivered(fmt.Sprint("t", i), srv.URL))
 	}
 	testenv.Eventually(t, 10*time.Second, "all handed to the sink", func() bool { return cb.Stats().Pending == 10 })
-	err := closeBus(t, b, 100*time.Millisecond)
+	err := testenv.CloseWithin(b, 100*time.Millisecond)
 	if err == nil || !strings.Contains(err.Error(), "deadline") {
 		t.Fatalf("close = %v, want a deadline error", err)
 	}

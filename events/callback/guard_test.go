@@ -1,14 +1,12 @@
 package callback_test
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,24 +15,6 @@ import (
 	"github.com/popbox/popbox/events/callback"
 	"github.com/popbox/popbox/internal/testenv"
 )
-
-// lockedBuffer is a log destination safe for concurrent writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 func startSink(t *testing.T, o callback.Options) (*callback.Sink, *events.Bus) {
 	t.Helper()
@@ -46,7 +26,7 @@ func startSink(t *testing.T, o callback.Options) (*callback.Sink, *events.Bus) {
 	if err := b.Add(cb, callback.DefaultConfig()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = closeBus(t, b, 5*time.Second) })
+	t.Cleanup(func() { _ = testenv.CloseWithin(b, 5*time.Second) })
 	return cb, b
 }
 
@@ -58,7 +38,7 @@ func startSink(t *testing.T, o callback.Options) (*callback.Sink, *events.Bus) {
 func TestRefusedDestinations(t *testing.T) {
 	rec, srv := newRecorder(t, nil)
 	_, port, _ := net.SplitHostPort(strings.TrimPrefix(srv.URL, "http://"))
-	logs := &lockedBuffer{}
+	logs := &testenv.SyncBuffer{}
 	cb, b := startSink(t, callback.Options{RefusePrivate: true, Retry: fastRetry(),
 		Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	for _, u := range []string{

@@ -1,7 +1,6 @@
 package webhook_test
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -17,16 +16,10 @@ import (
 	"github.com/popbox/popbox/events"
 	"github.com/popbox/popbox/events/webhook"
 	"github.com/popbox/popbox/internal/domain"
+	"github.com/popbox/popbox/internal/testenv"
 )
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
-func closeBus(t *testing.T, b *events.Bus, d time.Duration) error {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	return b.Close(ctx)
-}
 
 func TestWebhookReceivesFilteredEventsInBatches(t *testing.T) {
 	var (
@@ -89,7 +82,7 @@ func TestWebhookReceivesFilteredEventsInBatches(t *testing.T) {
 			}
 		}
 	}
-	if err := closeBus(t, b, 10*time.Second); err != nil {
+	if err := testenv.CloseWithin(b, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	mu.Lock()
@@ -164,7 +157,7 @@ func TestDeadWebhookNeverSlowsPublish(t *testing.T) {
 				}
 				time.Sleep(5 * time.Millisecond)
 			}
-			_ = closeBus(t, b, 300*time.Millisecond)
+			_ = testenv.CloseWithin(b, 300*time.Millisecond)
 			st := b.Stats()["webhook"]
 			if st.Written != 0 {
 				t.Fatalf("written = %d from a dead webhook", st.Written)
@@ -217,7 +210,7 @@ func TestClientErrorIsFinal(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.Publish(events.Event{Kind: events.KindAction, Action: events.ActionAck})
-	if err := closeBus(t, b, 5*time.Second); err != nil {
+	if err := testenv.CloseWithin(b, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if requests.Load() != 1 {

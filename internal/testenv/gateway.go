@@ -1,7 +1,6 @@
 package testenv
 
 import (
-	"bytes"
 	"fmt"
 	"net/http"
 	"os"
@@ -75,7 +74,7 @@ type Gateway struct {
 	env    []string
 	args   []string
 	proc   running
-	log    *bytes.Buffer
+	log    *SyncBuffer // this run's output; mu guards the pointer (a restart replaces it)
 	mu     sync.Mutex
 	tlsOn  bool
 	logDir string
@@ -129,10 +128,10 @@ func (g *Gateway) start(t testing.TB, bin string) {
 	t.Helper()
 	cmd := exec.Command(bin, g.args...)
 	cmd.Env = append(os.Environ(), g.env...)
+	log := &SyncBuffer{}
+	cmd.Stdout, cmd.Stderr = log, log
 	g.mu.Lock()
-	g.log = &bytes.Buffer{}
-	cmd.Stdout = &lockedWriter{mu: &g.mu, w: g.log}
-	cmd.Stderr = cmd.Stdout
+	g.log = log
 	g.mu.Unlock()
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start gateway: %v", err)
@@ -214,25 +213,15 @@ func logField(line, key string) string {
 	return strings.Trim(v, `"`)
 }
 
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
 // Log returns what the gateway wrote so far.
 func (g *Gateway) Log() string {
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.log == nil {
+	log := g.log
+	g.mu.Unlock()
+	if log == nil {
 		return ""
 	}
-	return g.log.String()
+	return log.String()
 }
 
 // Pid is the process id of the gateway.

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -26,22 +25,7 @@ import (
 // Without one the test is skipped, or fails when CI is set.
 func chromiumPath(t *testing.T) string {
 	t.Helper()
-	for _, c := range []string{os.Getenv("POPBOX_CHROMIUM"), "/usr/bin/chromium"} {
-		if c == "" {
-			continue
-		}
-		if st, err := os.Stat(c); err == nil && !st.IsDir() && st.Mode()&0o111 != 0 {
-			return c
-		}
-	}
-	if p, err := exec.LookPath("chromium"); err == nil {
-		return p
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("chromium is not installed (.ci/run installs the Debian package)")
-	}
-	t.Skip("chromium not installed (apt-get install chromium)")
-	return ""
+	return testenv.Tool(t, "POPBOX_CHROMIUM", "chromium", "/usr/bin/chromium", "chromium")
 }
 
 // artifactDir is where screenshots go: $POPBOX_TEST_ARTIFACTS, else a
