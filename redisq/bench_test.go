@@ -139,6 +139,25 @@ func benchModeStore(b *testing.B, protocol int, auto bool) *redisq.Store {
 // goroutines), like the 32 connections of the wrk runs in issue 14.
 const benchCallers = 16
 
+// runParallel times b.N calls of op from benchCallers × GOMAXPROCS
+// goroutines, call i (from 0) getting i, and reports ops/s; a caller stops
+// at its first error.
+func runParallel(b *testing.B, op func(i int64) error) {
+	var n atomic.Int64
+	b.ReportAllocs()
+	b.SetParallelism(benchCallers)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := op(n.Add(1) - 1); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+}
+
 // BenchmarkProvisionParallel: concurrent provisions of one transaction to
 // one queue each (the REST provision path), per client mode.
 func BenchmarkProvisionParallel(b *testing.B) {
@@ -146,19 +165,9 @@ func BenchmarkProvisionParallel(b *testing.B) {
 		b.Run(m.name, func(b *testing.B) {
 			s := benchModeStore(b, m.protocol, m.auto)
 			ctx := context.Background()
-			var n atomic.Int64
-			b.ReportAllocs()
-			b.SetParallelism(benchCallers)
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					if err := s.Provision(ctx, benchTx(fmt.Sprint("q", n.Add(1)%1000))); err != nil {
-						b.Error(err)
-						return
-					}
-				}
+			runParallel(b, func(i int64) error {
+				return s.Provision(ctx, benchTx(fmt.Sprint("q", i%1000)))
 			})
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
 		})
 	}
 }
@@ -186,21 +195,14 @@ func BenchmarkPopParallel(b *testing.B) {
 				})
 			}
 			fill.Wait()
-			var n atomic.Int64
-			b.ReportAllocs()
-			b.SetParallelism(benchCallers)
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					q := fmt.Sprint("UNSEC:p", (n.Add(1)-1)%queues)
-					got, err := s.Pop(ctx, q, 1, redisq.PopOptions{})
-					if err != nil || len(got) != 1 {
-						b.Errorf("pop %s: %d messages, %v", q, len(got), err)
-						return
-					}
+			runParallel(b, func(i int64) error {
+				q := fmt.Sprint("UNSEC:p", i%queues)
+				got, err := s.Pop(ctx, q, 1, redisq.PopOptions{})
+				if err != nil || len(got) != 1 {
+					return fmt.Errorf("pop %s: %d messages, %v", q, len(got), err)
 				}
+				return nil
 			})
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
 		})
 	}
 }
