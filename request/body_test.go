@@ -46,12 +46,7 @@ func TestParseGroupCreate(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			name, queues, errs := ParseGroupCreate([]byte(tt.body))
-			if diff := cmp.Diff(tt.errs, errs); diff != "" {
-				t.Errorf("errors mismatch (-want +got):\n%s", diff)
-			}
-			if name != tt.gname || !cmp.Equal(queues, tt.queues) {
-				t.Errorf("got %q %q, want %q %q", name, queues, tt.gname, tt.queues)
-			}
+			checkParsed(t, tt.errs, errs, "name, queues", []any{tt.gname, tt.queues}, []any{name, queues})
 		})
 	}
 	if _, queues, errs := ParseGroupCreate([]byte(`{"name":"g","queues":` + idList(MaxQueues) + `}`)); errs != nil || len(queues) != MaxQueues {
@@ -83,12 +78,7 @@ func TestParseGroupModify(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			add, remove, errs := ParseGroupModify([]byte(tt.body))
-			if diff := cmp.Diff(tt.errs, errs); diff != "" {
-				t.Errorf("errors mismatch (-want +got):\n%s", diff)
-			}
-			if !cmp.Equal(add, tt.add) || !cmp.Equal(remove, tt.remove) {
-				t.Errorf("got %q %q, want %q %q", add, remove, tt.add, tt.remove)
-			}
+			checkParsed(t, tt.errs, errs, "add, remove", []any{tt.add, tt.remove}, []any{add, remove})
 		})
 	}
 }
