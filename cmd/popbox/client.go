@@ -220,14 +220,29 @@ func (c *cli) usagef(format string, a ...any) int {
 	return exitUsage
 }
 
-// checkReliable refuses a negative count given as --countFlag and an
+// takeFlags are the flags of the commands that take messages from a queue
+// (pop, subscribe).
+type takeFlags struct {
+	reliable, tids bool
+	ackTO          secondsFlag
+}
+
+// define adds --reliable (described by reliableUsage), --ack-timeout and
+// --tids to fs.
+func (f *takeFlags) define(fs *flag.FlagSet, reliableUsage string) {
+	fs.BoolVar(&f.reliable, "reliable", false, reliableUsage)
+	fs.Var(&f.ackTO, "ack-timeout", "with --reliable: the ack must come within this `duration` (default 20s)")
+	fs.BoolVar(&f.tids, "tids", false, "print the transaction id before each payload")
+}
+
+// checkTake refuses a negative count given as --countFlag and an
 // --ack-timeout without --reliable; bad is true when the command must stop
 // with code.
-func (c *cli) checkReliable(countFlag string, count int, ackTO secondsFlag, reliable bool) (code int, bad bool) {
+func (c *cli) checkTake(countFlag string, count int, f takeFlags) (code int, bad bool) {
 	if count < 0 {
 		return c.usagef("--%s must not be negative", countFlag), true
 	}
-	if ackTO > 0 && !reliable {
+	if f.ackTO > 0 && !f.reliable {
 		return c.usagef("--ack-timeout needs --reliable"), true
 	}
 	return 0, false
@@ -321,6 +336,23 @@ func (c *cli) printJSON(v any) {
 	enc := json.NewEncoder(c.stdout)
 	enc.SetEscapeHTML(false)
 	_ = enc.Encode(v)
+}
+
+// showMessages prints the messages a pop or peek of queue answered and
+// returns the command's exit code: exitEmpty, with a note, when there are
+// none. With --json the priorities are looked up first.
+func (c *cli) showMessages(ctx context.Context, cl *client.Client, queue string, msgs []client.Message, tids bool) int {
+	if len(msgs) == 0 {
+		fmt.Fprintf(c.stderr, "%s: no message in %s\n", c.name, queue)
+		return exitEmpty
+	}
+	if c.json {
+		cl.FillPriorities(ctx, msgs)
+	}
+	if err := c.printMessages(msgs, tids); err != nil {
+		return c.fail(ctx, err)
+	}
+	return exitOK
 }
 
 // printMessages prints messages one a line: the payload, prefixed by the

@@ -91,9 +91,9 @@ message from standard input (one trailing newline removed).`, client.DefaultServ
 
 func cmdPop(ctx context.Context, c *cli, args []string) int {
 	var (
-		max            int
-		timeout, ackTO secondsFlag
-		reliable, tids bool
+		max     int
+		timeout secondsFlag
+		take    takeFlags
 	)
 	fs := c.flags("popbox pop [flags] QUEUE", `
 Take messages from a queue (POST /queue/QUEUE/pop), waiting up to --timeout
@@ -105,22 +105,20 @@ go back to the queue; the transaction ids are then printed too.
 Exits with 3 when no message came.`, client.DefaultServer)
 	fs.IntVar(&max, "max", 0, "take at most `N` messages (default: the gateway's, 1000)")
 	fs.Var(&timeout, "timeout", "wait this `duration` for a message (seconds or 30s; default 5s, at most 300s)")
-	fs.BoolVar(&reliable, "reliable", false, "reliable pop: the messages wait for an ack")
-	fs.Var(&ackTO, "ack-timeout", "with --reliable: the ack must come within this `duration` (default 20s)")
-	fs.BoolVar(&tids, "tids", false, "print the transaction id before each payload")
+	take.define(fs, "reliable pop: the messages wait for an ack")
 	cl, pos, code, done := c.setup(args, 1, 1)
 	if done {
 		return code
 	}
-	if code, bad := c.checkReliable("max", max, ackTO, reliable); bad {
+	if code, bad := c.checkTake("max", max, take); bad {
 		return code
 	}
-	opts := client.PopOptions{Max: max, Timeout: time.Duration(timeout), AckTimeout: time.Duration(ackTO)}
+	opts := client.PopOptions{Max: max, Timeout: time.Duration(timeout), AckTimeout: time.Duration(take.ackTO)}
 	var (
 		msgs []client.Message
 		err  error
 	)
-	if reliable {
+	if take.reliable {
 		msgs, err = cl.PopReliable(ctx, pos[0], opts)
 	} else {
 		msgs, err = cl.Pop(ctx, pos[0], opts)
@@ -128,17 +126,7 @@ Exits with 3 when no message came.`, client.DefaultServer)
 	if err != nil {
 		return c.fail(ctx, err)
 	}
-	if len(msgs) == 0 {
-		fmt.Fprintf(c.stderr, "%s: no message in %s\n", c.name, pos[0])
-		return exitEmpty
-	}
-	if c.json {
-		cl.FillPriorities(ctx, msgs)
-	}
-	if err := c.printMessages(msgs, tids || reliable); err != nil {
-		return c.fail(ctx, err)
-	}
-	return exitOK
+	return c.showMessages(ctx, cl, pos[0], msgs, take.tids || take.reliable)
 }
 
 func cmdPeek(ctx context.Context, c *cli, args []string) int {
@@ -164,17 +152,7 @@ with the priority). Exits with 3 when the queue is empty.`, client.DefaultServer
 	if err != nil {
 		return c.fail(ctx, err)
 	}
-	if len(msgs) == 0 {
-		fmt.Fprintf(c.stderr, "%s: no message in %s\n", c.name, pos[0])
-		return exitEmpty
-	}
-	if c.json {
-		cl.FillPriorities(ctx, msgs)
-	}
-	if err := c.printMessages(msgs, tids); err != nil {
-		return c.fail(ctx, err)
-	}
-	return exitOK
+	return c.showMessages(ctx, cl, pos[0], msgs, tids)
 }
 
 func cmdQueue(ctx context.Context, c *cli, args []string) int {
@@ -452,9 +430,8 @@ self-signed certificate give --cacert FILE or --insecure).`, "https://127.0.0.1:
 
 func cmdSubscribe(ctx context.Context, c *cli, args []string) int {
 	var (
-		count          int
-		reliable, tids bool
-		ackTO          secondsFlag
+		count int
+		take  takeFlags
 	)
 	fs := c.flags("popbox subscribe [flags] QUEUE", `
 Print the messages of a queue as they arrive (Server-Sent Events, GET
@@ -465,17 +442,15 @@ they were still on the way when the command stopped; with --reliable each
 message is acknowledged only once printed, and one that was not goes back
 to the queue after --ack-timeout.`, client.DefaultServer)
 	fs.IntVar(&count, "count", 0, "stop after `N` messages (0 = until interrupted)")
-	fs.BoolVar(&reliable, "reliable", false, "reliable delivery: acknowledge each message once printed")
-	fs.Var(&ackTO, "ack-timeout", "with --reliable: how long the gateway waits for an ack (default 20s)")
-	fs.BoolVar(&tids, "tids", false, "print the transaction id before each payload")
+	take.define(fs, "reliable delivery: acknowledge each message once printed")
 	cl, pos, code, done := c.setup(args, 1, 1)
 	if done {
 		return code
 	}
-	if code, bad := c.checkReliable("count", count, ackTO, reliable); bad {
+	if code, bad := c.checkTake("count", count, take); bad {
 		return code
 	}
-	sub, err := cl.Subscribe(ctx, pos[0], client.SubscribeOptions{Reliable: reliable, AckTimeout: time.Duration(ackTO)})
+	sub, err := cl.Subscribe(ctx, pos[0], client.SubscribeOptions{Reliable: take.reliable, AckTimeout: time.Duration(take.ackTO)})
 	if err != nil {
 		if ctx.Err() != nil {
 			return exitOK
@@ -494,10 +469,10 @@ to the queue after --ack-timeout.`, client.DefaultServer)
 			}
 			return c.fail(ctx, err)
 		}
-		if err := c.printMessage(m, tids); err != nil {
+		if err := c.printMessage(m, take.tids); err != nil {
 			return c.fail(ctx, fmt.Errorf("writing output: %w", err))
 		}
-		if reliable {
+		if take.reliable {
 			res, err := sub.Ack(ctx, m.Transaction)
 			if err != nil {
 				return c.fail(ctx, fmt.Errorf("ack %s: %w", m.Transaction, err))
