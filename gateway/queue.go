@@ -50,19 +50,32 @@ func (s *Server) longPoll(c echo.Context, reliable bool) error {
 	return nil
 }
 
+// parseBody reads the request body and parses it with parse; when the
+// body cannot be read or parse finds problems it has answered (400 listing
+// them) and returns errHandled.
+func parseBody[T any](s *Server, c echo.Context, parse func([]byte) (T, []string)) (T, error) {
+	var zero T
+	body, err := s.readBody(c)
+	if err != nil {
+		return zero, err
+	}
+	v, errs := parse(body)
+	if len(errs) > 0 {
+		_ = badBody(c, errs...)
+		return zero, errHandled
+	}
+	return v, nil
+}
+
 // ack is POST /queue/{id}/ack.
 func (s *Server) ack(c echo.Context) error {
 	q, err := s.queueRoute(c)
 	if err != nil {
 		return err
 	}
-	body, err := s.readBody(c)
+	tids, err := parseBody(s, c, request.ParseAck)
 	if err != nil {
 		return err
-	}
-	tids, errs := request.ParseAck(body)
-	if len(errs) > 0 {
-		return badBody(c, errs...)
 	}
 	res, err := s.svc.Ack(c.Request().Context(), q, tids, "ack")
 	if err != nil {

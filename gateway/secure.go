@@ -27,13 +27,9 @@ func (s *Server) createBox(c echo.Context) error {
 	if !isSecure(c) {
 		return errorsJSON(c, http.StatusBadRequest, msgBoxPlainPort)
 	}
-	body, err := s.readBody(c)
+	b, err := parseBody(s, c, request.ParseSecureBox)
 	if err != nil {
 		return err
-	}
-	b, errs := request.ParseSecureBox(body)
-	if len(errs) > 0 {
-		return badBody(c, errs...)
 	}
 	hash, err := s.sec.boxes.Hash(b.Password)
 	if err != nil {
