@@ -23,6 +23,7 @@ type Metrics struct {
 
 	Connections       *prometheus.GaugeVec   // live consumer connections by transport
 	SlowConsumers     *prometheus.CounterVec // consumers cut off for being too slow
+	StreamEnds        *prometheus.CounterVec // ended streams by transport and reason (StreamEndReasons)
 	DeliveryLatency   *prometheus.HistogramVec
 	RedisErrors       prometheus.Counter
 	RedisLatency      prometheus.Histogram
@@ -65,6 +66,17 @@ func NewMetrics(extra ...prometheus.Collector) *Metrics {
 			Help: "Live consumer connections by transport."}, []string{"transport"}),
 		SlowConsumers: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "popbox_slow_consumer_disconnects_total",
 			Help: "Consumers disconnected because they did not keep up."}, []string{"transport"}),
+		StreamEnds: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "popbox_stream_ends_total",
+			Help: "Streams (stream, sse, ws, wsmux) that ended, by transport and reason: " +
+				"client_closed (the client closed or went away: EOF, close frame, request cancelled), " +
+				"pong_timeout (a WebSocket ping got no pong within POPBOX_WS_PONG_TIMEOUT), " +
+				"heartbeat_failed (writing a heartbeat failed or timed out), " +
+				"slow_consumer (a message write timed out), ack_timeout (a reliable message was not acknowledged in time), " +
+				"shutdown (the node shut down), redis_unavailable (Redis could not be reached), " +
+				"token_expired (the token that opened it expired), frame_rate (the client sent frames too fast, 1008), " +
+				"shed (a /ws without subscription or authentication closed by the connection limit or the auth timeout), " +
+				"auth_failed (a /ws closed after too many refused subscriptions, 1008), " +
+				"internal_error (the node could not encode a message)."}, []string{"transport", "reason"}),
 		DeliveryLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "popbox_delivery_write_seconds",
 			Help: "Time to write a delivery to the consumer, by transport.", Buckets: prometheus.ExponentialBuckets(0.00005, 2, 18)}, []string{"transport"}),
 		RedisErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "popbox_redis_errors_total",
@@ -92,7 +104,7 @@ func NewMetrics(extra ...prometheus.Collector) *Metrics {
 		return 1
 	})
 	m.Registry.MustRegister(m.Connections,
-		m.SlowConsumers, m.DeliveryLatency, m.RedisErrors, m.RedisLatency, m.HTTPRequests, m.RejectedConns,
+		m.SlowConsumers, m.StreamEnds, m.DeliveryLatency, m.RedisErrors, m.RedisLatency, m.HTTPRequests, m.RejectedConns,
 		m.ConnLimit, m.ConnLimitUsed, m.ShedConns, m.AuthFailures, redisUp,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, c := range extra {
@@ -112,6 +124,9 @@ func NewMetrics(extra ...prometheus.Collector) *Metrics {
 		if t != TransportLongPoll { // streaming transports: write deadlines
 			m.SlowConsumers.WithLabelValues(t)
 			m.DeliveryLatency.WithLabelValues(t)
+			for _, r := range StreamEndReasons {
+				m.StreamEnds.WithLabelValues(t, r)
+			}
 		}
 	}
 	return m

@@ -85,6 +85,13 @@ type Options struct {
 	// nor subscribed successfully within it is closed with 1008; 0: no
 	// timeout.
 	WSAuthTimeout time.Duration
+	// HeartbeatInterval is the base interval of stream heartbeats (SSE
+	// comments, WebSocket pings), jittered ±25 %; 0: 30 s.
+	HeartbeatInterval time.Duration
+	// WSPongTimeout is how long a WebSocket ping waits for its pong before
+	// the connection is closed (popbox_stream_ends_total reason
+	// pong_timeout); 0: 30 s.
+	WSPongTimeout time.Duration
 	// CORSOrigins are the allowed browser origins ("*" for any); empty:
 	// no CORS. WSOriginPatterns default to them.
 	CORSOrigins []string
@@ -134,6 +141,7 @@ type Server struct {
 	once    sync.Once
 	streams streamSet // streams running detached from their handler
 	sec     *security
+	endWarn *endWarnings // rate limit of the warnings about abnormal stream ends
 }
 
 // New makes a Server.
@@ -147,6 +155,12 @@ func New(o Options) *Server {
 	if o.IdempotencyWindow <= 0 {
 		o.IdempotencyWindow = 10 * time.Minute
 	}
+	if o.HeartbeatInterval <= 0 {
+		o.HeartbeatInterval = defaultHeartbeatInterval
+	}
+	if o.WSPongTimeout <= 0 {
+		o.WSPongTimeout = defaultPongTimeout
+	}
 	if o.Metrics == nil {
 		o.Metrics = NewMetrics()
 	}
@@ -158,7 +172,7 @@ func New(o Options) *Server {
 		o.Metrics.addDelivery(svc.Metrics())
 	}
 	return &Server{opts: o, svc: o.Service, m: o.Metrics, log: o.Logger, started: time.Now(), closing: make(chan struct{}),
-		sec: newSecurity(o)}
+		sec: newSecurity(o), endWarn: newEndWarnings(endWarnInterval)}
 }
 
 // ctxKey keys for values kept in the echo context.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"github.com/popbox/popbox/hub"
@@ -33,6 +34,10 @@ type transport interface {
 	subEnded(ctx context.Context, sub *streamSub, reason endReason) bool
 	// end closes the stream with a reason (shutdown, ack timeout, ...).
 	end(reason endReason)
+	// cause is why another goroutine closed the connection (a ping
+	// without pong, a frame flood, ...), recorded before it closed it;
+	// endClientGone when none did: the client went away.
+	cause() endReason
 }
 
 // endReason tells a transport why its stream (or one subscription) ends.
@@ -46,6 +51,12 @@ const (
 	endError
 	endUnavailable
 	endTokenExpired
+	endPongTimeout     // a WebSocket ping got no pong in time
+	endHeartbeatFailed // writing a heartbeat failed or timed out
+	endFrameRate       // the client sent frames too fast (1008)
+	endShed            // closed by the connection limit or the /ws auth timeout
+	endAuthFailed      // a /ws closed for too many refused subscriptions (1008)
+	numEndReasons
 )
 
 func (r endReason) String() string {
@@ -62,10 +73,37 @@ func (r endReason) String() string {
 		return "storage unavailable: " + delivery.ErrUnavailable.Error()
 	case endTokenExpired:
 		return "token expired"
+	case endPongTimeout:
+		return "no pong in time"
+	case endHeartbeatFailed:
+		return "heartbeat write failed"
+	case endFrameRate:
+		return "too many frames"
+	case endShed:
+		return "closed to protect the node"
+	case endAuthFailed:
+		return "too many failed authentications"
 	default:
 		return "client gone"
 	}
 }
+
+// endCause is the cause a transport records when a goroutine other than
+// the stream's writer (its pinger, its reader, the /ws guard) decides to
+// close the connection: set before the close, so that the writer, which
+// then sees the connection go like a client that went away, reads why.
+// The first cause recorded wins.
+type endCause struct{ r atomic.Int32 }
+
+// set records r unless a cause was recorded already.
+func (c *endCause) set(r endReason) { c.r.CompareAndSwap(int32(endClientGone), int32(r)) }
+
+// cause is the recorded cause, endClientGone when there is none.
+func (c *endCause) cause() endReason { return endReason(c.r.Load()) }
+
+// errEncode marks a message the transport could not encode (a bug, not
+// the client's doing).
+var errEncode = errors.New("encoding a frame")
 
 // Stream tuning.
 const (
@@ -76,8 +114,11 @@ const (
 	// queues of 1 MiB messages makes the node hold 4 MiB, not 4 GiB.
 	streamOutboxBytes = 4 << 20
 	writeTimeout      = 10 * time.Second // a write that takes longer marks a slow consumer
-	heartbeatInterval = 30 * time.Second // base heartbeat interval (jittered ±25 %: 22.5–37.5 s, under the usual 60 s proxy idle timeout)
-	ackCheckInterval  = 250 * time.Millisecond
+	// defaultHeartbeatInterval is the base heartbeat interval when
+	// Options.HeartbeatInterval is not set (jittered ±25 %: 22.5–37.5 s,
+	// under the usual 60 s proxy idle timeout).
+	defaultHeartbeatInterval = 30 * time.Second
+	ackCheckInterval         = 250 * time.Millisecond
 	// ackGrace is how long after a stream's own ack deadline the reaper
 	// would re-queue the message: the stream hands an overdue message back
 	// itself (within ackCheckInterval), so the reaper only acts for a node
@@ -147,15 +188,18 @@ type streamCtrl func(st *stream)
 // goes away, the node shuts down, Redis cannot be reached, a write times out
 // or (reliable mode) an acknowledgement does not come in time. Messages
 // taken from Redis and not written go back to the head of their queue.
+// Every stream that ends is counted once, here, by its reason
+// (popbox_stream_ends_total) and logged (streamEnded).
 func (s *Server) runStream(ctx context.Context, t transport, ctrl <-chan streamCtrl, subs ...*streamSub) endReason {
 	defer s.m.Conn(t.name())()
+	started := time.Now()
 	st := &stream{s: s, t: t, ctx: ctx, ready: make(chan struct{}, 1), overdue: map[overdueKey]bool{},
 		bytes: hub.NewByteBudget(streamOutboxBytes)}
 	defer st.closeAll()
 	for _, sub := range subs {
 		st.add(sub)
 	}
-	hb := time.NewTimer(jittered(heartbeatInterval))
+	hb := time.NewTimer(jittered(s.opts.HeartbeatInterval))
 	defer hb.Stop()
 	shutdown, outage := s.svc.ShuttingDown(), s.svc.Outage()
 	for {
@@ -184,11 +228,17 @@ func (s *Server) runStream(ctx context.Context, t transport, ctrl <-chan streamC
 			reason, done = endTokenExpired, true
 		case <-hb.C:
 			if err := t.heartbeat(ctx, time.Now().Add(writeTimeout)); err != nil {
-				done = true
+				reason, done = endHeartbeatFailed, true
 			}
-			hb.Reset(jittered(heartbeatInterval))
+			hb.Reset(jittered(s.opts.HeartbeatInterval))
 		}
 		if done {
+			if reason == endClientGone {
+				// The connection went away: by the client's doing, or
+				// closed by the transport, which then said why.
+				reason = t.cause()
+			}
+			s.streamEnded(ctx, t.name(), reason, len(st.subs), time.Since(started))
 			t.end(reason)
 			return reason
 		}
@@ -292,9 +342,12 @@ func (st *stream) writeNext() (endReason, bool) {
 	start := time.Now()
 	if err := t.send(st.ctx, sub, m, start.Add(writeTimeout)); err != nil {
 		s.svc.HandBack(sub.w, name, m)
+		if errors.Is(err, errEncode) {
+			s.log.LogAttrs(st.ctx, slog.LevelError, "stream message not encoded", slog.String("transport", name), slog.String("queue", sub.w.Queue()), slog.Any("err", err))
+			return endError, true
+		}
 		if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
-			s.m.SlowConsumers.WithLabelValues(name).Inc()
-			s.log.LogAttrs(st.ctx, slog.LevelInfo, "slow consumer disconnected", slog.String("transport", name), slog.String("queue", sub.w.Queue()))
+			s.m.SlowConsumers.WithLabelValues(name).Inc() // logged with the end of the stream
 			return endSlow, true
 		}
 		return endClientGone, true

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"sync"
@@ -29,6 +30,8 @@ type httpStream struct {
 	frame  func(b []byte, m delivery.Message) ([]byte, error)
 	beat   func(b []byte) ([]byte, error)
 	ended  endReason
+
+	endCause // never set: only the stream's own goroutines end it
 }
 
 func newHTTPStream(label string, rw http.ResponseWriter) *httpStream {
@@ -66,7 +69,13 @@ func (h *httpStream) write(deadline time.Time, fn func(b []byte) ([]byte, error)
 }
 
 func (h *httpStream) send(_ context.Context, _ *streamSub, m delivery.Message, deadline time.Time) error {
-	return h.write(deadline, func(b []byte) ([]byte, error) { return h.frame(b, m) })
+	return h.write(deadline, func(b []byte) ([]byte, error) {
+		out, err := h.frame(b, m)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", errEncode, err)
+		}
+		return out, nil
+	})
 }
 
 func (h *httpStream) heartbeat(_ context.Context, deadline time.Time) error {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,6 +54,8 @@ type wsTransport struct {
 	mu      sync.Mutex  // one writer at a time (frames and close)
 	pinging atomic.Bool // a ping is waiting for its pong
 	pings   sync.WaitGroup
+	pong    time.Duration // how long a ping waits for its pong (Options.WSPongTimeout)
+	endCause
 	// authFailures counts the subscriptions refused for their credentials
 	// (multiplexed socket; only the writer goroutine touches it).
 	authFailures int
@@ -76,16 +80,17 @@ func (t *wsTransport) prove(s *Server) {
 	})
 }
 
-// pongTimeout is how long a ping may wait for its pong before the peer is
-// taken for dead and the connection closed.
-const pongTimeout = 30 * time.Second
+// defaultPongTimeout is how long a ping may wait for its pong before the
+// peer is taken for dead and the connection closed, when
+// Options.WSPongTimeout is not set.
+const defaultPongTimeout = 30 * time.Second
 
 func (t *wsTransport) name() string { return t.label }
 
 func (t *wsTransport) writeJSON(ctx context.Context, v any, deadline time.Time) error {
 	b, err := json.Marshal(v)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %w", errEncode, err)
 	}
 	wctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
@@ -118,20 +123,30 @@ func (t *wsTransport) send(ctx context.Context, sub *streamSub, m delivery.Messa
 }
 
 // heartbeat sends a ping without holding up the stream: the pong is awaited
-// in the background (up to pongTimeout), and a peer that does not answer
-// is disconnected, which ends the stream through its reader. end waits for
-// the ping goroutine.
+// in the background (up to the pong timeout), and a peer that does not
+// answer is disconnected, which ends the stream through its reader (with
+// the cause recorded: pong timeout, or the ping could not be written).
+// end waits for the ping goroutine.
 func (t *wsTransport) heartbeat(ctx context.Context, _ time.Time) error {
 	if !t.pinging.CompareAndSwap(false, true) {
 		return nil // the previous ping is still out
 	}
 	t.pings.Go(func() {
 		defer t.pinging.Store(false)
-		pctx, cancel := context.WithTimeout(ctx, pongTimeout)
+		pctx, cancel := context.WithTimeout(ctx, t.pong)
 		defer cancel()
-		if err := t.conn.Ping(pctx); err != nil && ctx.Err() == nil {
-			_ = t.conn.CloseNow()
+		err := t.conn.Ping(pctx)
+		switch {
+		case err == nil || ctx.Err() != nil:
+			return
+		case pctx.Err() != nil:
+			t.set(endPongTimeout)
+		case errors.Is(err, net.ErrClosed):
+			return // closed by the stream or its reader, which say why
+		default:
+			t.set(endHeartbeatFailed)
 		}
+		_ = t.conn.CloseNow()
 	})
 	return nil
 }
@@ -202,6 +217,7 @@ func (t *wsTransport) readFrames(ctx context.Context, cancel context.CancelFunc,
 			return
 		}
 		if !lim.Allow() {
+			t.set(endFrameRate)
 			_ = t.conn.Close(websocket.StatusPolicyViolation, "too many frames")
 			return
 		}
@@ -241,7 +257,7 @@ func (s *Server) queueWS(c echo.Context) error {
 	if err != nil {
 		return nil // Accept wrote the error answer
 	}
-	t := &wsTransport{conn: conn, wire: wire, label: TransportWS}
+	t := &wsTransport{conn: conn, wire: wire, label: TransportWS, pong: s.opts.WSPongTimeout}
 	parse := func(data []byte) streamCtrl {
 		var f clientFrame
 		if json.Unmarshal(data, &f) != nil || (len(f.Ack) == 0 && len(f.Transactions) == 0) {
@@ -308,7 +324,7 @@ func (s *Server) muxWS(c echo.Context) error {
 	if err != nil {
 		return nil
 	}
-	t := &wsTransport{conn: conn, wire: wire, label: TransportWSMux, mux: true,
+	t := &wsTransport{conn: conn, wire: wire, label: TransportWSMux, mux: true, pong: s.opts.WSPongTimeout,
 		provenC: make(chan struct{}), shedC: make(chan struct{}), lc: limitConnOf(c)}
 	ctx, cancel := context.WithCancel(c.Request().Context())
 	defer cancel()
@@ -358,9 +374,11 @@ func (s *Server) guardMuxWS(ctx context.Context, t *wsTransport, timeout time.Du
 			proven, expired = nil, nil
 		case <-expired:
 			s.m.ShedConns.WithLabelValues(ShedWSAuthTimeout).Inc()
+			t.set(endShed)
 			_ = t.conn.Close(websocket.StatusPolicyViolation, "no successful authentication or subscription within "+timeout.String())
 			return
 		case <-t.shedC:
+			t.set(endShed)
 			_ = t.conn.Close(StatusTryAgainLater, "server at its connection limit: try again later")
 			return
 		}
@@ -391,6 +409,7 @@ func (s *Server) muxControl(c echo.Context, st *stream, t *wsTransport, ns domai
 			if errors.As(err, &d) && (d.credentials || d.limited > 0) {
 				if t.authFailures++; t.authFailures >= wsMaxAuthFailures {
 					// The reader sees the close, which ends the stream.
+					t.set(endAuthFailed)
 					_ = t.conn.Close(websocket.StatusPolicyViolation, "too many failed authentications")
 				}
 			}
