@@ -150,6 +150,14 @@ type Config struct {
 	// subscribe to every queue at once); beyond, the socket is closed
 	// (1008). 0 means unlimited.
 	WSFrameRate int
+	// HeartbeatInterval is the base interval of stream heartbeats (SSE
+	// comments, WebSocket pings), jittered ±25 %: below the idle timeout of
+	// the proxies in front of the node.
+	HeartbeatInterval time.Duration
+	// WSPongTimeout is how long a WebSocket ping waits for its pong before
+	// the connection is closed (popbox_stream_ends_total reason
+	// pong_timeout).
+	WSPongTimeout time.Duration
 
 	// MongoURI enables the history (MongoDB); empty disables it.
 	MongoURI string
@@ -215,6 +223,8 @@ func Default() Config {
 		CallbackAllowPrivate: "auto",
 		WSFrameRate:          100,
 		WSAuthTimeout:        5 * time.Second,
+		HeartbeatInterval:    30 * time.Second,
+		WSPongTimeout:        30 * time.Second,
 		MongoDB:              "popbox",
 		HistoryBuffer:        20000,
 		WaiterLease:          15 * time.Second,

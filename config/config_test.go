@@ -54,7 +54,7 @@ func TestDefault(t *testing.T) {
 		"reuseport": false, "history_payloads": false, "history_buffer": 20000,
 		"idempotency_window": "10m0s",
 		"max_meta_bytes":     int64(65536), "peek_max": 1000, "max_answer_bytes": int64(16777216), "read_timeout": "30s", "callback_allow_private": "auto", "ws_frame_rate": 100,
-		"ws_auth_timeout": "5s",
+		"ws_auth_timeout": "5s", "heartbeat_interval": "30s", "ws_pong_timeout": "30s",
 	}
 	got := c.Redacted()
 	for k, v := range want {
@@ -191,7 +191,7 @@ func TestEverySetting(t *testing.T) {
 		"waiter-lease": "5s", "recheck-interval": "7s", "shutdown-timeout": "9s", "node-name": "n1",
 		"idempotency-window": "90s",
 		"max-meta-bytes":     "4096", "peek-max": "50", "max-answer-bytes": "2097152", "read-timeout": "3s", "read-header-timeout": "2s", "callback-allow-private": "false", "ws-frame-rate": "7",
-		"ws-auth-timeout": "11s", "bcrypt-cost": "12",
+		"ws-auth-timeout": "11s", "bcrypt-cost": "12", "heartbeat-interval": "45s", "ws-pong-timeout": "20s",
 	}
 	if len(values) != len(options) {
 		t.Fatalf("test covers %d settings, there are %d", len(values), len(options))
@@ -397,6 +397,13 @@ func TestValidate(t *testing.T) {
 		{"ws frame rate", map[string]string{"POPBOX_WS_FRAME_RATE": "-1"}, "ws-frame-rate"},
 		{"ws auth timeout", map[string]string{"POPBOX_WS_AUTH_TIMEOUT": "-1s"}, "ws-auth-timeout"},
 		{"ws auth timeout off", map[string]string{"POPBOX_WS_AUTH_TIMEOUT": "0"}, ""},
+		{"heartbeat interval low", map[string]string{"POPBOX_HEARTBEAT_INTERVAL": "500ms"}, "heartbeat-interval (POPBOX_HEARTBEAT_INTERVAL): must be 1s to 10m0s, got 500ms"},
+		{"heartbeat interval zero", map[string]string{"POPBOX_HEARTBEAT_INTERVAL": "0"}, "heartbeat-interval"},
+		{"heartbeat interval high", map[string]string{"POPBOX_HEARTBEAT_INTERVAL": "11m"}, "must be 1s to 10m0s, got 11m0s"},
+		{"heartbeat interval range", map[string]string{"POPBOX_HEARTBEAT_INTERVAL": "1s"}, ""},
+		{"pong timeout low", map[string]string{"POPBOX_WS_PONG_TIMEOUT": "999ms"}, "ws-pong-timeout (POPBOX_WS_PONG_TIMEOUT): must be 1s to 10m0s, got 999ms"},
+		{"pong timeout high", map[string]string{"POPBOX_WS_PONG_TIMEOUT": "1h"}, "ws-pong-timeout"},
+		{"pong timeout range", map[string]string{"POPBOX_WS_PONG_TIMEOUT": "10m"}, ""},
 		{"idempotency window", map[string]string{"POPBOX_IDEMPOTENCY_WINDOW": "500ms"}, "idempotency-window (POPBOX_IDEMPOTENCY_WINDOW): must be at least 1s"},
 		{"idempotency window ok", map[string]string{"POPBOX_IDEMPOTENCY_WINDOW": "1s"}, ""},
 		{"auth failure burst", map[string]string{"POPBOX_AUTH_FAILURE_BURST": "-1"}, "auth-failure-burst"},

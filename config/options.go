@@ -135,6 +135,10 @@ var options = []option{
 		field: func(c *Config) any { return &c.WSFrameRate }},
 	{name: "ws-auth-timeout", metavar: "duration", usage: "with require-auth: a /ws with no valid token at the handshake and no successful subscription or auth frame within it is closed with 1008 (0: no timeout)",
 		field: func(c *Config) any { return &c.WSAuthTimeout }},
+	{name: "heartbeat-interval", metavar: "duration", usage: "base interval of stream heartbeats (SSE comments, WebSocket pings), jittered ±25 %; keep it under the idle timeout of proxies in front (1s to 10m)",
+		field: func(c *Config) any { return &c.HeartbeatInterval }},
+	{name: "ws-pong-timeout", metavar: "duration", usage: "how long a WebSocket ping waits for its pong before the connection is closed (1s to 10m)",
+		field: func(c *Config) any { return &c.WSPongTimeout }},
 
 	{name: "mongo-uri", metavar: "uri", usage: "MongoDB URI for the history (empty: history off)", redact: urlCreds,
 		field: func(c *Config) any { return &c.MongoURI }},

@@ -150,6 +150,15 @@ const (
 	MaxBcryptCost = 14
 )
 
+// The range of heartbeat-interval and ws-pong-timeout. Below a second the
+// pings of 100,000 connections cost more than they find out; beyond ten
+// minutes proxies close idle streams long before the heartbeat and a dead
+// peer holds its socket for as long.
+const (
+	minStreamTiming = time.Second
+	maxStreamTiming = 10 * time.Minute
+)
+
 // checkAuth validates the admin credentials and that the auth switches
 // have something to accept.
 func (c Config) checkAuth(p *problems) {
@@ -206,6 +215,14 @@ func (c Config) checkHTTPLimits(p *problems) {
 	}
 	if c.WSAuthTimeout < 0 {
 		p.bad("ws-auth-timeout", "must be 0 (no timeout) or more, got %v", c.WSAuthTimeout)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"heartbeat-interval", c.HeartbeatInterval}, {"ws-pong-timeout", c.WSPongTimeout}} {
+		if d.v < minStreamTiming || d.v > maxStreamTiming {
+			p.bad(d.name, "must be %v to %v, got %v", minStreamTiming, maxStreamTiming, d.v)
+		}
 	}
 	if c.WSFrameRate < 0 {
 		p.bad("ws-frame-rate", "must be 0 (unlimited) or more, got %d", c.WSFrameRate)

@@ -288,3 +288,32 @@ func isPolicyClose(code websocket.StatusCode, _ string) bool {
 	return code == websocket.StatusPolicyViolation
 }
 
+// TestStreamTimingSettings: POPBOX_HEARTBEAT_INTERVAL and
+// POPBOX_WS_PONG_TIMEOUT reach the streams of a real `popbox serve`: with
+// 1 s each, an SSE stream gets its first heartbeat within 1.25 s and a
+// socket that never answers its pings is closed for pong_timeout within
+// 2.25 s (with the defaults: 22.5 s and 52.5 s at the least).
+func TestStreamTimingSettings(t *testing.T) {
+	r := testenv.StartRedis(t)
+	g := testenv.StartGateway(t, r.URL(), testenv.WithEnv("POPBOX_HEARTBEAT_INTERVAL=1s", "POPBOX_WS_PONG_TIMEOUT=1s"))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, g.URL+"/queue/timing/events", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	opened := time.Now()
+	rawWS(t, g.URL, "/queue/timing/ws")
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() && sc.Text() != ": heartbeat" {
+	}
+	if took := time.Since(opened); sc.Err() != nil || took > 4*time.Second {
+		t.Fatalf("first SSE heartbeat after %v (%v), want about 1 s", took, sc.Err())
+	}
+	waitEnds(t, g.URL, gateway.TransportWS, map[string]float64{gateway.StreamEndPongTimeout: 1})
+	if took := time.Since(opened); took > 10*time.Second {
+		t.Fatalf("silent socket closed after %v, want about 2 s", took)
+	}
+}

@@ -107,7 +107,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(pl
 		Boxes: boxes, JWT: verifier, Admin: admin,
 		RequireAuth: cfg.RequireAuth, ProvisionAuth: cfg.ProvisionAuth,
 		MaxConnections: cfg.MaxConnections, CORSOrigins: cfg.CORSOrigins, WSFrameRate: cfg.WSFrameRate,
-		WSAuthTimeout: cfg.WSAuthTimeout,
+		WSAuthTimeout: cfg.WSAuthTimeout, HeartbeatInterval: cfg.HeartbeatInterval, WSPongTimeout: cfg.WSPongTimeout,
 		Bounds: gateway.Bounds{MaxMetaBytes: int(cfg.MaxMetaBytes), PeekMax: cfg.PeekMax,
 			MaxAnswerBytes: cfg.MaxAnswerBytes, ReadTimeout: cfg.ReadTimeout},
 		AuthFailures:   auth.NewFailureLimiter(cfg.AuthFailureInterval, cfg.AuthFailureBurst),
