@@ -310,6 +310,9 @@ func renderCapacity(b *strings.Builder, name string, cm CaseMeta, r *Result) {
 		t.add("its delivery time (burst of one message per subscriber)", fmt.Sprintf("p50 %.1f ms, p99 %.1f ms, max %.1f ms", ms(s.P50), ms(s.P99), ms(s.Max)))
 	}
 	t.add("errors", errorsText(r))
+	if r.GwCounters != nil {
+		t.add("the gateways' counters at the end (popbox_stream_ends_total by reason, rejected, shed)", r.GwCounters.text())
+	}
 	t.add("load tool", fmt.Sprintf("%.1f CPU-s, largest worker RSS %s", r.LoadTool.CPUSecs, mib(r.LoadTool.MaxRSS)))
 	t.render(b)
 }

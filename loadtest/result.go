@@ -29,6 +29,7 @@ type Result struct {
 	Subscribers int64                   `json:"subscribers"`
 	ByKind      map[string]*KindCounts  `json:"by_transport"`
 	Gateway     *GatewayStats           `json:"gateway,omitempty"`
+	GwCounters  *GatewayCounters        `json:"gateway_counters,omitempty"` // capacity: the gateways' /metrics (gwcounters.go)
 	Redis       *RedisStats             `json:"redis,omitempty"`
 	Verify      *VerifyStats            `json:"verify,omitempty"`
 	Throughput  *ThroughputStats        `json:"throughput,omitempty"`
@@ -304,6 +305,9 @@ func (r *Result) printSummary(w io.Writer) {
 	c := r.Conns
 	fmt.Fprintf(w, "connections: attempted %d, open %d (in %.1fs), failed %d, dropped %d, open at end %d\n",
 		c.Attempted, c.Open, c.ConnectSecs, c.Failed, c.Dropped, c.OpenAtEnd)
+	if r.GwCounters != nil {
+		fmt.Fprintf(w, "gateway counters: %s\n", r.GwCounters.text())
+	}
 	if g := r.Gateway; g != nil {
 		if g.Error != "" {
 			fmt.Fprintf(w, "gateway: %s\n", g.Error)

@@ -273,6 +273,7 @@ func runPhases(ctx context.Context, o *Options, plan *Plan, f *fleet, r *Result,
 	switch o.Scenario {
 	case "capacity":
 		err = runCapacity(ctx, o, f, r, gw, rp.clients, openSubs, prof)
+		r.GwCounters = gatewayCounters(ctx, o.targetURL, len(gw.pids))
 	case "throughput", "latency":
 		err = runLoad(ctx, o, f, r, gw, rp.clients, rp.info, prof)
 	case "fanout":
