@@ -63,18 +63,14 @@ func splitObject(b []byte) (map[string]json.RawMessage, bool) {
 			return nil, false
 		}
 		m[key] = json.RawMessage(b[i:vEnd:vEnd])
-		i = skipSpace(b, vEnd)
-		if i >= len(b) {
+		next, closed, ok := afterValue(b, vEnd, '}')
+		if !ok {
 			return nil, false
 		}
-		switch b[i] {
-		case ',':
-			i = skipSpace(b, i+1)
-		case '}':
+		if closed {
 			return m, true
-		default:
-			return nil, false
 		}
+		i = next
 	}
 	return nil, false
 }
@@ -94,20 +90,32 @@ func splitArray(b []byte) ([]json.RawMessage, bool) {
 			return nil, false
 		}
 		a = append(a, json.RawMessage(b[i:end:end]))
-		i = skipSpace(b, end)
-		if i >= len(b) {
+		next, closed, ok := afterValue(b, end, ']')
+		if !ok {
 			return nil, false
 		}
-		switch b[i] {
-		case ',':
-			i = skipSpace(b, i+1)
-		case ']':
-			return a, skipSpace(b, i+1) == len(b)
-		default:
-			return nil, false
+		if closed {
+			return a, skipSpace(b, next) == len(b)
 		}
+		i = next
 	}
 	return nil, false
+}
+
+// afterValue reads what follows a member or element ending at b[i]: a ','
+// (next is where the following one starts) or the closing byte close
+// (closed; next is just past it). ok is false for anything else.
+func afterValue(b []byte, i int, close byte) (next int, closed, ok bool) {
+	i = skipSpace(b, i)
+	if i < len(b) {
+		switch b[i] {
+		case ',':
+			return skipSpace(b, i+1), false, true
+		case close:
+			return i + 1, true, true
+		}
+	}
+	return 0, false, false
 }
 
 func skipSpace(b []byte, i int) int {
@@ -298,27 +306,15 @@ func unixSeconds(raw json.RawMessage) (int64, numResult) {
 		neg = true
 		s = s[1:]
 	}
-	i := 0
-	for i < len(s) && isDigit(s[i]) {
-		i++
-	}
-	if i == 0 {
+	intPart, s := cutDigits(s)
+	if len(intPart) == 0 {
 		return 0, numNotNumber
 	}
-	intPart := s[:i]
-	s = s[i:]
 	var fracPart []byte
 	if len(s) > 0 && s[0] == '.' {
-		s = s[1:]
-		j := 0
-		for j < len(s) && isDigit(s[j]) {
-			j++
-		}
-		if j == 0 {
+		if fracPart, s = cutDigits(s[1:]); len(fracPart) == 0 {
 			return 0, numNotNumber
 		}
-		fracPart = s[:j]
-		s = s[j:]
 	}
 	exp := 0
 	if len(s) > 0 && (s[0] == 'e' || s[0] == 'E') {
@@ -328,17 +324,15 @@ func unixSeconds(raw json.RawMessage) (int64, numResult) {
 			expNeg = s[0] == '-'
 			s = s[1:]
 		}
-		j := 0
-		for j < len(s) && isDigit(s[j]) {
-			if exp < 1_000_000 { // clamp: beyond this only the sign matters
-				exp = exp*10 + int(s[j]-'0')
-			}
-			j++
-		}
-		if j == 0 {
+		var expPart []byte
+		if expPart, s = cutDigits(s); len(expPart) == 0 {
 			return 0, numNotNumber
 		}
-		s = s[j:]
+		for _, c := range expPart {
+			if exp < 1_000_000 { // clamp: beyond this only the sign matters
+				exp = exp*10 + int(c-'0')
+			}
+		}
 		if expNeg {
 			exp = -exp
 		}
@@ -375,6 +369,15 @@ func unixSeconds(raw json.RawMessage) (int64, numResult) {
 		return 0, numOutOfRange
 	}
 	return v, numOK
+}
+
+// cutDigits splits s after its leading ASCII digits.
+func cutDigits(s []byte) (digits, rest []byte) {
+	i := 0
+	for i < len(s) && isDigit(s[i]) {
+		i++
+	}
+	return s[:i], s[i:]
 }
 
 // isDigit reports whether c is an ASCII digit.
