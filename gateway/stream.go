@@ -56,6 +56,7 @@ const (
 	endFrameRate       // the client sent frames too fast (1008)
 	endShed            // closed by the connection limit or the /ws auth timeout
 	endAuthFailed      // a /ws closed for too many refused subscriptions (1008)
+	endControlTimeout  // the WebSocket library gave up on a control frame after 5 s
 	numEndReasons
 )
 
@@ -81,6 +82,8 @@ func (r endReason) String() string {
 		return "too many frames"
 	case endShed:
 		return "closed to protect the node"
+	case endControlTimeout:
+		return "control frame timed out"
 	case endAuthFailed:
 		return "too many failed authentications"
 	default:

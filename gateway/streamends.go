@@ -24,12 +24,13 @@ const (
 	StreamEndShed            = "shed"              // a silent /ws closed by the connection limit (1013) or the auth timeout (1008)
 	StreamEndAuthFailed      = "auth_failed"       // a /ws closed for too many refused subscriptions (1008)
 	StreamEndInternalError   = "internal_error"    // the node could not encode a message
+	StreamEndControlTimeout  = "control_timeout"   // a WebSocket control frame (ping, pong, close) was not read or answered within 5 s
 )
 
 // StreamEndReasons lists every reason of popbox_stream_ends_total.
 var StreamEndReasons = []string{StreamEndClientClosed, StreamEndPongTimeout, StreamEndHeartbeatFailed, StreamEndSlowConsumer,
 	StreamEndAckTimeout, StreamEndShutdown, StreamEndRedis, StreamEndTokenExpired, StreamEndFrameRate, StreamEndShed,
-	StreamEndAuthFailed, StreamEndInternalError}
+	StreamEndAuthFailed, StreamEndInternalError, StreamEndControlTimeout}
 
 // endLabels are the metric labels of the end reasons.
 var endLabels = [numEndReasons]string{
@@ -45,6 +46,7 @@ var endLabels = [numEndReasons]string{
 	endFrameRate:       StreamEndFrameRate,
 	endShed:            StreamEndShed,
 	endAuthFailed:      StreamEndAuthFailed,
+	endControlTimeout:  StreamEndControlTimeout,
 }
 
 // label is the reason's value of popbox_stream_ends_total.
@@ -60,7 +62,7 @@ func (r endReason) label() string {
 // too slow to answer pings or write, or failed.
 func (r endReason) abnormal() bool {
 	switch r {
-	case endPongTimeout, endHeartbeatFailed, endSlow, endError:
+	case endPongTimeout, endHeartbeatFailed, endSlow, endError, endControlTimeout:
 		return true
 	}
 	return false

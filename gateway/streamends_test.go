@@ -317,3 +317,22 @@ func TestStreamTimingSettings(t *testing.T) {
 		t.Fatalf("silent socket closed after %v, want about 2 s", took)
 	}
 }
+
+// TestStreamEndControlTimeout: a client that sends a ping frame's header
+// and then stalls in its payload makes coder/websocket give up after its
+// fixed 5 s and close the socket itself; the node counts that as
+// control_timeout (in a 100K run on a starved box the same happens to
+// pongs), not as a client that closed.
+func TestStreamEndControlTimeout(t *testing.T) {
+	t.Parallel()
+	r := testenv.StartRedis(t)
+	n := startTestNode(t, r.URL(), nodeSetup{})
+	base := n.plain.URL
+	c := rawWS(t, base, "/queue/control-stall/ws")
+	waitOpen(t, base, gateway.TransportWS, 1)
+	// FIN + ping; masked, 10 bytes of payload announced; mask key; 2 sent.
+	if _, err := c.Write([]byte{0x89, 0x80 | 10, 1, 2, 3, 4, 'p', 'i'}); err != nil {
+		t.Fatal(err)
+	}
+	waitEnds(t, base, gateway.TransportWS, map[string]float64{gateway.StreamEndControlTimeout: 1})
+}

@@ -214,6 +214,14 @@ func (t *wsTransport) readFrames(ctx context.Context, cancel context.CancelFunc,
 	for {
 		_, data, err := t.conn.Read(ctx)
 		if err != nil {
+			if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+				// ctx has no deadline: this one is coder/websocket's
+				// own, 5 s to read a control frame's payload and write
+				// the answer (a pong), after which it closes the socket
+				// itself. Not the client's doing: the node was too
+				// starved of CPU to finish a small frame in time.
+				t.set(endControlTimeout)
+			}
 			return
 		}
 		if !lim.Allow() {
