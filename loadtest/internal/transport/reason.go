@@ -13,6 +13,11 @@ import (
 	"github.com/coder/websocket"
 )
 
+// ErrControlTimeout marks a WebSocket the client's own library closed
+// because it could not read or answer a control frame (a ping) within its
+// fixed 5 s: the load tool was too starved of CPU, the gateway did nothing.
+var ErrControlTimeout = errors.New("websocket control frame timed out in the client")
+
 var addrRe = regexp.MustCompile(`(\[[0-9a-fA-F:]+\]|\d+\.\d+\.\d+\.\d+):\d+`)
 
 // Reason turns an error into a short, low-cardinality label for the "errors
@@ -26,6 +31,8 @@ func Reason(err error) string {
 	var ne net.Error
 	var errno syscall.Errno
 	switch {
+	case errors.Is(err, ErrControlTimeout):
+		return "websocket control frame timed out here"
 	case errors.As(err, &se):
 		return fmt.Sprintf("http %d", se.Code)
 	case errors.As(err, &ce):

@@ -485,6 +485,13 @@ func (c *Client) readWS(ctx context.Context, conn *websocket.Conn, queues []stri
 	for {
 		_, r, err := conn.Reader(ctx)
 		if err != nil {
+			if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+				// ctx has no deadline: coder/websocket gave up on a
+				// control frame (answering the gateway's ping) after its
+				// fixed 5 s and closed the socket: this process was
+				// starved, not the gateway.
+				return fmt.Errorf("%w: %w", ErrControlTimeout, err)
+			}
 			return err
 		}
 		buf.Reset()

@@ -2,6 +2,8 @@ package transport
 
 import (
 	"context"
+	"crypto/sha1"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -309,5 +311,35 @@ func BenchmarkProvisionBody(b *testing.B) {
 	buf := make([]byte, 0, 256)
 	for b.Loop() {
 		buf = appendJSONString(buf[:0], `{"t":1712345678901234567,"seq":123456}`)
+	}
+}
+
+// TestWSControlTimeoutReason: a server that sends a ping frame's header and
+// stalls in its payload makes the client's coder/websocket give up after its
+// fixed 5 s; the load tool names that as its own control-frame timeout, not
+// as a plain timeout or a close by the gateway.
+func TestWSControlTimeoutReason(t *testing.T) {
+	t.Parallel()
+	stop := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The handshake by hand (RFC 6455 4.2.2), so the server can then
+		// write a broken frame no WebSocket library would.
+		sum := sha1.Sum([]byte(r.Header.Get("Sec-WebSocket-Key") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+		c, rw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		fmt.Fprintf(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+			base64.StdEncoding.EncodeToString(sum[:]))
+		rw.Write([]byte{0x89, 10, 'p', 'i'}) // FIN + ping, 10 bytes announced, 2 sent
+		rw.Flush()
+		<-stop
+	}))
+	defer srv.Close()
+	defer close(stop)
+	err := newClient(t, srv.URL).Subscribe(context.Background(), WS, []string{"q"}, Handler{})
+	if got := Reason(err); got != "websocket control frame timed out here" {
+		t.Fatalf("%v → %q, want the client's control-frame timeout", err, got)
 	}
 }
