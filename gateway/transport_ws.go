@@ -214,12 +214,16 @@ func (t *wsTransport) readFrames(ctx context.Context, cancel context.CancelFunc,
 	for {
 		_, data, err := t.conn.Read(ctx)
 		if err != nil {
-			if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
-				// ctx has no deadline: this one is coder/websocket's
-				// own, 5 s to read a control frame's payload and write
-				// the answer (a pong), after which it closes the socket
-				// itself. Not the client's doing: the node was too
-				// starved of CPU to finish a small frame in time.
+			if ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, net.ErrClosed)) {
+				// Not the client's doing. ctx has no deadline, so a
+				// deadline is coder/websocket's own: 5 s to read a
+				// control frame and write its answer, or to write our
+				// ping; beyond, it closes the socket itself. A socket
+				// closed here (net.ErrClosed, not EOF or a reset from
+				// the peer) was closed by that library too: every close
+				// of this package records its cause first, and set
+				// keeps the first. The node was too starved of CPU to
+				// finish a small frame in time.
 				t.set(endControlTimeout)
 			}
 			return

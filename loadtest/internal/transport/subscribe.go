@@ -485,11 +485,12 @@ func (c *Client) readWS(ctx context.Context, conn *websocket.Conn, queues []stri
 	for {
 		_, r, err := conn.Reader(ctx)
 		if err != nil {
-			if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
-				// ctx has no deadline: coder/websocket gave up on a
+			if ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, net.ErrClosed)) {
+				// ctx has no deadline and this client closes its socket
+				// only when ctx ends: coder/websocket gave up on a
 				// control frame (answering the gateway's ping) after its
-				// fixed 5 s and closed the socket: this process was
-				// starved, not the gateway.
+				// fixed 5 s and closed the socket itself: this process
+				// was starved, not the gateway.
 				return fmt.Errorf("%w: %w", ErrControlTimeout, err)
 			}
 			return err
