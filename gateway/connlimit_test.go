@@ -391,6 +391,7 @@ func TestConnLimitCountsSockets(t *testing.T) {
 // auth frame is closed with 1008 after POPBOX_WS_AUTH_TIMEOUT (issue 13
 // item 4).
 func TestMuxWSAuth(t *testing.T) {
+	t.Parallel()
 	r := testenv.StartRedis(t)
 	const timeout = time.Second
 	n := startContractNode(t, r.URL(), nil, func(o *gateway.Options) {

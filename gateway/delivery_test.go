@@ -26,6 +26,7 @@ import (
 // TestCallbacks: exactly one POST per delivery, none on peek, retried
 // after a 500.
 func TestCallbacks(t *testing.T) {
+	t.Parallel()
 	var mu sync.Mutex
 	posts := map[string][]map[string]string{}
 	failFirst := map[string]bool{}
@@ -89,7 +90,10 @@ func TestCallbacks(t *testing.T) {
 // its messages stay in Redis, and another subscriber keeps its latency.
 func TestSlowWebSocketConsumer(t *testing.T) {
 	for _, tr := range []string{"ws", "wsmux"} {
-		t.Run(tr, func(t *testing.T) { testSlowWebSocketConsumer(t, tr) })
+		t.Run(tr, func(t *testing.T) {
+			t.Parallel()
+			testSlowWebSocketConsumer(t, tr)
+		})
 	}
 }
 

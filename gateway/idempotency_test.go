@@ -85,6 +85,7 @@ func provisionTid(t *testing.T, cl *http.Client, url, body string, keys ...strin
 // are per org and per port; deferred provisioning is covered; bad keys are
 // 400s.
 func TestIdempotencyKey(t *testing.T) {
+	t.Parallel()
 	r := testenv.StartRedis(t)
 	rc := r.Client()
 	t.Cleanup(func() { rc.Close() })
@@ -205,6 +206,7 @@ func TestIdempotencyKey(t *testing.T) {
 // TestIdempotencyWindow: after POPBOX_IDEMPOTENCY_WINDOW the key is
 // forgotten and the same request provisions again.
 func TestIdempotencyWindow(t *testing.T) {
+	t.Parallel()
 	r := testenv.StartRedis(t)
 	a := startInProcNode(t, r.URL(), gateway.Options{IdempotencyWindow: time.Second})
 	cl := &http.Client{Timeout: 30 * time.Second}

@@ -115,6 +115,7 @@ func atLeast(n float64) func(float64) bool { return func(v float64) bool { retur
 // delivery callback, HTTP requests by route and status, Redis command
 // latency, and Redis errors once the server goes away.
 func TestMetrics(t *testing.T) {
+	t.Parallel()
 	r := testenv.StartRedis(t, testenv.OwnRedis()) // stopped at the end
 	g := testenv.StartGateway(t, r.URL())
 	var callbacks atomic.Int64

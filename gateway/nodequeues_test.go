@@ -27,6 +27,7 @@ type nodeQueuesAnswer struct {
 // when they leave; with an administrator configured it needs the
 // administrator's credentials.
 func TestNodeQueues(t *testing.T) {
+	t.Parallel()
 	r := testenv.StartRedis(t)
 	g := testenv.StartGateway(t, r.URL())
 	ctx, cancel := context.WithCancel(context.Background())

@@ -465,6 +465,7 @@ func mustJSON(v any) string {
 // TestOpenAPIContract drives every operation of the description against a
 // real gateway and validates every request and answer.
 func TestOpenAPIContract(t *testing.T) {
+	t.Parallel()
 	ct := newContract(t)
 	r := testenv.StartRedis(t)
 	hist := openHistory(t)

@@ -38,6 +38,7 @@ func waitSeries(t *testing.T, series string, want float64, every time.Duration, 
 // deploy/ need beyond the traffic counters: Redis reachability, refused
 // credentials by reason, and the use of the connection limit.
 func TestOperatorMetrics(t *testing.T) {
+	t.Parallel()
 	t.Run("redis_up", func(t *testing.T) {
 		r := testenv.StartRedis(t, testenv.OwnRedis())
 		n := startContractNode(t, r.URL(), nil, nil)

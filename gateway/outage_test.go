@@ -15,6 +15,7 @@ import (
 // killed, a pop that was waiting and pops, peeks and GET /queue made during
 // the outage answer 500 {"errors": [...]}, never an empty 200 (API.md 1.3).
 func TestLongPollOutageIs500(t *testing.T) {
+	t.Parallel()
 	r := testenv.StartRedis(t, testenv.OwnRedis())
 	n := startInProcNode(t, r.URL(), gateway.Options{})
 	do := func(method, path string) (int, map[string]any, time.Duration) {

@@ -160,6 +160,7 @@ func (w *watcher) nextEvent(t *testing.T, within time.Duration) streamEvent {
 // stream ends within 1 s of the deadline and the message goes back for the
 // next consumer.
 func TestReliableStreamWritesOnce(t *testing.T) {
+	t.Parallel()
 	r := testenv.StartRedis(t)
 	g := testenv.StartGateway(t, r.URL())
 	for _, tr := range transports {
@@ -197,6 +198,7 @@ func TestReliableStreamWritesOnce(t *testing.T) {
 // subscription ends with an error frame, its message goes back for the next
 // consumer, and the acking one keeps receiving.
 func TestMuxAckDeadlinePerSubscription(t *testing.T) {
+	t.Parallel()
 	r := testenv.StartRedis(t)
 	g := testenv.StartGateway(t, r.URL())
 	w := watch(t, g.URL, "wsmux", "", 1, "acks", "silent")
@@ -247,6 +249,7 @@ func TestMuxAckDeadlinePerSubscription(t *testing.T) {
 // a last error object on the HTTP stream), instead of staying open as if
 // the queue were merely empty.
 func TestStreamsEndOnRedisOutage(t *testing.T) {
+	t.Parallel()
 	r := testenv.StartRedis(t)
 	g := testenv.StartGateway(t, r.URL())
 	ws := map[string]*watcher{}

@@ -144,6 +144,7 @@ func TestStreamEndsPreinitialised(t *testing.T) {
 // counted as pong_timeout, on the per-queue socket and on /ws; a client
 // that reads (and so answers the pings) on the same node lives on.
 func TestStreamEndPongTimeout(t *testing.T) {
+	t.Parallel()
 	r := testenv.StartRedis(t)
 	n := startTestNode(t, r.URL(), nodeSetup{opts: gateway.Options{
 		HeartbeatInterval: 200 * time.Millisecond, WSPongTimeout: 300 * time.Millisecond}})
@@ -174,6 +175,7 @@ func TestStreamEndPongTimeout(t *testing.T) {
 // stream and SSE: the request ends; WebSockets: a close frame) is counted
 // as client_closed on its transport.
 func TestStreamEndClientClosed(t *testing.T) {
+	t.Parallel()
 	r := testenv.StartRedis(t)
 	n := startTestNode(t, r.URL(), nodeSetup{})
 	base := n.plain.URL
@@ -201,6 +203,7 @@ func TestStreamEndClientClosed(t *testing.T) {
 // TestStreamEndFrameRate: a WebSocket client that floods the node with
 // frames is closed with 1008 and counted as frame_rate.
 func TestStreamEndFrameRate(t *testing.T) {
+	t.Parallel()
 	r := testenv.StartRedis(t)
 	n := startTestNode(t, r.URL(), nodeSetup{opts: gateway.Options{WSFrameRate: 1}})
 	base := n.plain.URL
@@ -238,6 +241,7 @@ func TestStreamEndFrameRate(t *testing.T) {
 // TestStreamEndShutdown: the streams that a node's shutdown ends are
 // counted as shutdown.
 func TestStreamEndShutdown(t *testing.T) {
+	t.Parallel()
 	r := testenv.StartRedis(t)
 	n := startTestNode(t, r.URL(), nodeSetup{})
 	base := n.plain.URL
@@ -259,6 +263,7 @@ func TestStreamEndShutdown(t *testing.T) {
 // subscriptions (a forged token, on the TLS port) as auth_failed. Neither
 // as closed by the client.
 func TestStreamEndShedAndAuthFailed(t *testing.T) {
+	t.Parallel()
 	r := testenv.StartRedis(t)
 	guarded := startTestNode(t, r.URL(), nodeSetup{opts: gateway.Options{JWT: limitVerifier(t), RequireAuth: true,
 		WSAuthTimeout: 500 * time.Millisecond}})
@@ -294,6 +299,7 @@ func isPolicyClose(code websocket.StatusCode, _ string) bool {
 // socket that never answers its pings is closed for pong_timeout within
 // 2.25 s (with the defaults: 22.5 s and 52.5 s at the least).
 func TestStreamTimingSettings(t *testing.T) {
+	t.Parallel()
 	r := testenv.StartRedis(t)
 	g := testenv.StartGateway(t, r.URL(), testenv.WithEnv("POPBOX_HEARTBEAT_INTERVAL=1s", "POPBOX_WS_PONG_TIMEOUT=1s"))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

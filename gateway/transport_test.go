@@ -215,6 +215,7 @@ func waitState(t *testing.T, base, tid, q, want string) {
 }
 
 func TestTransportsPriorityOrderAcrossNodes(t *testing.T) {
+	t.Parallel()
 	r := testenv.StartRedis(t)
 	a := testenv.StartGateway(t, r.URL())
 	b := testenv.StartGateway(t, r.URL())
@@ -316,6 +317,7 @@ func halfCloseSubscriber(t *testing.T, addr, transport, q string) (leave func() 
 // plain WebSocket runs check "never duplicated, nothing left behind on the
 // server", and the reliable runs check "never lost".
 func TestDisconnectLoop(t *testing.T) {
+	t.Parallel()
 	r := testenv.StartRedis(t)
 	g := testenv.StartGateway(t, r.URL())
 	const rounds = 30
@@ -433,6 +435,7 @@ func checkExactlyOnce(t *testing.T, base, tr, q string, sent map[string]bool, se
 }
 
 func TestReliableTransports(t *testing.T) {
+	t.Parallel()
 	r := testenv.StartRedis(t)
 	g := testenv.StartGateway(t, r.URL())
 	for _, tr := range []string{"sse", "ws", "wsmux"} {
@@ -483,6 +486,7 @@ func popHTTP(t *testing.T, base, path string) (payloads, tids []string) {
 }
 
 func TestReliablePopAckAndTimeout(t *testing.T) {
+	t.Parallel()
 	r := testenv.StartRedis(t)
 	g := testenv.StartGateway(t, r.URL())
 	tid := provision(t, g.URL, "rp", "H", "x")
@@ -509,6 +513,7 @@ func TestReliablePopAckAndTimeout(t *testing.T) {
 // TestReliableSurvivesNodeKill kills the node that served a reliable pop:
 // the message comes back through the other node after the deadline.
 func TestReliableSurvivesNodeKill(t *testing.T) {
+	t.Parallel()
 	r := testenv.StartRedis(t)
 	a := testenv.StartGateway(t, r.URL())
 	b := testenv.StartGateway(t, r.URL())
