@@ -123,12 +123,20 @@ func waitOpen(t *testing.T, base, tr string, n float64) {
 	waitSeries(t, series, n, 20*time.Millisecond, func() float64 { return metricValue(t, base, series) })
 }
 
+// startEndsNode starts an in-process node with opts on its own
+// redis-server and returns it with its plain port's URL.
+func startEndsNode(t *testing.T, opts gateway.Options) (*testNode, string) {
+	t.Helper()
+	r := testenv.StartRedis(t)
+	n := startTestNode(t, r.URL(), nodeSetup{opts: opts})
+	return n, n.plain.URL
+}
+
 // TestStreamEndsPreinitialised: every (transport, reason) series of
 // popbox_stream_ends_total is exported at 0 before any stream ended.
 func TestStreamEndsPreinitialised(t *testing.T) {
-	r := testenv.StartRedis(t)
-	n := startTestNode(t, r.URL(), nodeSetup{})
-	ends, missing := streamEnds(t, n.plain.URL)
+	_, base := startEndsNode(t, gateway.Options{})
+	ends, missing := streamEnds(t, base)
 	if len(missing) > 0 {
 		t.Fatalf("/metrics lacks %v", missing)
 	}
@@ -176,9 +184,7 @@ func TestStreamEndPongTimeout(t *testing.T) {
 // as client_closed on its transport.
 func TestStreamEndClientClosed(t *testing.T) {
 	t.Parallel()
-	r := testenv.StartRedis(t)
-	n := startTestNode(t, r.URL(), nodeSetup{})
-	base := n.plain.URL
+	_, base := startEndsNode(t, gateway.Options{})
 	for _, tr := range []string{gateway.TransportStream, gateway.TransportSSE} {
 		c := subscribe(t, base, tr, "closed-"+tr, "")
 		waitOpen(t, base, tr, 1)
@@ -204,9 +210,7 @@ func TestStreamEndClientClosed(t *testing.T) {
 // frames is closed with 1008 and counted as frame_rate.
 func TestStreamEndFrameRate(t *testing.T) {
 	t.Parallel()
-	r := testenv.StartRedis(t)
-	n := startTestNode(t, r.URL(), nodeSetup{opts: gateway.Options{WSFrameRate: 1}})
-	base := n.plain.URL
+	_, base := startEndsNode(t, gateway.Options{WSFrameRate: 1})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	conn, _ := dialStreamWS(t, ctx, base, gateway.TransportWS, "flood", "")
@@ -242,9 +246,7 @@ func TestStreamEndFrameRate(t *testing.T) {
 // counted as shutdown.
 func TestStreamEndShutdown(t *testing.T) {
 	t.Parallel()
-	r := testenv.StartRedis(t)
-	n := startTestNode(t, r.URL(), nodeSetup{})
-	base := n.plain.URL
+	n, base := startEndsNode(t, gateway.Options{})
 	for _, tr := range streamTransports {
 		subscribe(t, base, tr, "sd-"+tr, "")
 		waitOpen(t, base, tr, 1)
@@ -331,9 +333,7 @@ func TestStreamTimingSettings(t *testing.T) {
 // pongs), not as a client that closed.
 func TestStreamEndControlTimeout(t *testing.T) {
 	t.Parallel()
-	r := testenv.StartRedis(t)
-	n := startTestNode(t, r.URL(), nodeSetup{})
-	base := n.plain.URL
+	_, base := startEndsNode(t, gateway.Options{})
 	c := rawWS(t, base, "/queue/control-stall/ws")
 	waitOpen(t, base, gateway.TransportWS, 1)
 	// FIN + ping; masked, 10 bytes of payload announced; mask key; 2 sent.
