@@ -214,7 +214,6 @@ func newWorker(spec *WorkerSpec) (*worker, error) {
 		sources = append(sources, a)
 	}
 	dialer := transport.NewDialer(sources, spec.Handshake)
-	wsClient := transport.NewWSClient(dialer)
 	var urls []*url.URL
 	var clients []*transport.Client
 	for _, t := range spec.Targets {
@@ -224,7 +223,7 @@ func newWorker(spec *WorkerSpec) (*worker, error) {
 		}
 		urls = append(urls, u)
 		clients = append(clients, &transport.Client{
-			Base: u, Dialer: dialer, WSClient: wsClient, PollTimeout: spec.PollSecs,
+			Base: u, Dialer: dialer, PollTimeout: spec.PollSecs,
 			HandshakeTimeout: spec.Handshake,
 		})
 	}

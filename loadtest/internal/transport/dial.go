@@ -6,8 +6,8 @@
 // SSE, streaming and long-poll subscribers speak HTTP/1.1 directly over
 // their own TCP connection (one goroutine and two small buffers per
 // subscriber, no transport pool), so one process can hold tens of thousands
-// of them. WebSockets use github.com/coder/websocket over a shared
-// http.Transport whose dialer is the same Dialer.
+// of them. WebSockets use github.com/gobwas/ws over the same Dialer (see
+// wsConn for why not coder/websocket).
 package transport
 
 import (

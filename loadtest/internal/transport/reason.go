@@ -10,13 +10,8 @@ import (
 	"regexp"
 	"syscall"
 
-	"github.com/coder/websocket"
+	"github.com/gobwas/ws/wsutil"
 )
-
-// ErrControlTimeout marks a WebSocket the client's own library closed
-// because it could not read or answer a control frame (a ping) within its
-// fixed 5 s: the load tool was too starved of CPU, the gateway did nothing.
-var ErrControlTimeout = errors.New("websocket control frame timed out in the client")
 
 var addrRe = regexp.MustCompile(`(\[[0-9a-fA-F:]+\]|\d+\.\d+\.\d+\.\d+):\d+`)
 
@@ -27,16 +22,14 @@ func Reason(err error) string {
 		return ""
 	}
 	var se *StatusError
-	var ce websocket.CloseError
+	var wce wsutil.ClosedError
 	var ne net.Error
 	var errno syscall.Errno
 	switch {
-	case errors.Is(err, ErrControlTimeout):
-		return "websocket control frame timed out here"
 	case errors.As(err, &se):
 		return fmt.Sprintf("http %d", se.Code)
-	case errors.As(err, &ce):
-		return fmt.Sprintf("websocket closed %d", int(ce.Code))
+	case errors.As(err, &wce):
+		return fmt.Sprintf("websocket closed %d", int(wce.Code))
 	case errors.Is(err, context.Canceled):
 		return "canceled"
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):

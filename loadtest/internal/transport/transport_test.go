@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/gobwas/ws/wsutil"
 	"github.com/popbox/popbox/loadtest/internal/fakegw"
 )
 
@@ -31,7 +32,7 @@ func newClient(t *testing.T, base string, sources ...netip.Addr) *Client {
 		t.Fatal(err)
 	}
 	d := NewDialer(sources, 5*time.Second)
-	return &Client{Base: u, Dialer: d, WSClient: NewWSClient(d), PollTimeout: 1, HandshakeTimeout: 5 * time.Second}
+	return &Client{Base: u, Dialer: d, PollTimeout: 1, HandshakeTimeout: 5 * time.Second}
 }
 
 type got struct {
@@ -192,7 +193,7 @@ func TestFailuresAndReasons(t *testing.T) {
 		&net.OpError{Op: "dial", Err: syscall.EMFILE}: "too many open files",
 		fmt.Errorf("x: %w", syscall.EADDRNOTAVAIL):    "no free local port (EADDRNOTAVAIL)",
 		io.ErrUnexpectedEOF:                           "closed by peer (EOF)",
-		websocket.CloseError{Code: 1013}:              "websocket closed 1013",
+		wsutil.ClosedError{Code: 1013}:                "websocket closed 1013",
 		os.ErrDeadlineExceeded:                        "timeout",
 		errors.New("dial 127.0.0.1:5 to 127.0.0.1:9"): "dial ADDR to ADDR",
 	}
@@ -314,16 +315,16 @@ func BenchmarkProvisionBody(b *testing.B) {
 	}
 }
 
-// TestWSControlTimeoutReason: a server that sends a ping frame's header and
-// stalls in its payload makes the client's coder/websocket give up after its
-// fixed 5 s; the load tool names that as its own control-frame timeout, not
-// as a plain timeout or a close by the gateway.
-func TestWSControlTimeoutReason(t *testing.T) {
+// TestWSLatePingKeepsSubscriber: a ping whose payload arrives 6 s after its
+// header (longer than the 5 s after which coder/websocket's reader closes a
+// socket by itself) is answered with its pong, and the subscriber keeps
+// reading: a load-tool worker that is starved answers late instead of
+// dropping the subscriber. The frames come from a server written by hand,
+// which can stall inside a frame as no WebSocket library would.
+func TestWSLatePingKeepsSubscriber(t *testing.T) {
 	t.Parallel()
-	stop := make(chan struct{})
+	pong := make(chan []byte, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// The handshake by hand (RFC 6455 4.2.2), so the server can then
-		// write a broken frame no WebSocket library would.
 		sum := sha1.Sum([]byte(r.Header.Get("Sec-WebSocket-Key") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
 		c, rw, err := http.NewResponseController(w).Hijack()
 		if err != nil {
@@ -332,14 +333,58 @@ func TestWSControlTimeoutReason(t *testing.T) {
 		defer c.Close()
 		fmt.Fprintf(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
 			base64.StdEncoding.EncodeToString(sum[:]))
-		rw.Write([]byte{0x89, 10, 'p', 'i'}) // FIN + ping, 10 bytes announced, 2 sent
+		rw.Write([]byte{0x89, 4, 'p', 'i'}) // FIN + ping, 4 bytes announced, 2 sent
 		rw.Flush()
-		<-stop
+		time.Sleep(6 * time.Second) // the stall under test, longer than coder/websocket's 5 s
+		rw.Write([]byte("ng"))
+		rw.Flush()
+		// The client's pong: FIN + pong, masked, 4 bytes.
+		var h [6]byte
+		if _, err := io.ReadFull(rw, h[:]); err != nil || h[0] != 0x8A || h[1] != 0x80|4 {
+			t.Errorf("after the late ping: % x, %v; want a masked pong of 4 bytes", h, err)
+			return
+		}
+		p := make([]byte, 4)
+		if _, err := io.ReadFull(rw, p); err != nil {
+			t.Error(err)
+			return
+		}
+		for i := range p {
+			p[i] ^= h[2+i%4]
+		}
+		pong <- p
+		data := []byte(`{"data":"{\"t\":1,\"seq\":1}"}`)
+		rw.Write(append([]byte{0x81, byte(len(data))}, data...)) // a message after the stall
+		rw.Flush()
+		<-r.Context().Done()
 	}))
 	defer srv.Close()
-	defer close(stop)
-	err := newClient(t, srv.URL).Subscribe(context.Background(), WS, []string{"q"}, Handler{})
-	if got := Reason(err); got != "websocket control frame timed out here" {
-		t.Fatalf("%v → %q, want the client's control-frame timeout", err, got)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	got := make(chan string, 1)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- newClient(t, srv.URL).Subscribe(ctx, WS, []string{"q"}, Handler{OnMessage: func(_ int, p string) { got <- p }})
+	}()
+	select {
+	case p := <-pong:
+		if string(p) != "ping" {
+			t.Fatalf("pong payload %q, want the ping's", p)
+		}
+	case err := <-errc:
+		t.Fatalf("the subscriber ended before answering the late ping: %v (%s)", err, Reason(err))
+	case <-time.After(30 * time.Second):
+		t.Fatal("no pong within 30 s")
+	}
+	select {
+	case <-got:
+	case err := <-errc:
+		t.Fatalf("the subscriber ended after the late ping: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("no message after the late ping")
+	}
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatalf("Subscribe after cancel: %v, want nil (a cancelled subscription is no failure)", err)
 	}
 }
