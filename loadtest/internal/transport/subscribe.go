@@ -480,12 +480,47 @@ func (c *Client) wsMux(ctx context.Context, queues []string, h *Handler) error {
 	return c.readWS(ctx, wc, queues, h)
 }
 
+// control answers a control frame of the server: a pong for a ping, the
+// close frame's code for a close (then ClosedError), nothing for a pong.
+// The answer goes out in one write, header and payload together: wsutil's
+// ControlFrameHandler writes them in two, and a starved worker preempted
+// between the two left the gateway waiting for the rest of a pong.
+func (wc *wsConn) control(h ws.Header, r io.Reader) error {
+	p := make([]byte, h.Length) // at most 125 bytes (RFC 6455 5.5)
+	if _, err := io.ReadFull(r, p); err != nil {
+		return err
+	}
+	switch h.OpCode {
+	case ws.OpPing:
+		return wc.writeFrame(ws.NewPongFrame(p))
+	case ws.OpClose:
+		code, reason := ws.ParseCloseFrameData(p)
+		echo := []byte(nil)
+		if len(p) >= 2 {
+			echo = p[:2]
+		}
+		_ = wc.writeFrame(ws.NewCloseFrame(echo))
+		return wsutil.ClosedError{Code: code, Reason: reason}
+	}
+	return nil
+}
+
+// writeFrame masks f (a client's frames are masked) and writes it at once.
+func (wc *wsConn) writeFrame(f ws.Frame) error {
+	b, err := ws.CompileFrame(ws.MaskFrameInPlace(f))
+	if err != nil {
+		return err
+	}
+	_, err = wc.conn.Write(b)
+	return err
+}
+
 // readWS reads data frames until the connection or ctx ends, answering
 // pings (and a close) as they come.
 func (c *Client) readWS(ctx context.Context, wc *wsConn, queues []string, h *Handler) error {
 	stop := context.AfterFunc(ctx, func() { wc.conn.Close() })
 	defer stop()
-	control := wsutil.ControlFrameHandler(wc.conn, ws.StateClientSide)
+	control := wsutil.FrameHandlerFunc(wc.control)
 	rd := wsutil.Reader{Source: wc.src, State: ws.StateClientSide, OnIntermediate: control, MaxFrameSize: 4 << 20}
 	var buf bytes.Buffer
 	cf, opened := c.centrifugo(), false
