@@ -65,9 +65,7 @@ func newBus(t testing.TB, s *history.Store, cfg events.SinkConfig) *events.Bus {
 
 func closeBus(t testing.TB, b *events.Bus) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := b.Close(ctx); err != nil {
+	if err := testenv.CloseWithin(b, 10*time.Second); err != nil {
 		t.Errorf("close bus: %v", err)
 	}
 }
