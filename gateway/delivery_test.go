@@ -170,13 +170,22 @@ func testSlowWebSocketConsumer(t *testing.T, tr string) {
 
 func metricValue(t *testing.T, base, series string) float64 {
 	t.Helper()
+	return seriesValue(metricsText(t, base), series)
+}
+
+// metricsText is the node's /metrics (Prometheus text exposition).
+func metricsText(t *testing.T, base string) string {
+	t.Helper()
 	resp, err := http.Get(base + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return seriesValue(string(b), series)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 // seriesValue is the value of series (name and labels) in a Prometheus

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"net"
 	"net/http"
@@ -28,16 +27,7 @@ var streamTransports = []string{gateway.TransportStream, gateway.TransportSSE, g
 // StreamEndReasons that are not there at all.
 func streamEnds(t *testing.T, base string) (map[string]map[string]float64, []string) {
 	t.Helper()
-	resp, err := http.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	text := "\n" + string(b)
+	text := "\n" + metricsText(t, base)
 	ends := map[string]map[string]float64{}
 	var missing []string
 	for _, tr := range streamTransports {

@@ -30,8 +30,6 @@ type httpStream struct {
 	frame  func(b []byte, m delivery.Message) ([]byte, error)
 	beat   func(b []byte) ([]byte, error)
 	ended  endReason
-
-	endCause // never set: only the stream's own goroutines end it
 }
 
 func newHTTPStream(label string, rw http.ResponseWriter) *httpStream {
@@ -89,6 +87,10 @@ func (h *httpStream) heartbeat(_ context.Context, deadline time.Time) error {
 func (h *httpStream) subEnded(context.Context, *streamSub, endReason) bool { return false }
 
 func (h *httpStream) end(r endReason) { h.ended = r }
+
+// cause: only the stream's own goroutine ends an HTTP stream, so a
+// connection that went away was the client's doing.
+func (h *httpStream) cause() endReason { return endClientGone }
 
 // serve runs the stream of sub and, when it ends for reason, writes last
 // (if not nil) as the last frame. When the connection can be hijacked
