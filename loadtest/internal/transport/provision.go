@@ -12,7 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
+
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // Provisioner sends POST /trans requests over a bounded pool of keep-alive
@@ -84,7 +85,7 @@ func (p *Provisioner) Provision(ctx context.Context, queues []string, payload []
 	}
 	b := buf.AvailableBuffer()
 	b = append(b, `{"payload":`...)
-	b = appendJSONString(b, string(payload))
+	b = appendJSONString(b, payload)
 	b = append(b, `,"priority":"`...)
 	b = append(b, p.Priority...)
 	b = append(b, '"')
@@ -150,46 +151,9 @@ func (p *Provisioner) post(ctx context.Context, target, apiKey string, body []by
 	return answer, nil
 }
 
-const hexDigits = "0123456789abcdef"
-
-// appendJSONString appends s as a JSON string literal.
-func appendJSONString(b []byte, s string) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
-			i++
-			continue
-		}
-		if c < utf8.RuneSelf {
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i++
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
+// appendJSONString appends s as a JSON string literal (invalid UTF-8 as
+// U+FFFD).
+func appendJSONString[S ~string | ~[]byte](b []byte, s S) []byte {
+	b, _ = jsontext.AppendQuote(b, s) // the only error is invalid UTF-8, already replaced
+	return b
 }
