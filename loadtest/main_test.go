@@ -337,6 +337,18 @@ func TestWrkProvision(t *testing.T) {
 	}
 }
 
+// TestWrkFailuresByReason: refused requests count as failed, by the
+// reason label the other scenarios use too.
+func TestWrkFailuresByReason(t *testing.T) {
+	gw := fakegw.New(t)
+	gw.FailProvision.Store(true)
+	r := run(t, "provision", "--target", gw.URL, "--conns", "2", "--duration", "200ms")
+	w := r.Wrk
+	if w == nil || w.OK != 0 || w.Failed == 0 || r.Errors["http 500"] != w.Failed || len(r.Errors) != 1 {
+		t.Fatalf("wrk %+v, errors %v", w, r.Errors)
+	}
+}
+
 // TestWrkPopStopsWhenEmptied: the pop scenario fills its queues, pops one
 // message per request, never finds a queue empty, and ends by itself once
 // every message is taken, well before --duration.

@@ -160,8 +160,14 @@ func runScenario(ctx context.Context, o *Options, stderr io.Writer) (*Result, er
 	r.Host.LoadAvgEnd, _ = sysinfo.Proc{}.LoadAvg()
 	r.addProfiles(prof)
 	r.WallSecs = time.Since(started).Seconds()
-	if errors.Is(phaseErr, context.Canceled) {
-		return r, phaseErr
+	return interrupted(r, phaseErr)
+}
+
+// interrupted returns r, and err too when it says the run was interrupted
+// (its partial result is still written).
+func interrupted(r *Result, err error) (*Result, error) {
+	if errors.Is(err, context.Canceled) {
+		return r, err
 	}
 	return r, nil
 }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -138,11 +137,8 @@ func runWrk(ctx context.Context, o *Options, stderr io.Writer) (*Result, error) 
 	r.addProfiles(prof)
 	r.Host.LoadAvgEnd, _ = sysinfo.Proc{}.LoadAvg()
 	r.WallSecs = time.Since(started).Seconds()
-	if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		r.Problems = append(r.Problems, "interrupted: partial results")
-		return r, ctx.Err()
-	}
-	return r, nil
+	recordPhaseError(r, ctx.Err())
+	return interrupted(r, ctx.Err())
 }
 
 // selfCPU is the CPU time of the load tool's own process (0 when
@@ -225,7 +221,7 @@ type wrkCounts struct {
 func (c *wrkCounts) fail(err error) {
 	c.failed.Add(1)
 	c.mu.Lock()
-	c.errors[errorReason(err)]++
+	c.errors[transport.Reason(err)]++
 	c.mu.Unlock()
 }
 
@@ -431,11 +427,6 @@ type wrkConn struct {
 	body   bytes.Buffer
 }
 
-// errBadStatus is a non-200 answer.
-type errBadStatus int
-
-func (e errBadStatus) Error() string { return "http " + strconv.Itoa(int(e)) }
-
 // do sends req and reads the answer. got is false for a pop answer without
 // a message. The connection is dialled again after any error or a
 // "Connection: close".
@@ -477,7 +468,7 @@ func (c *wrkConn) do(ctx context.Context, req []byte) (got bool, err error) {
 		c.close()
 	}
 	if resp.StatusCode != http.StatusOK {
-		return false, errBadStatus(resp.StatusCode)
+		return false, &transport.StatusError{Code: resp.StatusCode}
 	}
 	if c.pop && bytes.Contains(c.body.Bytes(), []byte(`"data":[]`)) {
 		return false, nil
@@ -490,24 +481,6 @@ func (c *wrkConn) close() {
 		_ = c.nc.Close()
 		c.nc = nil
 	}
-}
-
-// errorReason names an error for the errors-by-reason table.
-func errorReason(err error) string {
-	var st errBadStatus
-	switch {
-	case errors.As(err, &st):
-		return st.Error()
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return "connection closed"
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-		return "timeout"
-	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return "timeout"
-	}
-	return "other: " + err.Error()
 }
 
 // printWrk prints the summary of a wrk-like run.

@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -43,10 +44,10 @@ func New(t interface{ Cleanup(func()) }) *Server {
 	s := &Server{queues: map[string]chan Msg{}, remotes: map[string]int{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /trans", s.provision)
-	mux.HandleFunc("GET /queue/{id}/events", s.sse)
-	mux.HandleFunc("POST /queue/{id}/subscribe", s.stream)
-	mux.HandleFunc("POST /queue/{id}/pop", s.pop)
-	mux.HandleFunc("GET /queue/{id}/ws", s.ws)
+	mux.HandleFunc("GET /queue/{id}/events", s.onQueue(sse))
+	mux.HandleFunc("POST /queue/{id}/subscribe", s.onQueue(stream))
+	mux.HandleFunc("POST /queue/{id}/pop", s.onQueue(pop))
+	mux.HandleFunc("GET /queue/{id}/ws", s.onQueue(ws))
 	mux.HandleFunc("GET /ws", s.wsMux)
 	s.Server = httptest.NewUnstartedServer(mux)
 	s.Server.Config.ConnState = func(c net.Conn, st http.ConnState) {
@@ -66,11 +67,7 @@ func New(t interface{ Cleanup(func()) }) *Server {
 func (s *Server) Remotes() map[string]int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := map[string]int{}
-	for k, v := range s.remotes {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(s.remotes)
 }
 
 func (s *Server) queue(id string) chan Msg {
@@ -82,6 +79,12 @@ func (s *Server) queue(id string) chan Msg {
 		s.queues[id] = q
 	}
 	return q
+}
+
+// onQueue serves a route of one queue with h, given the queue of the
+// route's {id}.
+func (s *Server) onQueue(h func(http.ResponseWriter, *http.Request, chan Msg)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) { h(w, r, s.queue(r.PathValue("id"))) }
 }
 
 // Push queues a message directly.
@@ -129,8 +132,7 @@ func eventJSON(m Msg) []byte {
 	return b
 }
 
-func (s *Server) sse(w http.ResponseWriter, r *http.Request) {
-	q := s.queue(r.PathValue("id"))
+func sse(w http.ResponseWriter, r *http.Request, q chan Msg) {
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.WriteHeader(200)
 	fmt.Fprint(w, "retry: 2000\n: connected\n\n")
@@ -177,15 +179,13 @@ func streamJSON(ms []Msg) []byte {
 	return b
 }
 
-func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
-	q := s.queue(r.PathValue("id"))
+func stream(w http.ResponseWriter, r *http.Request, q chan Msg) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(200)
 	flushEach(w, r, q, func(m Msg) { w.Write(append(streamJSON([]Msg{m}), '\n')) })
 }
 
-func (s *Server) pop(w http.ResponseWriter, r *http.Request) {
-	q := s.queue(r.PathValue("id"))
+func pop(w http.ResponseWriter, r *http.Request, q chan Msg) {
 	timeout, err := strconv.Atoi(r.URL.Query().Get("timeout"))
 	if err != nil || timeout <= 0 {
 		timeout = 5
@@ -217,8 +217,7 @@ func (s *Server) pop(w http.ResponseWriter, r *http.Request) {
 	w.Write(streamJSON(got))
 }
 
-func (s *Server) ws(w http.ResponseWriter, r *http.Request) {
-	q := s.queue(r.PathValue("id"))
+func ws(w http.ResponseWriter, r *http.Request, q chan Msg) {
 	c, err := websocket.Accept(w, r, nil)
 	if err != nil {
 		return
