@@ -2,6 +2,7 @@ package redisq
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -272,4 +273,59 @@ func (s *Store) wake(ctx context.Context, fulls ...string) {
 	if _, err := pipe.Exec(ctx); err != nil {
 		s.log.LogAttrs(ctx, slog.LevelWarn, "wake-up publish failed", slog.Any("err", err))
 	}
+}
+
+// Defer stores a transaction to be provisioned at due. The deferral lives in
+// Redis, so any node carries it out, also after a restart or crash of the
+// node that accepted it.
+func (s *Store) Defer(ctx context.Context, tx *Transaction, due time.Time) error {
+	body, err := json.Marshal(tx)
+	if err != nil {
+		return fmt.Errorf("defer %s: %w", tx.ID, err)
+	}
+	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, keyDeferredBody, tx.ID, body)
+		p.ZAdd(ctx, keyDeferred, redis.Z{Score: float64(due.UnixMilli()), Member: tx.ID})
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("defer %s: %w", tx.ID, err)
+	}
+	return nil
+}
+
+// ClaimDeferred claims up to limit deferred transactions that are due. Each
+// is leased for lease: if the caller does not call FinishDeferred in time
+// (it died), another node claims it again. Provisioning the same
+// transaction twice rewrites its metadata and may push its entries twice.
+func (s *Store) ClaimDeferred(ctx context.Context, lease time.Duration, limit int) ([]*Transaction, error) {
+	raw, err := claimDeferredScript.Run(ctx, s.rdb, []string{keyDeferred, keyDeferredBody},
+		s.now().UnixMilli(), lease.Milliseconds(), limit).StringSlice()
+	if err != nil {
+		return nil, fmt.Errorf("claim deferred: %w", err)
+	}
+	var out []*Transaction
+	for i := 0; i+1 < len(raw); i += 2 {
+		var tx Transaction
+		if err := json.Unmarshal([]byte(raw[i+1]), &tx); err != nil {
+			s.log.LogAttrs(ctx, slog.LevelError, "drop unreadable deferred transaction", slog.String("tid", raw[i]), slog.Any("err", err))
+			_ = s.FinishDeferred(ctx, raw[i])
+			continue
+		}
+		out = append(out, &tx)
+	}
+	return out, nil
+}
+
+// FinishDeferred removes a deferred transaction once it is provisioned.
+func (s *Store) FinishDeferred(ctx context.Context, tid string) error {
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZRem(ctx, keyDeferred, tid)
+		p.HDel(ctx, keyDeferredBody, tid)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("finish deferred %s: %w", tid, err)
+	}
+	return nil
 }
