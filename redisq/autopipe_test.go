@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/popbox/popbox/internal/domain"
@@ -86,9 +85,8 @@ func apStore(t *testing.T, rdb redis.UniversalClient) *redisq.Store {
 func roundTrip(ctx context.Context, s *redisq.Store, caller, j int) error {
 	qa, qb := fmt.Sprintf("ap%da", caller), fmt.Sprintf("ap%db", caller)
 	payload := fmt.Sprintf("c%d-%d", caller, j)
-	tid := uuid.NewString()
-	tx := &redisq.Transaction{ID: tid, NS: "UNSEC:", Queues: []string{qa, qb}, Priority: 'H',
-		ExpiresAt: time.Now().Add(time.Hour).Unix(), Meta: map[string]string{"payload": payload, "priority": "H"}}
+	tx := redisq.NewTx('H', payload, qa, qb)
+	tid := tx.ID
 	if err := s.Provision(ctx, tx); err != nil {
 		return fmt.Errorf("provision %s: %w", payload, err)
 	}

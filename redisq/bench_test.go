@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/popbox/popbox/internal/testenv"
@@ -28,8 +27,7 @@ func benchStore(b *testing.B) *redisq.Store {
 }
 
 func benchTx(queues ...string) *redisq.Transaction {
-	return &redisq.Transaction{ID: uuid.NewString(), NS: "UNSEC:", Queues: queues, Priority: 'H',
-		ExpiresAt: time.Now().Add(time.Hour).Unix(), Meta: map[string]string{"payload": "hello", "priority": "H"}}
+	return redisq.NewTx('H', "hello", queues...)
 }
 
 // BenchmarkProvision: one transaction to one queue (metadata script + push).

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/popbox/popbox/hub"
@@ -223,8 +222,9 @@ func measuredStore(t *testing.T, opts redisq.Options) (*redisq.Store, *measurer)
 }
 
 func measuredTx(queue string) *redisq.Transaction {
-	return &redisq.Transaction{ID: uuid.NewString(), NS: "UNSEC:", Queues: []string{queue}, Priority: 'L',
-		ExpiresAt: time.Now().Add(time.Hour).Unix(), Meta: map[string]string{"payload": "hello", "priority": "L", "callback": ""}}
+	tx := redisq.NewTx('L', "hello", queue)
+	tx.Meta["callback"] = ""
+	return tx
 }
 
 // perMessageReport checks the commands per delivered message of a scenario

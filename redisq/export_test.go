@@ -1,6 +1,13 @@
 package redisq
 
-import "github.com/redis/go-redis/v9"
+import (
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/popbox/popbox/internal/domain"
+)
 
 // Stepwise makes s take the Cluster's path (one script per slot) on a
 // single server, for tests and measurements of that path.
@@ -14,4 +21,12 @@ func NewLike(s *Store, c redis.UniversalClient, o Options) *Store {
 	n := New(c, o)
 	n.stepwise = s.stepwise
 	return n
+}
+
+// NewTx is the transaction the tests provision unless they need another:
+// payload with priority prio to queues of namespace UNSEC:, with a fresh
+// id, expiring in an hour.
+func NewTx(prio domain.Priority, payload string, queues ...string) *Transaction {
+	return &Transaction{ID: uuid.NewString(), NS: "UNSEC:", Queues: queues, Priority: prio,
+		ExpiresAt: time.Now().Add(time.Hour).Unix(), Meta: map[string]string{"payload": payload, "priority": prio.String()}}
 }

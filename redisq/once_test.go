@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/popbox/popbox/internal/testenv"
@@ -16,9 +15,10 @@ import (
 
 // onceTx is a one-queue transaction to ns+queue.
 func onceTx(ns, queue string) *Transaction {
-	exp := time.Now().Add(time.Hour).Unix()
-	return &Transaction{ID: uuid.NewString(), NS: ns, Queues: []string{queue}, Priority: 'H', ExpiresAt: exp,
-		Meta: map[string]string{"payload": "p", "priority": "H", "expirationDate": strconv.FormatInt(exp, 10)}}
+	tx := NewTx('H', "p", queue)
+	tx.NS = ns
+	tx.Meta["expirationDate"] = strconv.FormatInt(tx.ExpiresAt, 10)
+	return tx
 }
 
 // queueEntries is the queue's list of tids in Redis.

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/popbox/popbox/internal/domain"
@@ -145,10 +144,8 @@ func TestFailedPopChangesNoState(t *testing.T) {
 				}
 				var tids []string
 				for range 3 {
-					tid := uuid.NewString()
-					tids = append(tids, tid)
-					tx := &Transaction{ID: tid, NS: "UNSEC:", Queues: []string{"paused"}, Priority: 'H', ExpiresAt: time.Now().Add(time.Hour).Unix(),
-						Meta: map[string]string{"payload": payload, "priority": "H"}}
+					tx := NewTx('H', payload, "paused")
+					tids = append(tids, tx.ID)
 					if err := s.Provision(ctx, tx); err != nil {
 						t.Fatal(err)
 					}
@@ -277,10 +274,7 @@ func TestScriptsNotResent(t *testing.T) {
 			}
 			const q = "UNSEC:once"
 			qk := KeysOfQueue(q)
-			tx := func() *Transaction {
-				return &Transaction{ID: uuid.NewString(), NS: "UNSEC:", Queues: []string{"once"}, Priority: 'H',
-					ExpiresAt: time.Now().Add(time.Hour).Unix(), Meta: map[string]string{"payload": "p", "priority": "H"}}
-			}
+			tx := func() *Transaction { return NewTx('H', "p", "once") }
 			var err error
 			wantLen := int64(1) // provision: the one entry
 			if tc.pop {
@@ -379,10 +373,8 @@ func newPopFailFixture(t *testing.T, stepwise bool, n int) *popFailFixture {
 		t.Fatal(err)
 	}
 	for range n {
-		tid := uuid.NewString()
-		f.tids = append(f.tids, tid)
-		tx := &Transaction{ID: tid, NS: "UNSEC:", Queues: []string{"undo"}, Priority: 'H', ExpiresAt: time.Now().Add(time.Hour).Unix(),
-			Meta: map[string]string{"payload": "p", "priority": "H"}}
+		tx := NewTx('H', "p", "undo")
+		f.tids = append(f.tids, tx.ID)
 		if err := f.s.Provision(ctx, tx); err != nil {
 			t.Fatal(err)
 		}
@@ -594,8 +586,7 @@ func TestPopNotSentNotUndone(t *testing.T) {
 				t.Fatal(err)
 			}
 			const q = "UNSEC:notsent"
-			tx := &Transaction{ID: uuid.NewString(), NS: "UNSEC:", Queues: []string{"notsent"}, Priority: 'H',
-				ExpiresAt: time.Now().Add(time.Hour).Unix(), Meta: map[string]string{"payload": "p", "priority": "H"}}
+			tx := NewTx('H', "p", "notsent")
 			if err := s.Provision(ctx, tx); err != nil {
 				t.Fatal(err)
 			}

@@ -61,13 +61,13 @@ var backends = []backend{{"redis", realRedis}, {"embedded", embedded}, {"redis-a
 
 func provision(t *testing.T, s *redisq.Store, ns string, prio domain.Priority, payload string, expires int64, queues ...string) string {
 	t.Helper()
-	tid := uuid.NewString()
-	tx := &redisq.Transaction{ID: tid, NS: ns, Queues: queues, Priority: prio, ExpiresAt: expires,
-		Meta: map[string]string{"payload": payload, "priority": prio.String(), "expirationDate": fmt.Sprint(expires)}}
+	tx := redisq.NewTx(prio, payload, queues...)
+	tx.NS, tx.ExpiresAt = ns, expires
+	tx.Meta["expirationDate"] = fmt.Sprint(expires)
 	if err := s.Provision(context.Background(), tx); err != nil {
 		t.Fatalf("provision: %v", err)
 	}
-	return tid
+	return tx.ID
 }
 
 func payloads(ms []redisq.Message) []string {
@@ -230,8 +230,7 @@ func TestGroupsBoxesDeferred(t *testing.T) {
 			t.Fatalf("missing box: %v", err)
 		}
 
-		tx := &redisq.Transaction{ID: uuid.NewString(), NS: "UNSEC:", Queues: []string{"d"}, Priority: 'H',
-			ExpiresAt: time.Now().Add(time.Hour).Unix(), Meta: map[string]string{"payload": "later", "priority": "H"}}
+		tx := redisq.NewTx('H', "later", "d")
 		if err := s.Defer(ctx, tx, time.Now().Add(-time.Millisecond)); err != nil {
 			t.Fatal(err)
 		}
@@ -426,8 +425,8 @@ func TestTransOrg(t *testing.T) {
 			t.Fatalf("deleted transaction still found: %+v", info)
 		}
 		// A deferral is cancelled only by its own org.
-		later := &redisq.Transaction{ID: uuid.NewString(), NS: "acme:UNSEC:", Queues: []string{"q"}, Priority: 'H', ExpiresAt: exp,
-			Meta: map[string]string{"payload": "later"}}
+		later := redisq.NewTx('H', "later", "q")
+		later.NS, later.ExpiresAt = "acme:UNSEC:", exp
 		if err := s.Defer(ctx, later, time.Now().Add(time.Hour)); err != nil {
 			t.Fatal(err)
 		}
