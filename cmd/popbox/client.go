@@ -235,17 +235,20 @@ func (f *takeFlags) define(fs *flag.FlagSet, reliableUsage string) {
 	fs.BoolVar(&f.tids, "tids", false, "print the transaction id before each payload")
 }
 
-// checkTake refuses a negative count given as --countFlag and an
-// --ack-timeout without --reliable; bad is true when the command must stop
-// with code.
-func (c *cli) checkTake(countFlag string, count int, f takeFlags) (code int, bad bool) {
-	if count < 0 {
-		return c.usagef("--%s must not be negative", countFlag), true
+// setupTake is setup for the commands that take messages from one queue
+// (pop, subscribe): it also refuses a negative count, given as
+// --countFlag, and --ack-timeout without --reliable.
+func (c *cli) setupTake(args []string, f *takeFlags, countFlag string, count *int) (*client.Client, string, int, bool) {
+	cl, pos, code, done := c.setup(args, 1, 1)
+	switch {
+	case done:
+		return nil, "", code, true
+	case *count < 0:
+		return nil, "", c.usagef("--%s must not be negative", countFlag), true
+	case f.ackTO > 0 && !f.reliable:
+		return nil, "", c.usagef("--ack-timeout needs --reliable"), true
 	}
-	if f.ackTO > 0 && !f.reliable {
-		return c.usagef("--ack-timeout needs --reliable"), true
-	}
-	return 0, false
+	return cl, pos[0], 0, false
 }
 
 // fail reports a server or network error and returns exitError.

@@ -106,11 +106,8 @@ Exits with 3 when no message came.`, client.DefaultServer)
 	fs.IntVar(&max, "max", 0, "take at most `N` messages (default: the gateway's, 1000)")
 	fs.Var(&timeout, "timeout", "wait this `duration` for a message (seconds or 30s; default 5s, at most 300s)")
 	take.define(fs, "reliable pop: the messages wait for an ack")
-	cl, pos, code, done := c.setup(args, 1, 1)
+	cl, queue, code, done := c.setupTake(args, &take, "max", &max)
 	if done {
-		return code
-	}
-	if code, bad := c.checkTake("max", max, take); bad {
 		return code
 	}
 	opts := client.PopOptions{Max: max, Timeout: time.Duration(timeout), AckTimeout: time.Duration(take.ackTO)}
@@ -119,14 +116,14 @@ Exits with 3 when no message came.`, client.DefaultServer)
 		err  error
 	)
 	if take.reliable {
-		msgs, err = cl.PopReliable(ctx, pos[0], opts)
+		msgs, err = cl.PopReliable(ctx, queue, opts)
 	} else {
-		msgs, err = cl.Pop(ctx, pos[0], opts)
+		msgs, err = cl.Pop(ctx, queue, opts)
 	}
 	if err != nil {
 		return c.fail(ctx, err)
 	}
-	return c.showMessages(ctx, cl, pos[0], msgs, take.tids || take.reliable)
+	return c.showMessages(ctx, cl, queue, msgs, take.tids || take.reliable)
 }
 
 func cmdPeek(ctx context.Context, c *cli, args []string) int {
@@ -443,14 +440,11 @@ message is acknowledged only once printed, and one that was not goes back
 to the queue after --ack-timeout.`, client.DefaultServer)
 	fs.IntVar(&count, "count", 0, "stop after `N` messages (0 = until interrupted)")
 	take.define(fs, "reliable delivery: acknowledge each message once printed")
-	cl, pos, code, done := c.setup(args, 1, 1)
+	cl, queue, code, done := c.setupTake(args, &take, "count", &count)
 	if done {
 		return code
 	}
-	if code, bad := c.checkTake("count", count, take); bad {
-		return code
-	}
-	sub, err := cl.Subscribe(ctx, pos[0], client.SubscribeOptions{Reliable: take.reliable, AckTimeout: time.Duration(take.ackTO)})
+	sub, err := cl.Subscribe(ctx, queue, client.SubscribeOptions{Reliable: take.reliable, AckTimeout: time.Duration(take.ackTO)})
 	if err != nil {
 		if ctx.Err() != nil {
 			return exitOK
