@@ -31,30 +31,36 @@ const (
 	srcPortsPerAddr = 25_000
 )
 
+// Load is the part of the options that every worker process runs with as
+// given: a WorkerSpec carries a copy.
+type Load struct {
+	MuxQueues int           `json:"mux_queues"`
+	Duration  time.Duration `json:"duration_ns"`
+	Rounds    int           `json:"rounds"`
+	Payload   int           `json:"payload_size"`
+	PollSecs  int           `json:"poll_timeout_s"`
+	Connect   int           `json:"connect_concurrency"`
+	Verify    time.Duration `json:"verify_timeout_ns"`
+	Handshake time.Duration `json:"handshake_timeout_ns"`
+	Expire    int           `json:"expiration_delay_s"`
+}
+
 // Options is the configuration of one scenario run (the parsed flags).
 type Options struct {
 	Scenario string `json:"scenario"`
 
-	Targets   []string        `json:"targets"`
-	Conns     int             `json:"conns"`
-	Mix       map[string]int  `json:"mix"`
-	MuxQueues int             `json:"mux_queues"`
+	Targets []string       `json:"targets"`
+	Conns   int            `json:"conns"`
+	Mix     map[string]int `json:"mix"`
+	Load
 	Procs     int             `json:"procs"`
-	Duration  time.Duration   `json:"duration_ns"`
 	Rate      float64         `json:"rate"`
 	ProvConns int             `json:"prov_conns"`
 	Window    int             `json:"window"`
-	Rounds    int             `json:"rounds"`
 	Queues    int             `json:"queues,omitempty"`
 	Prefill   int64           `json:"prefill,omitempty"`
-	Payload   int             `json:"payload_size"`
-	PollSecs  int             `json:"poll_timeout_s"`
-	Connect   int             `json:"connect_concurrency"`
-	Verify    time.Duration   `json:"verify_timeout_ns"`
 	Idle      time.Duration   `json:"idle_window_ns"`
-	Handshake time.Duration   `json:"handshake_timeout_ns"`
 	SrcAfter  int             `json:"source_addr_threshold"`
-	Expire    int             `json:"expiration_delay_s"`
 	GwPIDs    []int           `json:"gateway_pids,omitempty"`
 	RedisAddr string          `json:"redis,omitempty"`
 	Pprof     string          `json:"pprof,omitempty"`

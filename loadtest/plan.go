@@ -25,20 +25,12 @@ type WorkerSpec struct {
 	Targets   []string      `json:"targets"`
 	Offset    int           `json:"offset"` // global index of the first subscriber (target round-robin)
 	Groups    []SubGroup    `json:"groups"`
-	MuxQueues int           `json:"mux_queues"`
+	Load                    // as the options give it
 	Prefix    string        `json:"prefix"`
 	Sources   []string      `json:"sources,omitempty"`
-	PollSecs  int           `json:"poll_timeout_s"`
-	Connect   int           `json:"connect_concurrency"`
-	Handshake time.Duration `json:"handshake_ns"`
 	ProvConns int           `json:"prov_conns"`
 	Window    int           `json:"window"`
 	Rate      float64       `json:"rate"`
-	Payload   int           `json:"payload_size"`
-	Duration  time.Duration `json:"duration_ns"`
-	Verify    time.Duration `json:"verify_ns"`
-	Expire    int           `json:"expiration_delay_s"`
-	Rounds    int           `json:"rounds"`
 	Deadline  time.Time     `json:"deadline"`
 	Progress  time.Duration `json:"progress_ns"`
 }
@@ -117,9 +109,7 @@ func makePlan(o *Options, nofile uint64, prefix string, deadline time.Time) (*Pl
 	for w := 0; w < procs; w++ {
 		s := &WorkerSpec{
 			Scenario: o.Scenario, Index: w, Targets: urlStrings(o), Offset: offset,
-			MuxQueues: o.MuxQueues, Prefix: prefix, PollSecs: o.PollSecs, Connect: o.Connect,
-			Handshake: o.Handshake, ProvConns: max(1, prov[w]), Payload: o.Payload,
-			Duration: o.Duration, Verify: o.Verify, Expire: o.Expire, Rounds: o.Rounds,
+			Load: o.Load, Prefix: prefix, ProvConns: max(1, prov[w]),
 			Deadline: deadline, Progress: o.Progress, Rate: o.Rate / float64(procs),
 		}
 		for _, k := range transport.Kinds {
