@@ -27,7 +27,16 @@ type memBoxes struct {
 
 var _ BoxStore = (*memBoxes)(nil)
 
-func newMemBoxes() *memBoxes { return &memBoxes{boxes: map[string][2]string{}} }
+// newMemBoxes is a store holding a box of user "u" and password "p" for
+// each of fulls.
+func newMemBoxes(t testing.TB, fulls ...string) *memBoxes {
+	t.Helper()
+	m := &memBoxes{boxes: map[string][2]string{}}
+	for _, full := range fulls {
+		m.create(t, full, "u", "p")
+	}
+	return m
+}
 
 func (m *memBoxes) Box(ctx context.Context, full string) (string, string, error) {
 	m.reads.Add(1)
@@ -118,8 +127,7 @@ func TestHashPassword(t *testing.T) {
 
 func TestCheck(t *testing.T) {
 	ctx := context.Background()
-	store := newMemBoxes()
-	store.create(t, "SEC:q1", "u", "p")
+	store := newMemBoxes(t, "SEC:q1")
 	store.create(t, "acme:SEC:q1", "v", "other")
 	long := strings.Repeat("x", MaxPasswordLen)
 	store.create(t, "SEC:long", "u", long)
@@ -167,8 +175,7 @@ func TestCheck(t *testing.T) {
 
 func TestCheckAdminOff(t *testing.T) {
 	ctx := context.Background()
-	store := newMemBoxes()
-	store.create(t, "SEC:q1", "u", "p")
+	store := newMemBoxes(t, "SEC:q1")
 	for _, a := range []AdminCredentials{{}, {User: "root"}, {Password: "admin-pass"}} {
 		b := newBoxes(store, errNoBox, a)
 		if err := b.Check(ctx, "SEC:q1", a.User, a.Password); !errors.Is(err, ErrUnauthorized) {
@@ -181,7 +188,7 @@ func TestCheckAdminOff(t *testing.T) {
 }
 
 func TestCheckStoreErrors(t *testing.T) {
-	store := newMemBoxes()
+	store := newMemBoxes(t)
 	boom := errors.New("connection refused")
 	store.fail = boom
 	b := newBoxes(store, errNoBox, admin)
@@ -210,7 +217,7 @@ func TestCheckStoreErrors(t *testing.T) {
 }
 
 func TestCheckCorruptHash(t *testing.T) {
-	store := newMemBoxes()
+	store := newMemBoxes(t)
 	store.boxes["SEC:q1"] = [2]string{"u", "not-a-bcrypt-hash"}
 	b := newBoxes(store, errNoBox, admin)
 	err := b.Check(context.Background(), "SEC:q1", "u", "p")
@@ -224,9 +231,7 @@ func TestCheckCorruptHash(t *testing.T) {
 
 func TestCheckCache(t *testing.T) {
 	ctx := context.Background()
-	store := newMemBoxes()
-	store.create(t, "SEC:q1", "u", "p")
-	store.create(t, "SEC:q2", "u", "p")
+	store := newMemBoxes(t, "SEC:q1", "SEC:q2")
 	now := time.Unix(1_700_000_000, 0)
 	b := newBoxes(store, errNoBox, admin, WithClock(func() time.Time { return now }), WithCacheTTL(time.Minute))
 	calls := countCompare(b)
@@ -293,7 +298,7 @@ func TestCheckCache(t *testing.T) {
 // holds a combination that verified.
 func TestIsAdmin(t *testing.T) {
 	long := strings.Repeat("L", 100)
-	b := newBoxes(newMemBoxes(), errNoBox, AdminCredentials{User: "root", Password: long})
+	b := newBoxes(newMemBoxes(t), errNoBox, AdminCredentials{User: "root", Password: long})
 	if b.adminHash == "" || strings.Contains(b.adminHash, long[:20]) {
 		t.Fatalf("admin hash %q", b.adminHash)
 	}
@@ -319,14 +324,13 @@ func TestIsAdmin(t *testing.T) {
 			t.Errorf("IsAdmin(%q, %d bytes): %d bcrypt runs, want %d", tc.user, len(tc.pw), n, tc.bcrypt)
 		}
 	}
-	if newBoxes(newMemBoxes(), errNoBox, AdminCredentials{User: "root"}).IsAdmin("root", "") {
+	if newBoxes(newMemBoxes(t), errNoBox, AdminCredentials{User: "root"}).IsAdmin("root", "") {
 		t.Error("admin without password configured")
 	}
 }
 
 func TestCheckCacheOff(t *testing.T) {
-	store := newMemBoxes()
-	store.create(t, "SEC:q1", "u", "p")
+	store := newMemBoxes(t, "SEC:q1")
 	for _, opt := range []BoxesOption{WithCacheSize(0), WithCacheTTL(0)} {
 		b := newBoxes(store, errNoBox, admin, opt)
 		calls := countCompare(b)
@@ -374,8 +378,7 @@ func TestCacheBounded(t *testing.T) {
 // bcrypt run.
 func TestCheckCoalesced(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		store := newMemBoxes()
-		store.create(t, "SEC:q1", "u", "p")
+		store := newMemBoxes(t, "SEC:q1")
 		b := newBoxes(store, errNoBox, admin)
 		release := make(chan struct{})
 		var calls atomic.Int64
@@ -404,7 +407,7 @@ func TestCheckCoalesced(t *testing.T) {
 
 // TestCheckConcurrent exercises the cache under -race with eviction.
 func TestCheckConcurrent(t *testing.T) {
-	store := newMemBoxes()
+	store := newMemBoxes(t)
 	for i := range 8 {
 		store.create(t, fmt.Sprintf("SEC:q%d", i), "u", "p")
 	}
@@ -434,7 +437,7 @@ func TestCheckConcurrent(t *testing.T) {
 // BenchmarkCheck compares a cached check with one that runs bcrypt at the
 // default cost.
 func BenchmarkCheck(b *testing.B) {
-	store := newMemBoxes()
+	store := newMemBoxes(b)
 	h, err := HashPassword("p")
 	if err != nil {
 		b.Fatal(err)
@@ -472,8 +475,7 @@ func BenchmarkCheck(b *testing.B) {
 // store lookup, and expires with the cache.
 func TestVerified(t *testing.T) {
 	ctx := context.Background()
-	store := newMemBoxes()
-	store.create(t, "SEC:q1", "u", "p")
+	store := newMemBoxes(t, "SEC:q1")
 	now := time.Unix(1_700_000_000, 0)
 	b := newBoxes(store, errNoBox, admin, WithClock(func() time.Time { return now }), WithCacheTTL(time.Minute))
 	calls := countCompare(b)
@@ -513,8 +515,7 @@ func TestVerified(t *testing.T) {
 // because bcrypt reads the cost from the stored hash.
 func TestHashCost(t *testing.T) {
 	ctx := context.Background()
-	store := newMemBoxes()
-	store.create(t, "SEC:old", "u", "p") // hashed at bcrypt.MinCost
+	store := newMemBoxes(t, "SEC:old") // hashed at bcrypt.MinCost
 	for _, cost := range []int{bcrypt.MinCost, bcrypt.MinCost + 1} {
 		b := NewBoxes(store, errNoBox, admin, WithHashCost(cost))
 		h, err := b.Hash("new-pass")

@@ -48,10 +48,7 @@ func TestValidQueueIDMessage(t *testing.T) {
 
 func TestValidOrg(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		org string
-		ok  bool
-	}{
+	tests := []validCase{
 		{"acme", true},
 		{"ACME.corp_1-2", true},
 		{strings.Repeat("o", 64), true},
@@ -71,13 +68,10 @@ func TestValidOrg(t *testing.T) {
 		{".a", true},
 		{"a.b.c", true},
 	}
+	checkValid(t, "ValidOrg", ValidOrg, tests)
 	for _, tt := range tests {
-		err := ValidOrg(tt.org)
-		if (err == nil) != tt.ok {
-			t.Errorf("ValidOrg(%q) = %v, want ok=%v", tt.org, err, tt.ok)
-		}
-		if err != nil && !strings.HasPrefix(err.Error(), "invalid org ") {
-			t.Errorf("ValidOrg(%q) message = %q", tt.org, err)
+		if err := ValidOrg(tt.in); err != nil && !strings.HasPrefix(err.Error(), "invalid org ") {
+			t.Errorf("ValidOrg(%q) message = %q", tt.in, err)
 		}
 	}
 }
