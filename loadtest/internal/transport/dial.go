@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -74,4 +75,10 @@ func (e *StatusError) Error() string {
 		return fmt.Sprintf("http status %d", e.Code)
 	}
 	return fmt.Sprintf("http status %d: %s", e.Code, e.Body)
+}
+
+// statusError is the *StatusError of an answer with status code and body
+// (its start, trimmed).
+func statusError(code int, body []byte) *StatusError {
+	return &StatusError{Code: code, Body: strings.TrimSpace(truncate(string(body), 200))}
 }

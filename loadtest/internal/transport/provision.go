@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -146,7 +145,7 @@ func (p *Provisioner) post(ctx context.Context, target, apiKey string, body []by
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, &StatusError{Code: resp.StatusCode, Body: strings.TrimSpace(truncate(string(answer), 200))}
+		return nil, statusError(resp.StatusCode, answer)
 	}
 	return answer, nil
 }

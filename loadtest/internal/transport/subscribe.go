@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -213,7 +212,7 @@ func (r *rawConn) read(method string) (*http.Response, error) {
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
 		resp.Body.Close()
-		return nil, &StatusError{Code: resp.StatusCode, Body: strings.TrimSpace(string(b))}
+		return nil, statusError(resp.StatusCode, b)
 	}
 	return resp, nil
 }
