@@ -10,7 +10,8 @@ import (
 
 // TestClassicAPI checks API.md sections 1.1–1.4 over real HTTP against one
 // gateway process and one redis-server shared by every subtest (each uses
-// queues of its own); the subtests are grouped by section, one file each.
+// queues of its own); the subtests are grouped by section, one file each
+// (1.1 and 1.2, POST /trans and /trans/{tid}, share classic_provision_test.go).
 func TestClassicAPI(t *testing.T) {
 	t.Parallel()
 	r := testenv.StartRedis(t)
