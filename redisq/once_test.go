@@ -42,22 +42,23 @@ func onceClaim(t *testing.T, c *redis.Client, o Once, tid string, now time.Time)
 	return res
 }
 
-func onceStore(t *testing.T) (*Store, *redis.Client) {
+// onceStore is a store on a test Redis, a client of that Redis, and the
+// Once of key "k" (body hash "h") in namespace UNSEC: with the given window.
+func onceStore(t *testing.T, window time.Duration) (*Store, *redis.Client, Once) {
 	r := testenv.StartRedis(t)
 	c := r.Client()
 	t.Cleanup(func() { c.Close() })
-	return New(c, Options{}), c
+	return New(c, Options{}), c, Once{NS: "UNSEC:", Key: "k", Hash: "h", Window: window}
 }
 
 // TestProvisionOnceConcurrent: many concurrent repeats of one key through
 // two clients (two "nodes") provision once and all answer the same tid.
 func TestProvisionOnceConcurrent(t *testing.T) {
-	s1, c := onceStore(t)
+	s1, c, o := onceStore(t, time.Minute)
 	c2 := redis.NewClient(&redis.Options{Addr: c.Options().Addr})
 	t.Cleanup(func() { c2.Close() })
 	s2 := New(c2, Options{})
 	ctx := context.Background()
-	o := Once{NS: "UNSEC:", Key: "k1", Hash: "h1", Window: time.Minute}
 
 	const n = 20
 	tids := make([]string, n)
@@ -109,9 +110,8 @@ func TestProvisionOnceConcurrent(t *testing.T) {
 // TestProvisionOnceWaitsForPending: a repeat arriving while the first call
 // still provisions waits and answers the first call's tid.
 func TestProvisionOnceWaitsForPending(t *testing.T) {
-	s, c := onceStore(t)
+	s, c, o := onceStore(t, time.Minute)
 	ctx := context.Background()
-	o := Once{NS: "UNSEC:", Key: "k", Hash: "h", Window: time.Minute}
 	key := KeyOfIdempotency(o.NS, o.Key)
 	first := onceTx("UNSEC:", "q")
 	// The first call has claimed the key and is provisioning.
@@ -152,9 +152,8 @@ func TestProvisionOnceWaitsForPending(t *testing.T) {
 // TestProvisionOnceFailureReleases: a failed provisioning drops the claim,
 // so a repeat provisions.
 func TestProvisionOnceFailureReleases(t *testing.T) {
-	s, c := onceStore(t)
+	s, c, o := onceStore(t, time.Minute)
 	ctx := context.Background()
-	o := Once{NS: "UNSEC:", Key: "k", Hash: "h", Window: time.Minute}
 	boom := errors.New("boom")
 	_, _, err := s.once(ctx, o, onceTx("UNSEC:", "q"), func(context.Context) error { return boom })
 	if !errors.Is(err, boom) {
@@ -175,9 +174,8 @@ func TestProvisionOnceFailureReleases(t *testing.T) {
 // abandoned transaction into a ghost and provisions once more, so the queue
 // delivers the message once.
 func TestProvisionOnceTakeover(t *testing.T) {
-	s, c := onceStore(t)
+	s, c, o := onceStore(t, time.Minute)
 	ctx := context.Background()
-	o := Once{NS: "UNSEC:", Key: "k", Hash: "h", Window: time.Minute}
 	dead := onceTx("UNSEC:", "q")
 	onceClaim(t, c, o, dead.ID, time.Now())
 	if err := s.Provision(ctx, dead); err != nil {
@@ -213,9 +211,8 @@ func TestProvisionOnceTakeover(t *testing.T) {
 // TestProvisionOnceWindow: after the window the key is forgotten and the
 // same request provisions again.
 func TestProvisionOnceWindow(t *testing.T) {
-	s, c := onceStore(t)
+	s, c, o := onceStore(t, time.Second)
 	ctx := context.Background()
-	o := Once{NS: "UNSEC:", Key: "k", Hash: "h", Window: time.Second}
 	first, _, err := s.ProvisionOnce(ctx, o, onceTx("UNSEC:", "q"))
 	if err != nil {
 		t.Fatal(err)
@@ -254,8 +251,7 @@ func TestProvisionOnceWindow(t *testing.T) {
 // as the first run did, instead of "pending" on the caller's own claim
 // (which made it wait out the lease and take over from itself).
 func TestOnceClaimRunTwice(t *testing.T) {
-	_, c := onceStore(t)
-	o := Once{NS: "UNSEC:", Key: "twice", Hash: "h", Window: time.Minute}
+	_, c, o := onceStore(t, time.Minute)
 	claim := func(tid string, now time.Time) []string {
 		t.Helper()
 		return onceClaim(t, c, o, tid, now)
