@@ -3,12 +3,12 @@ package gateway_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
 	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -81,29 +81,25 @@ func waitEnds(t *testing.T, base, tr string, want map[string]float64) {
 // something reads). The connection is closed when the test ends.
 func rawWS(t *testing.T, base, path string) net.Conn {
 	t.Helper()
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := net.DialTimeout("tcp", u.Host, 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", path, u.Host); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, _, resp := rawRequest(t, base, wsHandshake(path), nil)
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("handshake of %s answered %s", path, resp.Status)
 	}
 	_ = c.SetDeadline(time.Time{})
 	return c
+}
+
+// openSSE opens queue q's SSE stream, which lives as long as ctx; its body
+// is closed when the test ends.
+func openSSE(t *testing.T, ctx context.Context, base, q string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/queue/"+q+"/events", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
 }
 
 // waitOpen waits until the node counts n live connections of transport tr.
@@ -296,12 +292,7 @@ func TestStreamTimingSettings(t *testing.T) {
 	g := testenv.StartGateway(t, r.URL(), testenv.WithEnv("POPBOX_HEARTBEAT_INTERVAL=1s", "POPBOX_WS_PONG_TIMEOUT=1s"))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, g.URL+"/queue/timing/events", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	resp := openSSE(t, ctx, g.URL, "timing")
 	opened := time.Now()
 	rawWS(t, g.URL, "/queue/timing/ws")
 	sc := bufio.NewScanner(resp.Body)
@@ -331,4 +322,345 @@ func TestStreamEndControlTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitEnds(t, base, gateway.TransportWS, map[string]float64{gateway.StreamEndControlTimeout: 1})
+}
+
+// streamEvent is what a test client saw on a stream: a message, the end of
+// one subscription of a multiplexed socket (an error frame), or the end of
+// the connection with what the server said about it.
+type streamEvent struct {
+	Kind  string // "msg", "suberror", "end"
+	Queue string
+	TID   string
+	Text  string // error frame text, SSE end data, close code and reason, or the last stream line
+	At    time.Time
+}
+
+// watcher is a raw stream client that records every event in order.
+type watcher struct {
+	Events chan streamEvent
+	write  func(v any) // WebSocket frames
+}
+
+// watch opens a stream of transport tr ("stream", "sse", "ws", "wsmux") on
+// the given queues (several only for "wsmux") and returns once it is
+// established. query is appended to the per-queue URL; on "wsmux" reliable
+// and timeoutACK go into the subscribe frames.
+func watch(t *testing.T, base, tr, query string, timeoutACK int, queues ...string) *watcher {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &watcher{Events: make(chan streamEvent, 1000)}
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done })
+	emit := func(e streamEvent) { e.At = time.Now(); w.Events <- e }
+	q := queues[0]
+	switch tr {
+	case "stream", "sse":
+		method, path := http.MethodPost, "/queue/"+q+"/subscribe"
+		if timeoutACK > 0 {
+			path = "/queue/" + q + "/subscriberel"
+		}
+		if tr == "sse" {
+			method, path = http.MethodGet, "/queue/"+q+"/events"
+		}
+		req, _ := http.NewRequestWithContext(ctx, method, base+path+query, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("open %s: %v %v", tr, resp, err)
+		}
+		go func() {
+			defer close(done)
+			defer resp.Body.Close()
+			sc := bufio.NewScanner(resp.Body)
+			last, event := "", ""
+			for sc.Scan() {
+				line := sc.Text()
+				switch {
+				case tr == "stream" && strings.HasPrefix(line, "{"):
+					var m struct {
+						OK           bool
+						Transactions []string
+					}
+					if json.Unmarshal([]byte(line), &m) == nil && len(m.Transactions) == 1 {
+						emit(streamEvent{Kind: "msg", Queue: q, TID: m.Transactions[0]})
+					} else {
+						last = line
+					}
+				case strings.HasPrefix(line, "event: "):
+					event = strings.TrimPrefix(line, "event: ")
+				case strings.HasPrefix(line, "data: "):
+					data := strings.TrimPrefix(line, "data: ")
+					if event == "end" {
+						last = data
+						continue
+					}
+					var m struct{ Transaction string }
+					if json.Unmarshal([]byte(data), &m) == nil {
+						emit(streamEvent{Kind: "msg", Queue: q, TID: m.Transaction})
+					}
+				}
+			}
+			emit(streamEvent{Kind: "end", Text: last})
+		}()
+	case "ws", "wsmux":
+		var conn *websocket.Conn
+		conn, w.write = dialStreamWS(t, ctx, base, tr, q, query)
+		subscribed := make(chan struct{}, len(queues))
+		go func() {
+			defer close(done)
+			defer conn.CloseNow()
+			for {
+				_, data, err := conn.Read(ctx)
+				if err != nil {
+					var ce websocket.CloseError
+					text := err.Error()
+					if errors.As(err, &ce) {
+						text = ce.Code.String() + " " + ce.Reason
+					}
+					emit(streamEvent{Kind: "end", Text: text})
+					return
+				}
+				var m struct{ Op, Queue, Transaction, Error string }
+				if json.Unmarshal(data, &m) != nil {
+					continue
+				}
+				switch {
+				case m.Op == "subscribed":
+					subscribed <- struct{}{}
+				case m.Op == "error":
+					emit(streamEvent{Kind: "suberror", Queue: m.Queue, Text: m.Error})
+				case m.Transaction != "":
+					if m.Queue == "" {
+						m.Queue = q
+					}
+					emit(streamEvent{Kind: "msg", Queue: m.Queue, TID: m.Transaction})
+				}
+			}
+		}()
+		if tr == "wsmux" {
+			for _, q := range queues {
+				w.write(map[string]any{"op": "subscribe", "queue": q, "reliable": timeoutACK > 0, "timeoutACK": timeoutACK})
+			}
+			for range queues {
+				select {
+				case <-subscribed:
+				case <-time.After(10 * time.Second):
+					t.Fatal("subscription not confirmed")
+				}
+			}
+		}
+	}
+	return w
+}
+
+// nextEvent waits for the watcher's next event.
+func (w *watcher) nextEvent(t *testing.T, within time.Duration) streamEvent {
+	t.Helper()
+	select {
+	case e := <-w.Events:
+		return e
+	case <-time.After(within):
+		t.Fatalf("no stream event within %v", within)
+		return streamEvent{}
+	}
+}
+
+// TestReliableStreamWritesOnce (issue 11.4): on every reliable stream an
+// unacknowledged message is written once; when its ack is overdue the
+// stream ends within 1 s of the deadline and the message goes back for the
+// next consumer.
+func TestReliableStreamWritesOnce(t *testing.T) {
+	t.Parallel()
+	r := testenv.StartRedis(t)
+	g := testenv.StartGateway(t, r.URL())
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) {
+			q := "once-" + tr
+			w := watch(t, g.URL, tr, "?reliable=1&timeoutACK=1", 1, q)
+			tid := provision(t, g.URL, q, "H", "unacked")
+			first := w.nextEvent(t, 10*time.Second)
+			if first.Kind != "msg" || first.TID != tid {
+				t.Fatalf("first event %+v, want the message %s", first, tid)
+			}
+			// The deadline is 1 s after the write; the end must come no
+			// later than 1 s after it, with nothing written again.
+			end := w.nextEvent(t, 10*time.Second)
+			if end.Kind == "msg" {
+				t.Fatalf("message %s written again on the same connection after %v", end.TID, end.At.Sub(first.At))
+			}
+			if took := end.At.Sub(first.At); took > 2*time.Second {
+				t.Fatalf("stream ended %v after the write: more than 1 s after the 1 s ack deadline", took)
+			}
+			if !strings.Contains(end.Text, "acknowledgement timed out") && tr != "stream" {
+				t.Fatalf("end %+v does not say the ack timed out", end)
+			}
+			// The message is back for the next consumer.
+			_, tids := popHTTP(t, g.URL, "/queue/"+q+"/pop?timeout=5")
+			if len(tids) != 1 || tids[0] != tid {
+				t.Fatalf("next consumer got %v, want %s", tids, tid)
+			}
+		})
+	}
+}
+
+// TestMuxAckDeadlinePerSubscription (issue 11.4): on one multiplexed
+// WebSocket with two reliable subscriptions where only one acks, the other
+// subscription ends with an error frame, its message goes back for the next
+// consumer, and the acking one keeps receiving.
+func TestMuxAckDeadlinePerSubscription(t *testing.T) {
+	t.Parallel()
+	r := testenv.StartRedis(t)
+	g := testenv.StartGateway(t, r.URL())
+	w := watch(t, g.URL, "wsmux", "", 1, "acks", "silent")
+	ackMux := func(q, tid string) {
+		w.write(map[string]any{"op": "ack", "queue": q, "transactions": []string{tid}})
+	}
+	a := provision(t, g.URL, "acks", "H", "a")
+	b := provision(t, g.URL, "silent", "H", "b")
+	got := map[string]streamEvent{}
+	for len(got) < 2 {
+		e := w.nextEvent(t, 10*time.Second)
+		if e.Kind != "msg" {
+			t.Fatalf("event %+v before both messages", e)
+		}
+		got[e.TID] = e
+		if e.TID == a {
+			ackMux("acks", a)
+		}
+	}
+	waitState(t, g.URL, a, "acks", "Delivered")
+	e := w.nextEvent(t, 10*time.Second)
+	if e.Kind != "suberror" || e.Queue != "silent" || !strings.Contains(e.Text, "acknowledgement timed out") {
+		t.Fatalf("event %+v, want an error frame ending the silent subscription", e)
+	}
+	if took := e.At.Sub(got[b].At); took > 2*time.Second {
+		t.Fatalf("subscription ended %v after the write: more than 1 s after the 1 s deadline", took)
+	}
+	_, tids := popHTTP(t, g.URL, "/queue/silent/pop?timeout=5")
+	if len(tids) != 1 || tids[0] != b {
+		t.Fatalf("next consumer of silent got %v, want %s", tids, b)
+	}
+	// The acking subscription lives on.
+	c := provision(t, g.URL, "acks", "H", "c")
+	if e := w.nextEvent(t, 10*time.Second); e.Kind != "msg" || e.TID != c {
+		t.Fatalf("event %+v, want message %s on the live subscription", e, c)
+	}
+	ackMux("acks", c)
+	waitState(t, g.URL, c, "acks", "Delivered")
+	select {
+	case e := <-w.Events:
+		t.Fatalf("unexpected event %+v", e)
+	default:
+	}
+}
+
+// TestStreamsEndOnRedisOutage (issue 11.6): when Redis cannot be reached,
+// every open stream ends and says why (SSE end event, WebSocket close 1011,
+// a last error object on the HTTP stream), instead of staying open as if
+// the queue were merely empty.
+func TestStreamsEndOnRedisOutage(t *testing.T) {
+	t.Parallel()
+	r := testenv.StartRedis(t)
+	g := testenv.StartGateway(t, r.URL())
+	ws := map[string]*watcher{}
+	for _, tr := range transports {
+		ws[tr] = watch(t, g.URL, tr, "", 0, "outage-"+tr)
+	}
+	r.Stop()
+	want := map[string]string{
+		"stream": `{"ok":false,"errors":["storage unavailable`,
+		"sse":    "storage unavailable",
+		"ws":     "StatusInternalError storage unavailable",
+		"wsmux":  "StatusInternalError storage unavailable",
+	}
+	for _, tr := range transports {
+		e := ws[tr].nextEvent(t, 20*time.Second)
+		if e.Kind != "end" || !strings.Contains(e.Text, want[tr]) {
+			t.Fatalf("%s: event %+v, want the end of the stream saying %q", tr, e, want[tr])
+		}
+	}
+}
+
+// TestGracefulShutdown: on SIGTERM an SSE stream ends with an "end" event,
+// a WebSocket is closed with 1001 and a waiting long poll answers, and a
+// message provisioned before is still in Redis afterwards.
+func TestGracefulShutdown(t *testing.T) {
+	r := testenv.StartRedis(t)
+	g := testenv.StartGateway(t, r.URL())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	resp := openSSE(t, ctx, g.URL, "sd-sse")
+	sseEnd := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(resp.Body)
+		var lines []string
+		for sc.Scan() {
+			lines = append(lines, sc.Text())
+		}
+		sseEnd <- strings.Join(lines, "\n")
+	}()
+
+	conn, _, err := websocket.Dial(ctx, "ws://"+g.Addr+"/queue/sd-ws/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wsEnd := make(chan error, 1)
+	go func() {
+		for {
+			if _, _, err := conn.Read(ctx); err != nil {
+				wsEnd <- err
+				return
+			}
+		}
+	}()
+	popDone := make(chan time.Duration, 1)
+	go func() {
+		start := time.Now()
+		resp, err := http.Post(g.URL+"/queue/sd-pop/pop?timeout=60", "application/json", nil)
+		if err == nil {
+			resp.Body.Close()
+		}
+		popDone <- time.Since(start)
+	}()
+	tid := provision(t, g.URL, "sd-kept", "H", "kept")
+	deadline := time.Now().Add(10 * time.Second)
+	for metricValue(t, g.URL, `popbox_connections{transport="longpoll"}`) < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("pop never started")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	g.Stop() // SIGTERM, waits for the process
+
+	select {
+	case out := <-sseEnd:
+		if !strings.Contains(out, "event: end") {
+			t.Fatalf("SSE stream ended without an end event:\n%s", out)
+		}
+	case <-ctx.Done():
+		t.Fatal("SSE stream did not end")
+	}
+	select {
+	case err := <-wsEnd:
+		if websocket.CloseStatus(err) != websocket.StatusGoingAway {
+			t.Fatalf("WebSocket ended with %v, want close 1001", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("WebSocket did not end")
+	}
+	select {
+	case d := <-popDone:
+		if d > 20*time.Second {
+			t.Fatalf("long poll answered only after %v", d)
+		}
+	case <-ctx.Done():
+		t.Fatal("long poll did not answer")
+	}
+	// Nothing lost: a new node serves the message provisioned before.
+	g2 := testenv.StartGateway(t, r.URL())
+	_, tids := popHTTP(t, g2.URL, "/queue/sd-kept/pop?timeout=5")
+	if len(tids) != 1 || tids[0] != tid {
+		t.Fatalf("after shutdown the queue held %v", tids)
+	}
 }

@@ -42,6 +42,13 @@ func rawRequest(t *testing.T, base, req string, extra []byte) (net.Conn, *bufio.
 	return conn, br, resp
 }
 
+// wsHandshake is the request of a WebSocket handshake on path, for
+// rawRequest.
+func wsHandshake(path string) string {
+	return "GET " + path + " HTTP/1.1\r\nHost: HOST\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+}
+
 // readChunk reads one HTTP/1.1 chunk off the wire as it is framed.
 func readChunk(t *testing.T, br *bufio.Reader) string {
 	t.Helper()
@@ -164,8 +171,7 @@ func readServerFrame(t *testing.T, br *bufio.Reader) (byte, string) {
 func TestWSFrameBehindHandshake(t *testing.T) {
 	r := testenv.StartRedis(t)
 	n := startContractNode(t, r.URL(), nil, nil)
-	req := "GET /ws HTTP/1.1\r\nHost: HOST\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	req := wsHandshake("/ws")
 	frames := append(wsClientFrame(`{"op":"subscribe","queue":"wire-a"}`), wsClientFrame(`{"op":"subscribe","queue":"wire-b"}`)...)
 	_, br, resp := rawRequest(t, n.plain, req, frames)
 	if resp.StatusCode != http.StatusSwitchingProtocols {
@@ -196,8 +202,7 @@ func TestDetachedStreamKeepsConnSlot(t *testing.T) {
 			n := startContractNode(t, r.URL(), nil, func(o *gateway.Options) { o.MaxConnections = 1 })
 			req := "GET " + path + " HTTP/1.1\r\nHost: HOST\r\n\r\n"
 			if strings.HasSuffix(path, "/ws") {
-				req = "GET " + path + " HTTP/1.1\r\nHost: HOST\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-					"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+				req = wsHandshake(path)
 			}
 			conn, _, resp := rawRequest(t, n.plain, req, nil)
 			if resp.StatusCode != 200 && resp.StatusCode != http.StatusSwitchingProtocols {
