@@ -229,3 +229,43 @@ func TestDetachedStreamKeepsConnSlot(t *testing.T) {
 		})
 	}
 }
+
+// TestReadTimeoutCutsSlowBody: the body must arrive within the read
+// timeout (408), while a long poll outliving it is answered normally.
+func TestReadTimeoutCutsSlowBody(t *testing.T) {
+	n := startTestNode(t, testenv.StartRedis(t).URL(), nodeSetup{opts: gateway.Options{Node: "bounds",
+		Bounds: gateway.Bounds{ReadTimeout: 300 * time.Millisecond}}})
+	base := n.plain.URL
+	poll := make(chan string, 1)
+	go func() {
+		resp, err := http.Post(base+"/queue/slow/pop?timeout=20", "", nil)
+		if err != nil {
+			poll <- err.Error()
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		poll <- string(b)
+	}()
+
+	start := time.Now()
+	// Nothing more than the body's first byte is sent: the answer comes
+	// when the deadline passes.
+	_, _, resp := rawRequest(t, base, "POST /trans HTTP/1.1\r\nHost: HOST\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{", nil)
+	if resp.Proto != "HTTP/1.1" || resp.StatusCode != http.StatusRequestTimeout {
+		t.Fatalf("stalled body answered %s %s", resp.Proto, resp.Status)
+	}
+	rest, _ := io.ReadAll(resp.Body) // the connection is closed after it
+	if !strings.Contains(string(rest), `request body not received within 300ms`) {
+		t.Fatalf("408 body: %q", rest)
+	}
+	if took := time.Since(start); took < 300*time.Millisecond {
+		t.Fatalf("cut after %v, before the read timeout", took)
+	}
+	// The long poll started before the slow body outlived it.
+	tid := provision(t, base, "slow", "H", "late")
+	got := <-poll
+	if !strings.Contains(got, tid) {
+		t.Fatalf("long poll past the read timeout answered %q", got)
+	}
+}
