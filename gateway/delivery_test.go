@@ -168,39 +168,6 @@ func testSlowWebSocketConsumer(t *testing.T, tr string) {
 	}
 }
 
-func metricValue(t *testing.T, base, series string) float64 {
-	t.Helper()
-	return seriesValue(metricsText(t, base), series)
-}
-
-// metricsText is the node's /metrics (Prometheus text exposition).
-func metricsText(t *testing.T, base string) string {
-	t.Helper()
-	resp, err := http.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
-
-// seriesValue is the value of series (name and labels) in a Prometheus
-// text exposition; 0 when it is not there.
-func seriesValue(text, series string) float64 {
-	for _, line := range strings.Split(text, "\n") {
-		if v, ok := strings.CutPrefix(line, series+" "); ok {
-			var f float64
-			fmt.Sscan(v, &f)
-			return f
-		}
-	}
-	return 0
-}
-
 const eventSourcePage = `<!doctype html><html><body><script>
 const es = new EventSource('/queue/browser/events');
 es.onopen = () => fetch('/report?open=1');
