@@ -43,19 +43,12 @@ func metricValue(t *testing.T, base, series string) float64 {
 // metricsText is the node's /metrics (Prometheus text exposition).
 func metricsText(t *testing.T, base string) string {
 	t.Helper()
-	resp, err := http.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
+	req, _ := http.NewRequest(http.MethodGet, base+"/metrics", nil)
+	status, h, b := send(t, req)
+	if status != 200 {
+		t.Fatalf("GET /metrics: %d %s", status, b)
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != 200 {
-		t.Fatalf("GET /metrics: %d %s", resp.StatusCode, b)
-	}
-	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
+	if ct := h.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
 		t.Errorf("GET /metrics Content-Type %q", ct)
 	}
 	return string(b)

@@ -2,13 +2,18 @@ package gateway_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -160,20 +165,41 @@ func subscribe(t *testing.T, base, transport, q, query string) *consumer {
 func provision(t testing.TB, base, q, prio, payload string, extra ...string) string {
 	t.Helper()
 	body := fmt.Sprintf(`{"payload":%q,"priority":%q,"queue":[{"id":%q}]%s}`, payload, prio, q, strings.Join(extra, ""))
-	resp, err := http.Post(base+"/trans", "application/json", strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	status, b := postJSON(t, base+"/trans", body)
 	var r struct {
 		OK   bool
 		Data string
 	}
-	b, _ := io.ReadAll(resp.Body)
 	if err := json.Unmarshal(b, &r); err != nil || !r.OK {
-		t.Fatalf("provision: %d %s", resp.StatusCode, b)
+		t.Fatalf("provision: %d %s", status, b)
 	}
 	return r.Data
+}
+
+// postJSON posts body (JSON; none when empty) to url and returns the
+// answer's status and body.
+func postJSON(t testing.TB, url, body string) (int, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	status, _, b := send(t, req)
+	return status, b
+}
+
+// send sends req with the default client and returns the answer's status,
+// headers and body.
+func send(t testing.TB, req *http.Request) (int, http.Header, []byte) {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, resp.Header, b
 }
 
 func next(t *testing.T, c *consumer, within time.Duration) msg {
@@ -460,26 +486,18 @@ func TestReliableTransports(t *testing.T) {
 
 func ackHTTP(t *testing.T, base, q string, tids ...string) []map[string]any {
 	t.Helper()
-	b, _ := json.Marshal(map[string]any{"transactions": tids})
-	resp, err := http.Post(base+"/queue/"+q+"/ack", "application/json", bytes.NewReader(b))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	body, _ := json.Marshal(map[string]any{"transactions": tids})
+	_, b := postJSON(t, base+"/queue/"+q+"/ack", string(body))
 	var out []map[string]any
-	_ = json.NewDecoder(resp.Body).Decode(&out)
+	_ = json.Unmarshal(b, &out)
 	return out
 }
 
 func popHTTP(t *testing.T, base, path string) (payloads, tids []string) {
 	t.Helper()
-	resp, err := http.Post(base+path, "application/json", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	_, b := postJSON(t, base+path, "")
 	var r struct{ Data, Transactions []string }
-	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+	if err := json.Unmarshal(b, &r); err != nil {
 		t.Fatal(err)
 	}
 	return r.Data, r.Transactions
@@ -526,5 +544,213 @@ func TestReliableSurvivesNodeKill(t *testing.T) {
 	_, tids := popHTTP(t, b.URL, "/queue/rk/pop?timeout=10")
 	if len(tids) != 1 || tids[0] != tid {
 		t.Fatalf("after kill -9 the message was not re-delivered: %v", tids)
+	}
+}
+
+// TestCallbacks: exactly one POST per delivery, none on peek, retried
+// after a 500.
+func TestCallbacks(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	posts := map[string][]map[string]string{}
+	failFirst := map[string]bool{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var b map[string]string
+		_ = json.NewDecoder(r.Body).Decode(&b)
+		mu.Lock()
+		key := b["transaction"] + "/" + b["queue"]
+		posts[key] = append(posts[key], b)
+		fail := strings.Contains(r.URL.Path, "flaky") && !failFirst[key]
+		failFirst[key] = true
+		mu.Unlock()
+		if fail {
+			w.WriteHeader(http.StatusInternalServerError)
+		}
+	}))
+	defer srv.Close()
+	r := testenv.StartRedis(t)
+	g := testenv.StartGateway(t, r.URL())
+
+	tid := provision(t, g.URL, "cb1", "H", "with callback", fmt.Sprintf(`,"callback":%q`, srv.URL+"/ok"))
+	flaky := provision(t, g.URL, "cb2", "H", "flaky callback", fmt.Sprintf(`,"callback":%q`, srv.URL+"/flaky"))
+	// Peek never calls back.
+	resp, err := http.Get(g.URL + "/queue/cb1/peek")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	popHTTP(t, g.URL, "/queue/cb1/pop?timeout=1")
+	popHTTP(t, g.URL, "/queue/cb2/pop?timeout=1")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		mu.Lock()
+		n1, n2 := len(posts[tid+"/cb1"]), len(posts[flaky+"/cb2"])
+		mu.Unlock()
+		if n1 == 1 && n2 == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("callbacks: ok=%d (want 1), flaky=%d (want 2: a 500 then a retry)", n1, n2)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	mu.Lock()
+	b := posts[tid+"/cb1"][0]
+	mu.Unlock()
+	if b["state"] != "Delivered" || b["queue"] != "cb1" || b["callback"] != srv.URL+"/ok" || b["timestamp"] == "" {
+		t.Fatalf("callback body = %v", b)
+	}
+	// No late duplicates.
+	time.Sleep(300 * time.Millisecond) // the scenario: nothing more may arrive
+	mu.Lock()
+	defer mu.Unlock()
+	if len(posts[tid+"/cb1"]) != 1 || len(posts[flaky+"/cb2"]) != 2 || len(posts) != 2 {
+		t.Fatalf("unexpected callbacks: %v", posts)
+	}
+}
+
+// TestSlowWebSocketConsumer: a WebSocket client (per-queue, and the
+// multiplexed /ws on the same stream runner) that stops reading is cut off,
+// its messages stay in Redis, and another subscriber keeps its latency.
+func TestSlowWebSocketConsumer(t *testing.T) {
+	for _, tr := range []string{"ws", "wsmux"} {
+		t.Run(tr, func(t *testing.T) {
+			t.Parallel()
+			testSlowWebSocketConsumer(t, tr)
+		})
+	}
+}
+
+func testSlowWebSocketConsumer(t *testing.T, tr string) {
+	r := testenv.StartRedis(t)
+	g := testenv.StartGateway(t, r.URL())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// A raw TCP client with a tiny receive buffer that never reads.
+	d := net.Dialer{Control: nil}
+	u := "ws://" + g.Addr + "/queue/slow/ws"
+	if tr == "wsmux" {
+		u = "ws://" + g.Addr + "/ws"
+	}
+	conn, _, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPClient: &http.Client{
+		Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := d.DialContext(ctx, network, addr)
+			if err == nil {
+				_ = c.(*net.TCPConn).SetReadBuffer(4096)
+			}
+			return c, err
+		}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseNow()
+	if tr == "wsmux" {
+		if err := conn.Write(ctx, websocket.MessageText, []byte(`{"op":"subscribe","queue":"slow"}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fast := subscribe(t, g.URL, tr, "fast", "")
+	big := strings.Repeat("x", 256<<10)
+	for i := 0; i < 64; i++ { // 16 MiB: far more than socket buffers hold
+		provision(t, g.URL, "slow", "L", big)
+	}
+	// The other subscriber keeps getting messages promptly.
+	for i := 0; i < 5; i++ {
+		start := time.Now()
+		provision(t, g.URL, "fast", "H", fmt.Sprint(i))
+		next(t, fast, 5*time.Second)
+		if d := time.Since(start); d > 2*time.Second {
+			t.Fatalf("fast subscriber waited %v while a slow one was stuck", d)
+		}
+	}
+	// The slow one is disconnected after the write deadline, counted.
+	deadline := time.Now().Add(40 * time.Second)
+	for {
+		if metricValue(t, g.URL, `popbox_slow_consumer_disconnects_total{transport="`+tr+`"}`) >= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("slow consumer was never disconnected")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Its undelivered messages are still in the queue.
+	resp, err := http.Get(g.URL + "/queue/slow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info struct{ Size int }
+	_ = json.NewDecoder(resp.Body).Decode(&info)
+	resp.Body.Close()
+	if info.Size < 32 {
+		t.Fatalf("only %d messages left in the queue: the node buffered the rest", info.Size)
+	}
+	// The node's memory did not take the 16 MiB.
+	if rss := metricValue(t, g.URL, "process_resident_memory_bytes"); rss > 400<<20 {
+		t.Fatalf("gateway RSS %v bytes", rss)
+	}
+}
+
+const eventSourcePage = `<!doctype html><html><body><script>
+const es = new EventSource('/queue/browser/events');
+es.onopen = () => fetch('/report?open=1');
+es.addEventListener('message', (e) => {
+  const m = JSON.parse(e.data);
+  fetch('/report?payload=' + encodeURIComponent(m.data) + '&tid=' + m.transaction + '&id=' + e.lastEventId);
+});
+</script></body></html>`
+
+// TestEventSourceInChromium: a page using EventSource in headless Chromium
+// receives a provisioned message.
+func TestEventSourceInChromium(t *testing.T) {
+	browser := testenv.Tool(t, "POPBOX_CHROMIUM", "chromium", "/usr/bin/chromium", "chromium")
+	r := testenv.StartRedis(t)
+	g := testenv.StartGateway(t, r.URL())
+	target, _ := url.Parse(g.URL)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.FlushInterval = -1
+	reports := make(chan url.Values, 10)
+	page := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/":
+			w.Header().Set("Content-Type", "text/html")
+			io.WriteString(w, eventSourcePage)
+		case r.URL.Path == "/report":
+			reports <- r.URL.Query()
+		default:
+			proxy.ServeHTTP(w, r) // same origin for EventSource
+		}
+	}))
+	defer page.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	args := []string{"--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
+		"--disable-background-networking", "--disable-component-update", "--disable-sync",
+		"--user-data-dir=" + t.TempDir(), page.URL + "/"}
+	if runtime.GOOS == "linux" && os.Geteuid() == 0 {
+		args = append([]string{"--no-sandbox"}, args...)
+	}
+	cmd := exec.CommandContext(ctx, browser, args...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	select {
+	case v := <-reports:
+		if v.Get("open") != "1" {
+			t.Fatalf("first report = %v", v)
+		}
+	case <-ctx.Done():
+		t.Fatal("the page's EventSource never opened")
+	}
+	tid := provision(t, g.URL, "browser", "H", "hello <browser> ✓")
+	select {
+	case v := <-reports:
+		if v.Get("payload") != "hello <browser> ✓" || v.Get("tid") != tid || v.Get("id") != tid {
+			t.Fatalf("browser got %v", v)
+		}
+	case <-ctx.Done():
+		t.Fatal("the browser never received the message")
 	}
 }
