@@ -11,7 +11,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"strings"
 	"testing"
@@ -86,9 +85,13 @@ func openKeepAlive(t *testing.T, base, path string) *keepAlive {
 
 // closedByServer waits (up to 10 s) for the server to close the
 // connection.
-func (k *keepAlive) closedByServer() bool {
-	_ = k.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	_, err := k.br.ReadByte()
+func (k *keepAlive) closedByServer() bool { return peerClosed(k.conn, k.br, 10*time.Second) }
+
+// peerClosed reads from r (which reads c) for up to d and tells whether the
+// peer closed c meanwhile.
+func peerClosed(c net.Conn, r io.Reader, d time.Duration) bool {
+	_ = c.SetReadDeadline(time.Now().Add(d))
+	_, err := r.Read(make([]byte, 1))
 	return err != nil && !errors.Is(err, os.ErrDeadlineExceeded)
 }
 
@@ -355,12 +358,7 @@ func TestConnLimitCountsSockets(t *testing.T) {
 		// they are closed to make room and /healthz answers again.
 		var raws []net.Conn
 		for range 6 {
-			u, _ := url.Parse(n.plain)
-			c, err := net.Dial("tcp", u.Host)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { c.Close() })
+			c, _ := dialRaw(t, n.plain)
 			raws = append(raws, c)
 		}
 		for deadline := time.Now().Add(20 * time.Second); ; {
@@ -374,8 +372,7 @@ func TestConnLimitCountsSockets(t *testing.T) {
 		}
 		closed := 0
 		for _, c := range raws {
-			_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
-			if _, err := c.Read(make([]byte, 1)); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			if peerClosed(c, c, 2*time.Second) {
 				closed++
 			}
 		}

@@ -21,6 +21,23 @@ import (
 // in one write, and reads the response head.
 func rawRequest(t *testing.T, base, req string, extra []byte) (net.Conn, *bufio.Reader, *http.Response) {
 	t.Helper()
+	conn, host := dialRaw(t, base)
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := conn.Write(append([]byte(strings.ReplaceAll(req, "HOST", host)), extra...)); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn, br, resp
+}
+
+// dialRaw opens a TCP connection to the host of base, closed when the test
+// ends, and returns it with the host.
+func dialRaw(t *testing.T, base string) (net.Conn, string) {
+	t.Helper()
 	u, err := url.Parse(base)
 	if err != nil {
 		t.Fatal(err)
@@ -30,16 +47,7 @@ func rawRequest(t *testing.T, base, req string, extra []byte) (net.Conn, *bufio.
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
-	if _, err := conn.Write(append([]byte(strings.ReplaceAll(req, "HOST", u.Host)), extra...)); err != nil {
-		t.Fatal(err)
-	}
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return conn, br, resp
+	return conn, u.Host
 }
 
 // wsHandshake is the request of a WebSocket handshake on path, for
