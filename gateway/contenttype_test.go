@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/popbox/popbox/gateway"
 	"github.com/popbox/popbox/internal/testenv"
 )
 
@@ -19,8 +18,8 @@ import (
 // required the header still accept a JSON body without it.
 func TestContentTypeHint(t *testing.T) {
 	r := testenv.StartRedis(t)
-	n := startInProcNode(t, r.URL(), gateway.Options{})
-	tlsCl := n.Secure.Client()
+	n := startTestNode(t, r.URL(), nodeSetup{})
+	tlsCl := n.secure.Client()
 	const hint = "this route expects a JSON body sent with the header Content-Type: application/json"
 	do := func(cl *http.Client, method, url, ctype, body string) (int, map[string]any) {
 		t.Helper()
@@ -43,7 +42,7 @@ func TestContentTypeHint(t *testing.T) {
 		}
 		return resp.StatusCode, v
 	}
-	tid := provisionTid(t, http.DefaultClient, n.Plain.URL+"/trans", `{"payload":"p","priority":"H","queue":[{"id":"ct"}]}`)
+	tid := provisionTid(t, http.DefaultClient, n.plain.URL+"/trans", `{"payload":"p","priority":"H","queue":[{"id":"ct"}]}`)
 	for _, tc := range []struct {
 		name, method, path, ctype, body string
 		secure                          bool
@@ -61,9 +60,9 @@ func TestContentTypeHint(t *testing.T) {
 		{"ack without", "POST", "/queue/ct/ack", "", `{}`, false, []any{"missing transactions"}, true},
 		{"box without", "POST", "/queue", "", `{"queue":"b1"}`, true, nil, true},
 	} {
-		cl, base := http.DefaultClient, n.Plain.URL
+		cl, base := http.DefaultClient, n.plain.URL
 		if tc.secure {
-			cl, base = tlsCl, n.Secure.URL
+			cl, base = tlsCl, n.secure.URL
 		}
 		st, v := do(cl, tc.method, base+tc.path, tc.ctype, tc.body)
 		if st != http.StatusBadRequest {
@@ -81,7 +80,7 @@ func TestContentTypeHint(t *testing.T) {
 		}
 	}
 	// Routes that never required the header still take a JSON body without it.
-	if st, v := do(http.DefaultClient, "POST", n.Plain.URL+"/group", "", `{"name":"g","queues":["ct"]}`); st != 200 || v["ok"] != "group stored" {
+	if st, v := do(http.DefaultClient, "POST", n.plain.URL+"/group", "", `{"name":"g","queues":["ct"]}`); st != 200 || v["ok"] != "group stored" {
 		t.Errorf("POST /group without Content-Type: %d %v", st, v)
 	}
 }

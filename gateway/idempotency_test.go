@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -15,19 +14,6 @@ import (
 	"github.com/popbox/popbox/internal/testenv"
 	"github.com/popbox/popbox/redisq"
 )
-
-// inProcNode is a gateway running in this process on a real Redis: its
-// plain port and its secure port (httptest servers).
-type inProcNode struct {
-	Plain, Secure *httptest.Server
-}
-
-// startInProcNode starts an in-process gateway node on the Redis at url.
-func startInProcNode(t *testing.T, url string, o gateway.Options) *inProcNode {
-	t.Helper()
-	n := startTestNode(t, url, nodeSetup{opts: o})
-	return &inProcNode{Plain: n.plain, Secure: n.secure}
-}
 
 // postTrans sends POST url with the body and the Idempotency-Key header
 // values (none when keys is empty) and returns the status and the body.
@@ -90,10 +76,10 @@ func TestIdempotencyKey(t *testing.T) {
 	rc := r.Client()
 	t.Cleanup(func() { rc.Close() })
 	ctx := context.Background()
-	a := startInProcNode(t, r.URL(), gateway.Options{})
-	b := startInProcNode(t, r.URL(), gateway.Options{})
+	a := startTestNode(t, r.URL(), nodeSetup{})
+	b := startTestNode(t, r.URL(), nodeSetup{})
 	cl := &http.Client{Timeout: 30 * time.Second}
-	tlsCl := a.Secure.Client() // trusts the httptest certificate (the same for b)
+	tlsCl := a.secure.Client() // trusts the httptest certificate (the same for b)
 	llen := func(full string) int64 {
 		n, err := rc.LLen(ctx, redisq.KeysOfQueue(full).High).Result()
 		if err != nil {
@@ -120,7 +106,7 @@ func TestIdempotencyKey(t *testing.T) {
 			node = b
 		}
 		wg.Go(func() {
-			st, body, err := tryPostTrans(cl, node.Plain.URL+"/trans", bodies[(i/2)%2], "order-42")
+			st, body, err := tryPostTrans(cl, node.plain.URL+"/trans", bodies[(i/2)%2], "order-42")
 			answers[i] = answer{st, body, err}
 		})
 	}
@@ -142,7 +128,7 @@ func TestIdempotencyKey(t *testing.T) {
 	}
 
 	// Same key, another body: 409 with the exact error, nothing provisioned.
-	st, body := postTrans(t, cl, b.Plain.URL+"/trans", `{"payload":"other","priority":"H","queue":[{"id":"idem1"}]}`, "order-42")
+	st, body := postTrans(t, cl, b.plain.URL+"/trans", `{"payload":"other","priority":"H","queue":[{"id":"idem1"}]}`, "order-42")
 	if st != http.StatusConflict || body != `{"errors":["idempotency key reused with another body"]}`+"\n" {
 		t.Errorf("other body: %d %q, want 409 idempotency key reused with another body", st, body)
 	}
@@ -151,10 +137,10 @@ func TestIdempotencyKey(t *testing.T) {
 	}
 
 	// The key is per org and per port: each of these provisions anew.
-	orgTid := provisionTid(t, cl, a.Plain.URL+"/org/acme/trans", bodies[0], "order-42")
-	orgTid2 := provisionTid(t, cl, b.Plain.URL+"/org/acme/trans", bodies[1], "order-42")
-	secTid := provisionTid(t, tlsCl, a.Secure.URL+"/trans", bodies[0], "order-42")
-	secTid2 := provisionTid(t, tlsCl, b.Secure.URL+"/trans", bodies[0], "order-42")
+	orgTid := provisionTid(t, cl, a.plain.URL+"/org/acme/trans", bodies[0], "order-42")
+	orgTid2 := provisionTid(t, cl, b.plain.URL+"/org/acme/trans", bodies[1], "order-42")
+	secTid := provisionTid(t, tlsCl, a.secure.URL+"/trans", bodies[0], "order-42")
+	secTid2 := provisionTid(t, tlsCl, b.secure.URL+"/trans", bodies[0], "order-42")
 	if orgTid == tids[0] || secTid == tids[0] || orgTid == secTid || orgTid2 != orgTid || secTid2 != secTid {
 		t.Errorf("plain %s, org %s/%s, secure %s/%s: want one new tid per org and per port", tids[0], orgTid, orgTid2, secTid, secTid2)
 	}
@@ -171,17 +157,17 @@ func TestIdempotencyKey(t *testing.T) {
 		return n
 	}
 	before := deferred()
-	d1 := provisionTid(t, cl, a.Plain.URL+"/trans?delay=3600", bodies[0], "later-1")
-	d2 := provisionTid(t, cl, b.Plain.URL+"/trans?delay=3600", bodies[1], "later-1")
+	d1 := provisionTid(t, cl, a.plain.URL+"/trans?delay=3600", bodies[0], "later-1")
+	d2 := provisionTid(t, cl, b.plain.URL+"/trans?delay=3600", bodies[1], "later-1")
 	if d1 != d2 || deferred()-before != 1 {
 		t.Errorf("deferred repeats answered %s and %s, %d deferrals, want one", d1, d2, deferred()-before)
 	}
-	if st, body := postTrans(t, cl, a.Plain.URL+"/trans?delay=60", bodies[0], "later-1"); st != http.StatusConflict {
+	if st, body := postTrans(t, cl, a.plain.URL+"/trans?delay=60", bodies[0], "later-1"); st != http.StatusConflict {
 		t.Errorf("same key, other delay: %d %s, want 409", st, body)
 	}
 
 	// Bad keys: 400 with a clear error; the 255-byte limit holds exactly.
-	provisionTid(t, cl, a.Plain.URL+"/trans", bodies[0], strings.Repeat("k", 255))
+	provisionTid(t, cl, a.plain.URL+"/trans", bodies[0], strings.Repeat("k", 255))
 	for name, keys := range map[string][]string{
 		"too long":  {strings.Repeat("k", 256)},
 		"space":     {"a b"},
@@ -189,15 +175,15 @@ func TestIdempotencyKey(t *testing.T) {
 		"non-ASCII": {"clé"},
 		"twice":     {"k1", "k2"},
 	} {
-		st, body := postTrans(t, cl, a.Plain.URL+"/trans", bodies[0], keys...)
+		st, body := postTrans(t, cl, a.plain.URL+"/trans", bodies[0], keys...)
 		if st != http.StatusBadRequest || !strings.Contains(body, "invalid Idempotency-Key header") {
 			t.Errorf("%s: %d %s, want 400 invalid Idempotency-Key header", name, st, body)
 		}
 	}
 	// Without a key every call provisions, as before.
 	before = llen("UNSEC:idem1")
-	provisionTid(t, cl, a.Plain.URL+"/trans", bodies[0])
-	provisionTid(t, cl, a.Plain.URL+"/trans", bodies[0])
+	provisionTid(t, cl, a.plain.URL+"/trans", bodies[0])
+	provisionTid(t, cl, a.plain.URL+"/trans", bodies[0])
 	if got := llen("UNSEC:idem1") - before; got != 2 {
 		t.Errorf("two calls without a key added %d entries, want 2", got)
 	}
@@ -208,13 +194,13 @@ func TestIdempotencyKey(t *testing.T) {
 func TestIdempotencyWindow(t *testing.T) {
 	t.Parallel()
 	r := testenv.StartRedis(t)
-	a := startInProcNode(t, r.URL(), gateway.Options{IdempotencyWindow: time.Second})
+	a := startTestNode(t, r.URL(), nodeSetup{opts: gateway.Options{IdempotencyWindow: time.Second}})
 	cl := &http.Client{Timeout: 30 * time.Second}
 	body := `{"payload":"w","priority":"L","queue":[{"id":"win"}]}`
-	first := provisionTid(t, cl, a.Plain.URL+"/trans", body, "w-1")
+	first := provisionTid(t, cl, a.plain.URL+"/trans", body, "w-1")
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		tid := provisionTid(t, cl, a.Plain.URL+"/trans", body, "w-1")
+		tid := provisionTid(t, cl, a.plain.URL+"/trans", body, "w-1")
 		if tid != first {
 			break
 		}
