@@ -63,7 +63,7 @@ func (s *Server) deployInfo(c echo.Context) error {
 	if s.adminView(c) {
 		info.Redis.Nodes = s.svc.Topology(ctx)
 	}
-	for _, t := range Transports {
+	for _, t := range delivery.Transports {
 		info.Connections[t] = int64(gaugeValue(s.m.Connections.WithLabelValues(t)))
 	}
 	if s.opts.RedisMode == "embedded" {
@@ -79,7 +79,7 @@ func (s *Server) deployInfo(c echo.Context) error {
 
 func (s *Server) sumDelivered() float64 {
 	var n float64
-	for _, t := range Transports {
+	for _, t := range delivery.Transports {
 		n += counterValue(s.m.delivery.Delivered.WithLabelValues(t))
 	}
 	return n

@@ -45,18 +45,6 @@ const (
 	AuthNoBox        = "no_box"        // the secure queue does not exist (500 of API.md 1.5)
 )
 
-// Transport names used in metrics and events (delivery's).
-const (
-	TransportLongPoll = delivery.TransportLongPoll
-	TransportStream   = delivery.TransportStream
-	TransportSSE      = delivery.TransportSSE
-	TransportWS       = delivery.TransportWS
-	TransportWSMux    = delivery.TransportWSMux
-)
-
-// Transports lists every transport, in display order.
-var Transports = delivery.Transports
-
 // NewMetrics creates the series and registers them (plus Go and process
 // collectors and any extra collectors) on a new registry.
 func NewMetrics(extra ...prometheus.Collector) *Metrics {
@@ -120,9 +108,9 @@ func NewMetrics(extra ...prometheus.Collector) *Metrics {
 	m.connectionsByName = map[string]prometheus.Gauge{}
 	// Every labelled series exists from the start (at zero), so scrapes,
 	// rate() and alerts see it before its first event.
-	for _, t := range Transports {
+	for _, t := range delivery.Transports {
 		m.connectionsByName[t] = m.Connections.WithLabelValues(t)
-		if t != TransportLongPoll { // streaming transports: write deadlines
+		if t != delivery.TransportLongPoll { // streaming transports: write deadlines
 			m.SlowConsumers.WithLabelValues(t)
 			m.DeliveryLatency.WithLabelValues(t)
 			for _, r := range StreamEndReasons {

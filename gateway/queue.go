@@ -9,6 +9,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/popbox/popbox/hub"
+	"github.com/popbox/popbox/hub/delivery"
 	"github.com/popbox/popbox/request"
 	"github.com/popbox/popbox/web"
 )
@@ -32,7 +33,7 @@ func (s *Server) longPoll(c echo.Context, reliable bool) error {
 	if reliable {
 		mode.AckTimeout = request.AckTimeout(c.QueryParam("timeoutACK"))
 	}
-	defer s.m.Conn(TransportLongPoll)()
+	defer s.m.Conn(delivery.TransportLongPoll)()
 	ctx := c.Request().Context()
 	p, err := s.svc.Pop(ctx, q, min(maxMsgs, s.opts.Bounds.PeekMax), mode, timeout)
 	if ctx.Err() != nil {

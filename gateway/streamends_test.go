@@ -16,11 +16,12 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/popbox/popbox/gateway"
+	"github.com/popbox/popbox/hub/delivery"
 	"github.com/popbox/popbox/internal/testenv"
 )
 
 // streamTransports are the transports popbox_stream_ends_total counts.
-var streamTransports = []string{gateway.TransportStream, gateway.TransportSSE, gateway.TransportWS, gateway.TransportWSMux}
+var streamTransports = []string{delivery.TransportStream, delivery.TransportSSE, delivery.TransportWS, delivery.TransportWSMux}
 
 // streamEnds scrapes the node's /metrics and returns
 // popbox_stream_ends_total of each transport by reason, and the series of
@@ -144,12 +145,12 @@ func TestStreamEndPongTimeout(t *testing.T) {
 		HeartbeatInterval: 200 * time.Millisecond, WSPongTimeout: 300 * time.Millisecond}})
 	base := n.plain.URL
 	good := subscribe(t, base, "ws", "pong-good", "")
-	waitOpen(t, base, gateway.TransportWS, 1)
+	waitOpen(t, base, delivery.TransportWS, 1)
 	start := time.Now()
 	rawWS(t, base, "/queue/pong-raw/ws")
 	rawWS(t, base, "/ws")
-	waitEnds(t, base, gateway.TransportWS, map[string]float64{gateway.StreamEndPongTimeout: 1})
-	waitEnds(t, base, gateway.TransportWSMux, map[string]float64{gateway.StreamEndPongTimeout: 1})
+	waitEnds(t, base, delivery.TransportWS, map[string]float64{gateway.StreamEndPongTimeout: 1})
+	waitEnds(t, base, delivery.TransportWSMux, map[string]float64{gateway.StreamEndPongTimeout: 1})
 	// One heartbeat (150 ms at least) and the pong timeout passed first.
 	if took := time.Since(start); took < 450*time.Millisecond {
 		t.Fatalf("silent sockets closed after %v, before a heartbeat and the pong timeout", took)
@@ -162,7 +163,7 @@ func TestStreamEndPongTimeout(t *testing.T) {
 	if got := metricValue(t, base, `popbox_connections{transport="ws"}`); got != 1 {
 		t.Fatalf("%v live per-queue sockets, want the answering one", got)
 	}
-	waitEnds(t, base, gateway.TransportWS, map[string]float64{gateway.StreamEndPongTimeout: 1})
+	waitEnds(t, base, delivery.TransportWS, map[string]float64{gateway.StreamEndPongTimeout: 1})
 }
 
 // TestStreamEndClientClosed: a client that closes its stream (HTTP
@@ -171,7 +172,7 @@ func TestStreamEndPongTimeout(t *testing.T) {
 func TestStreamEndClientClosed(t *testing.T) {
 	t.Parallel()
 	_, base := startEndsNode(t, gateway.Options{})
-	for _, tr := range []string{gateway.TransportStream, gateway.TransportSSE} {
+	for _, tr := range []string{delivery.TransportStream, delivery.TransportSSE} {
 		c := subscribe(t, base, tr, "closed-"+tr, "")
 		waitOpen(t, base, tr, 1)
 		c.close()
@@ -179,9 +180,9 @@ func TestStreamEndClientClosed(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	for _, tr := range []string{gateway.TransportWS, gateway.TransportWSMux} {
+	for _, tr := range []string{delivery.TransportWS, delivery.TransportWSMux} {
 		conn, write := dialStreamWS(t, ctx, base, tr, "closed-"+tr, "")
-		if tr == gateway.TransportWSMux {
+		if tr == delivery.TransportWSMux {
 			write(map[string]any{"op": "subscribe", "queue": "closed-" + tr})
 		}
 		waitOpen(t, base, tr, 1)
@@ -199,7 +200,7 @@ func TestStreamEndFrameRate(t *testing.T) {
 	_, base := startEndsNode(t, gateway.Options{WSFrameRate: 1})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	conn, _ := dialStreamWS(t, ctx, base, gateway.TransportWS, "flood", "")
+	conn, _ := dialStreamWS(t, ctx, base, delivery.TransportWS, "flood", "")
 	defer conn.CloseNow()
 	closed := make(chan error, 1)
 	go func() { // reads the node's answers, and its close
@@ -225,7 +226,7 @@ func TestStreamEndFrameRate(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("the flooding socket was not closed")
 	}
-	waitEnds(t, base, gateway.TransportWS, map[string]float64{gateway.StreamEndFrameRate: 1})
+	waitEnds(t, base, delivery.TransportWS, map[string]float64{gateway.StreamEndFrameRate: 1})
 }
 
 // TestStreamEndShutdown: the streams that a node's shutdown ends are
@@ -258,7 +259,7 @@ func TestStreamEndShedAndAuthFailed(t *testing.T) {
 	if _, end := dialMuxWS(t, guarded.plain.URL, "", nil, nil); !isPolicyClose(end(10 * time.Second)) {
 		t.Fatal("silent /ws not closed with 1008")
 	}
-	waitEnds(t, guarded.plain.URL, gateway.TransportWSMux, map[string]float64{gateway.StreamEndShed: 1})
+	waitEnds(t, guarded.plain.URL, delivery.TransportWSMux, map[string]float64{gateway.StreamEndShed: 1})
 
 	n := startTestNode(t, r.URL(), nodeSetup{opts: gateway.Options{JWT: limitVerifier(t)}})
 	forged := limitToken(t, "another-secret-that-is-long-enough-0123")
@@ -274,7 +275,7 @@ func TestStreamEndShedAndAuthFailed(t *testing.T) {
 	if code, reason := end(10 * time.Second); code != websocket.StatusPolicyViolation || reason != "too many failed authentications" {
 		t.Fatalf("refused /ws ended with %d %q", code, reason)
 	}
-	waitEnds(t, n.plain.URL, gateway.TransportWSMux, map[string]float64{gateway.StreamEndAuthFailed: 1})
+	waitEnds(t, n.plain.URL, delivery.TransportWSMux, map[string]float64{gateway.StreamEndAuthFailed: 1})
 }
 
 func isPolicyClose(code websocket.StatusCode, _ string) bool {
@@ -301,7 +302,7 @@ func TestStreamTimingSettings(t *testing.T) {
 	if took := time.Since(opened); sc.Err() != nil || took > 4*time.Second {
 		t.Fatalf("first SSE heartbeat after %v (%v), want about 1 s", took, sc.Err())
 	}
-	waitEnds(t, g.URL, gateway.TransportWS, map[string]float64{gateway.StreamEndPongTimeout: 1})
+	waitEnds(t, g.URL, delivery.TransportWS, map[string]float64{gateway.StreamEndPongTimeout: 1})
 	if took := time.Since(opened); took > 10*time.Second {
 		t.Fatalf("silent socket closed after %v, want about 2 s", took)
 	}
@@ -316,12 +317,12 @@ func TestStreamEndControlTimeout(t *testing.T) {
 	t.Parallel()
 	_, base := startEndsNode(t, gateway.Options{})
 	c := rawWS(t, base, "/queue/control-stall/ws")
-	waitOpen(t, base, gateway.TransportWS, 1)
+	waitOpen(t, base, delivery.TransportWS, 1)
 	// FIN + ping; masked, 10 bytes of payload announced; mask key; 2 sent.
 	if _, err := c.Write([]byte{0x89, 0x80 | 10, 1, 2, 3, 4, 'p', 'i'}); err != nil {
 		t.Fatal(err)
 	}
-	waitEnds(t, base, gateway.TransportWS, map[string]float64{gateway.StreamEndControlTimeout: 1})
+	waitEnds(t, base, delivery.TransportWS, map[string]float64{gateway.StreamEndControlTimeout: 1})
 }
 
 // streamEvent is what a test client saw on a stream: a message, the end of

@@ -164,7 +164,7 @@ func (s *Server) subscribeStream(c echo.Context, reliable bool) error {
 	rw.Header().Set("X-Accel-Buffering", "no")
 	closeAfterStream(c)
 	rw.WriteHeader(http.StatusOK)
-	hs := newHTTPStream(TransportStream, rw)
+	hs := newHTTPStream(delivery.TransportStream, rw)
 	if err := hs.write(time.Now().Add(writeTimeout), func(b []byte) ([]byte, error) { return b, nil }); err != nil {
 		return nil
 	}
@@ -175,7 +175,7 @@ func (s *Server) subscribeStream(c echo.Context, reliable bool) error {
 		}
 		return append(append(b, out...), '\n'), nil
 	}
-	sub := newSub(q, modeFrom(reliable, c.QueryParam("timeoutACK")), TransportStream)
+	sub := newSub(q, modeFrom(reliable, c.QueryParam("timeoutACK")), delivery.TransportStream)
 	sub.expires = s.tokenExpiry(c, q)
 	s.serveHTTPStream(c, hs, sub, func(reason endReason) string {
 		if reason == endUnavailable || reason == endTokenExpired {
@@ -217,7 +217,7 @@ func (s *Server) events(c echo.Context) error {
 	if isHead(c) {
 		return nil // the headers of the stream, without a consumer
 	}
-	hs := newHTTPStream(TransportSSE, rw)
+	hs := newHTTPStream(delivery.TransportSSE, rw)
 	// Open the stream at once (EventSource fires "open") and tell the
 	// browser how soon to reconnect.
 	if err := hs.write(time.Now().Add(writeTimeout), func(b []byte) ([]byte, error) {
@@ -239,7 +239,7 @@ func (s *Server) events(c echo.Context) error {
 	hs.beat = func(b []byte) ([]byte, error) {
 		return append(b, ": heartbeat\n\n"...), nil
 	}
-	sub := newSub(q, modeFrom(reliable, c.QueryParam("timeoutACK")), TransportSSE)
+	sub := newSub(q, modeFrom(reliable, c.QueryParam("timeoutACK")), delivery.TransportSSE)
 	sub.expires = s.tokenExpiry(c, q)
 	s.serveHTTPStream(c, hs, sub, func(reason endReason) string {
 		if reason == endShutdown || reason == endAckTimeout || reason == endUnavailable || reason == endTokenExpired {

@@ -269,7 +269,7 @@ func (s *Server) queueWS(c echo.Context) error {
 	if err != nil {
 		return nil // Accept wrote the error answer
 	}
-	t := &wsTransport{conn: conn, wire: wire, label: TransportWS, pong: s.opts.WSPongTimeout}
+	t := &wsTransport{conn: conn, wire: wire, label: delivery.TransportWS, pong: s.opts.WSPongTimeout}
 	parse := func(data []byte) streamCtrl {
 		var f clientFrame
 		if json.Unmarshal(data, &f) != nil || (len(f.Ack) == 0 && len(f.Transactions) == 0) {
@@ -289,7 +289,7 @@ func (s *Server) queueWS(c echo.Context) error {
 			}
 		}
 	}
-	sub := newSub(q, modeFrom(reliable, c.QueryParam("timeoutACK")), TransportWS)
+	sub := newSub(q, modeFrom(reliable, c.QueryParam("timeoutACK")), delivery.TransportWS)
 	sub.expires = s.tokenExpiry(c, q)
 	// The stream needs nothing more of the request: it leaves the handler
 	// (and net/http's buffers of the connection) behind.
@@ -336,7 +336,7 @@ func (s *Server) muxWS(c echo.Context) error {
 	if err != nil {
 		return nil
 	}
-	t := &wsTransport{conn: conn, wire: wire, label: TransportWSMux, mux: true, pong: s.opts.WSPongTimeout,
+	t := &wsTransport{conn: conn, wire: wire, label: delivery.TransportWSMux, mux: true, pong: s.opts.WSPongTimeout,
 		provenC: make(chan struct{}), shedC: make(chan struct{}), lc: limitConnOf(c)}
 	ctx, cancel := context.WithCancel(c.Request().Context())
 	defer cancel()
@@ -427,7 +427,7 @@ func (s *Server) muxControl(c echo.Context, st *stream, t *wsTransport, ns domai
 			}
 			return
 		}
-		sub := newSub(q, modeFrom(f.Reliable, itoa(int64(f.TimeoutACK))), TransportWSMux)
+		sub := newSub(q, modeFrom(f.Reliable, itoa(int64(f.TimeoutACK))), delivery.TransportWSMux)
 		sub.expires = s.tokenExpiry(c, q)
 		st.add(sub)
 		t.prove(s)
