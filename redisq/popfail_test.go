@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -81,25 +80,6 @@ func readsPayloads(cmds []redis.Cmder) bool {
 	return false
 }
 
-func redisPID(t *testing.T, c *redis.Client) int {
-	t.Helper()
-	info, err := c.Info(context.Background(), "server").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(info, "\r\n") {
-		if v, ok := strings.CutPrefix(line, "process_id:"); ok {
-			pid, err := strconv.Atoi(v)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return pid
-		}
-	}
-	t.Fatal("no process_id in INFO server")
-	return 0
-}
-
 // TestFailedPopChangesNoState: a pop whose Redis round trip times out (the
 // server paused, at each step: the pop script itself, whose lost reply
 // leaves the entries taken, and on the Cluster's path the steps after it)
@@ -129,7 +109,7 @@ func TestFailedPopChangesNoState(t *testing.T) {
 				t.Cleanup(func() { plain.Close() })
 				c := redis.NewClient(&redis.Options{Addr: r.Addr, ReadTimeout: 200 * time.Millisecond, WriteTimeout: 200 * time.Millisecond})
 				t.Cleanup(func() { c.Close() })
-				hook := &pauseHook{pid: redisPID(t, plain), match: st.match}
+				hook := &pauseHook{pid: r.Pid(), match: st.match}
 				c.AddHook(hook)
 				ctx := context.Background()
 				s := New(c, Options{BatchBytes: 1 << 20})
@@ -251,7 +231,7 @@ func TestScriptsNotResent(t *testing.T) {
 			c := redis.NewClient(&redis.Options{Addr: r.Addr, ReadTimeout: 200 * time.Millisecond, WriteTimeout: 200 * time.Millisecond,
 				MaxRetries: 3, Dialer: counter.dial})
 			t.Cleanup(func() { c.Close() })
-			hook := &pauseHook{pid: redisPID(t, plain), match: runsScript(tc.sc)}
+			hook := &pauseHook{pid: r.Pid(), match: runsScript(tc.sc)}
 			c.AddHook(hook)
 			ctx := context.Background()
 			// Idle connections, ready: a resend would not wait on a dial
@@ -362,7 +342,7 @@ func newPopFailFixture(t *testing.T, stepwise bool, n int) *popFailFixture {
 	c := redis.NewClient(&redis.Options{Addr: r.Addr, ReadTimeout: 200 * time.Millisecond, WriteTimeout: 200 * time.Millisecond})
 	t.Cleanup(func() { c.Close() })
 	f := &popFailFixture{c: c, plain: plain, addr: r.Addr, queue: "UNSEC:undo",
-		hook: &pauseHook{pid: redisPID(t, plain), match: func(cmds []redis.Cmder) bool {
+		hook: &pauseHook{pid: r.Pid(), match: func(cmds []redis.Cmder) bool {
 			return runsScript(popFusedScript)(cmds) || runsScript(popScript)(cmds)
 		}}}
 	c.AddHook(f.hook)

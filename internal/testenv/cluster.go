@@ -218,12 +218,7 @@ func parseClusterNodes(s string) []ClusterNode {
 // Primaries returns the live primaries that serve slots, sorted by address.
 func (c *Cluster) Primaries(t testing.TB) []*Redis {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	view, err := c.View(ctx)
-	if err != nil {
-		t.Fatalf("cluster nodes: %v", err)
-	}
+	view := within(t, 5*time.Second, "cluster nodes", c.View)
 	var out []*Redis
 	for _, n := range view {
 		if n.Primary() && !n.Failed() && n.Slots > 0 {

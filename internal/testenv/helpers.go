@@ -42,6 +42,19 @@ func CloseWithin(c interface{ Close(context.Context) error }, d time.Duration) e
 	return c.Close(ctx)
 }
 
+// within calls f with a context that ends after d and returns its result;
+// an error fails the test ("what: error").
+func within[T any](t testing.TB, d time.Duration, what string, f func(context.Context) (T, error)) T {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	v, err := f(ctx)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	return v
+}
+
 // Tool returns the path of an external program a test needs: the one the
 // environment variable env names when it is set (it must then work), else
 // the first of names found (a name with a slash is a path, one without is

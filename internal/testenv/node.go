@@ -296,13 +296,7 @@ func (n *Node) TryPop(ctx context.Context, path string) (Popped, error) {
 // Pop is TryPop that fails the test on an error.
 func (n *Node) Pop(t testing.TB, path string) Popped {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	p, err := n.TryPop(ctx, path)
-	if err != nil {
-		t.Fatalf("POST %s on %s: %v", path, n.Addr, err)
-	}
-	return p
+	return within(t, 2*time.Minute, "POST "+path+" on "+n.Addr, func(ctx context.Context) (Popped, error) { return n.TryPop(ctx, path) })
 }
 
 // Peek is GET path (e.g. "/queue/q/peek?max=5") decoded as a peek answer;

@@ -192,6 +192,11 @@ func (r *Redis) Client() *redis.Client {
 	return redis.NewClient(&redis.Options{Addr: r.Addr, DB: r.db})
 }
 
+// Pid is the process id of the server while it runs (0 for an external
+// server, or once it was stopped or killed), for a test that signals it
+// itself (e.g. SIGSTOP to make a client's read time out).
+func (r *Redis) Pid() int { return r.proc.pid() }
+
 // Stop shuts the server down (SIGTERM) and waits for it.
 func (r *Redis) Stop() { r.signal(false) }
 

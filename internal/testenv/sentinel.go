@@ -183,12 +183,7 @@ func (s *Sentinel) PrimaryAddr(ctx context.Context) (string, error) {
 // Primary returns the data node the sentinels name as primary.
 func (s *Sentinel) Primary(t testing.TB) *Redis {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	addr, err := s.PrimaryAddr(ctx)
-	if err != nil {
-		t.Fatalf("sentinel primary: %v", err)
-	}
+	addr := within(t, 5*time.Second, "sentinel primary", s.PrimaryAddr)
 	for _, r := range s.Data {
 		if r.Addr == addr {
 			return r
