@@ -263,17 +263,14 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 	if err != nil {
 		return err
 	}
-	resp, err := c.hc.Do(req)
+	resp, err := c.send(req, path, 0, maxResponse)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, unwrapURLError(err))
+		return err
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
 	if err != nil {
 		return fmt.Errorf("%s %s: reading the answer: %w", method, path, err)
-	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return newError(method, path, resp.StatusCode, data)
 	}
 	if out == nil {
 		return nil
@@ -282,6 +279,25 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 		return fmt.Errorf("%s %s: unexpected answer (%v): %s", method, path, err, clip(data))
 	}
 	return nil
+}
+
+// send sends req for the escaped path and returns the response when its
+// status is want (0: any 2xx); the caller closes its body. Another status
+// is returned as an *Error made of the answer's first limit bytes.
+func (c *Client) send(req *http.Request, path string, want int, limit int64) (*http.Response, error) {
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", req.Method, path, unwrapURLError(err))
+	}
+	if resp.StatusCode == want || (want == 0 && resp.StatusCode >= 200 && resp.StatusCode <= 299) {
+		return resp, nil
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, limit))
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: reading the answer: %w", req.Method, path, err)
+	}
+	return nil, newError(req.Method, path, resp.StatusCode, data)
 }
 
 // unwrapURLError drops the *url.Error wrapper, whose text repeats the whole

@@ -70,14 +70,9 @@ func (c *Client) Subscribe(ctx context.Context, queue string, opts SubscribeOpti
 	}
 	req.Header.Set("Accept", "text/event-stream")
 	req.Header.Set("Cache-Control", "no-cache")
-	resp, err := c.hc.Do(req)
+	resp, err := c.send(req, path, http.StatusOK, 64<<10)
 	if err != nil {
-		return nil, fmt.Errorf("GET %s: %w", path, unwrapURLError(err))
-	}
-	if resp.StatusCode != http.StatusOK {
-		defer resp.Body.Close()
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		return nil, newError(http.MethodGet, path, resp.StatusCode, data)
+		return nil, err
 	}
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
 		resp.Body.Close()
