@@ -2,9 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,10 +18,11 @@ import (
 	"time"
 
 	"github.com/popbox/popbox/internal/sysinfo"
+	"github.com/popbox/popbox/loadtest/internal/transport"
 )
 
-// The processes a benchmark suite starts and watches: gateways, redis-server
-// and the helpers that wait for them.
+// The processes a benchmark suite starts and watches: gateways, redis-server,
+// the Centrifugo peer and the helpers that wait for them.
 
 // freePort returns a loopback TCP port that was free a moment ago.
 func freePort() (int, error) {
@@ -88,27 +93,40 @@ type redisChild struct {
 }
 
 func startRedis(ctx context.Context, bin, dir, logPath string) (*redisChild, error) {
+	c, addr, err := startOnFreePort(ctx, dir, 10*time.Second, func(port int) (*child, error) {
+		return startChild("redis-server", bin, []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+			"--save", "", "--appendonly", "no", "--protected-mode", "no", "--dir", dir, "--maxclients", "10000"}, nil, logPath)
+	}, redisPing)
+	if err != nil {
+		return nil, fmt.Errorf("redis-server did not start: %w", err)
+	}
+	return &redisChild{child: c, addr: addr}, nil
+}
+
+// startOnFreePort makes dir, then starts a child with start on a free
+// loopback port and waits up to timeout until ready holds for its address
+// (127.0.0.1:port); it tries three ports before it gives up.
+func startOnFreePort(ctx context.Context, dir string, timeout time.Duration, start func(port int) (*child, error), ready func(addr string) bool) (*child, string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
 		port, err := freePort()
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
-		c, err := startChild("redis-server", bin, []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-			"--save", "", "--appendonly", "no", "--protected-mode", "no", "--dir", dir, "--maxclients", "10000"}, nil, logPath)
+		c, err := start(port)
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
-		addr := fmt.Sprintf("127.0.0.1:%d", port)
-		if lastErr = waitFor(ctx, 10*time.Second, c, func() bool { return redisPing(addr) }); lastErr == nil {
-			return &redisChild{child: c, addr: addr}, nil
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		if lastErr = waitFor(ctx, timeout, c, func() bool { return ready(addr) }); lastErr == nil {
+			return c, addr, nil
 		}
 		c.stop(2 * time.Second)
 	}
-	return nil, fmt.Errorf("redis-server did not start: %w", lastErr)
+	return nil, "", lastErr
 }
 
 func redisPing(addr string) bool {
@@ -226,4 +244,48 @@ func redisVersion(bin string) string {
 		}
 	}
 	return strings.TrimSpace(string(out))
+}
+
+// centrifugoVersion runs `centrifugo version` ("Centrifugo v6.9.1 (Go
+// version: ...)") and returns the version ("v6.9.1").
+func centrifugoVersion(ctx context.Context, bin string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, "version").Output()
+	if err != nil {
+		return "", fmt.Errorf("%s version: %w", bin, err)
+	}
+	for _, f := range strings.Fields(string(out)) {
+		if strings.HasPrefix(f, "v") && strings.Count(f, ".") >= 2 {
+			return f, nil
+		}
+	}
+	return "", fmt.Errorf("%s version: unexpected output %.80q", bin, out)
+}
+
+// startCentrifugo starts the peer on a free loopback port with
+// centrifugoConfig and a random API key, waits until /health answers and
+// returns it with its target URL for the load tool.
+func startCentrifugo(ctx context.Context, bin, dir, logPath string) (*child, string, error) {
+	var key [16]byte
+	if _, err := rand.Read(key[:]); err != nil {
+		return nil, "", err
+	}
+	apiKey := hex.EncodeToString(key[:])
+	c, addr, err := startOnFreePort(ctx, dir, 30*time.Second, func(port int) (*child, error) {
+		b, err := json.MarshalIndent(centrifugoConfig(port, apiKey), "", "  ")
+		if err != nil {
+			return nil, err
+		}
+		cfg := filepath.Join(dir, "config.json")
+		if err := os.WriteFile(cfg, b, 0o600); err != nil {
+			return nil, err
+		}
+		return startChild("centrifugo", bin, []string{"--config", cfg}, nil, logPath)
+	}, func(addr string) bool { return httpOK("http://" + addr + "/health") })
+	if err != nil {
+		return nil, "", fmt.Errorf("centrifugo did not start (see %s): %w", logPath, err)
+	}
+	u := url.URL{Scheme: transport.CentrifugoScheme, User: url.UserPassword("api", apiKey), Host: addr}
+	return c, u.String(), nil
 }

@@ -2,18 +2,10 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
-	"time"
 
 	"github.com/popbox/popbox/loadtest/internal/safety"
 	"github.com/popbox/popbox/loadtest/internal/transport"
@@ -103,63 +95,6 @@ type PeerMeta struct {
 	Version string `json:"version,omitempty"` // as the binary reports it
 	// NotRun says why the peer cases did not run (no binary given, ...).
 	NotRun string `json:"not_run,omitempty"`
-}
-
-// centrifugoVersion runs `centrifugo version` ("Centrifugo v6.9.1 (Go
-// version: ...)") and returns the version ("v6.9.1").
-func centrifugoVersion(ctx context.Context, bin string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, bin, "version").Output()
-	if err != nil {
-		return "", fmt.Errorf("%s version: %w", bin, err)
-	}
-	for _, f := range strings.Fields(string(out)) {
-		if strings.HasPrefix(f, "v") && strings.Count(f, ".") >= 2 {
-			return f, nil
-		}
-	}
-	return "", fmt.Errorf("%s version: unexpected output %.80q", bin, out)
-}
-
-// startCentrifugo starts the peer on a free loopback port with
-// centrifugoConfig and a random API key, waits until /health answers and
-// returns it with its target URL for the load tool.
-func startCentrifugo(ctx context.Context, bin, dir, logPath string) (*child, string, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, "", err
-	}
-	var key [16]byte
-	if _, err := rand.Read(key[:]); err != nil {
-		return nil, "", err
-	}
-	apiKey := hex.EncodeToString(key[:])
-	var lastErr error
-	for attempt := 0; attempt < 3; attempt++ {
-		port, err := freePort()
-		if err != nil {
-			return nil, "", err
-		}
-		b, err := json.MarshalIndent(centrifugoConfig(port, apiKey), "", "  ")
-		if err != nil {
-			return nil, "", err
-		}
-		cfg := filepath.Join(dir, "config.json")
-		if err := os.WriteFile(cfg, b, 0o600); err != nil {
-			return nil, "", err
-		}
-		c, err := startChild("centrifugo", bin, []string{"--config", cfg}, nil, logPath)
-		if err != nil {
-			return nil, "", err
-		}
-		addr := "127.0.0.1:" + strconv.Itoa(port)
-		if lastErr = waitFor(ctx, 30*time.Second, c, func() bool { return httpOK("http://" + addr + "/health") }); lastErr == nil {
-			u := url.URL{Scheme: transport.CentrifugoScheme, User: url.UserPassword("api", apiKey), Host: addr}
-			return c, u.String(), nil
-		}
-		c.stop(2 * time.Second)
-	}
-	return nil, "", fmt.Errorf("centrifugo did not start (see %s): %w", logPath, lastErr)
 }
 
 // centrifugoWant is the Centrifugo version issue 14 compares with.
