@@ -62,14 +62,8 @@ func StartCluster(t testing.TB, opts ...ClusterOption) *Cluster {
 	for _, fn := range opts {
 		fn(&o)
 	}
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Fatalf("redis-server not on PATH (install the redis-server package): %v", err)
-	}
-	cli, err := exec.LookPath("redis-cli")
-	if err != nil {
-		t.Fatalf("redis-cli not on PATH (install the redis-tools package): %v", err)
-	}
+	bin := lookPath(t, "redis-server", "redis-server")
+	cli := lookPath(t, "redis-cli", "redis-tools")
 	c := &Cluster{NodeTimeout: o.nodeTimeout, t: t}
 	n := o.primaries * (1 + o.replicas)
 	for i := 0; i < n; i++ {

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"sync"
+	"testing"
 	"time"
 )
 
@@ -50,6 +51,36 @@ func (p *running) end(sig os.Signal, grace time.Duration) {
 		return
 	}
 	endProcess(cmd, done, sig, grace)
+}
+
+// start starts bin with args, its output appended to the file logPath (""
+// discards it), and records it.
+func (p *running) start(logPath, bin string, args ...string) error {
+	if logPath == "" {
+		logPath = os.DevNull
+	}
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(bin, args...)
+	done, err := startLogged(cmd, logf)
+	if err != nil {
+		return err
+	}
+	p.set(cmd, done)
+	return nil
+}
+
+// lookPath finds the program name on PATH; without it the test fails,
+// naming the Debian package pkg that installs it.
+func lookPath(t testing.TB, name, pkg string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		t.Fatalf("%s not on PATH (install the %s package): %v", name, pkg, err)
+	}
+	return p
 }
 
 // startLogged starts cmd with its output going to logf and returns a

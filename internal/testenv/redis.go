@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -87,10 +86,7 @@ func StartRedis(t testing.TB, opts ...RedisOption) *Redis {
 		}
 		return r
 	}
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Fatalf("redis-server not on PATH (install the redis-server package): %v", err)
-	}
+	bin := lookPath(t, "redis-server", "redis-server")
 	dir := t.TempDir()
 	r := &Redis{dir: dir}
 	r.args = append([]string{
@@ -115,19 +111,11 @@ func StartRedis(t testing.TB, opts ...RedisOption) *Redis {
 func (r *Redis) start(bin string) error {
 	_, port, _ := net.SplitHostPort(r.Addr)
 	args := append([]string{"--port", port}, r.args...)
-	cmd := exec.Command(bin, args...)
-	logf, err := os.Create(filepath.Join(r.dir, "redis-"+port+".log"))
-	if err != nil {
+	if err := r.proc.start(filepath.Join(r.dir, "redis-"+port+".log"), bin, args...); err != nil {
 		return err
 	}
-	done, err := startLogged(cmd, logf)
-	if err != nil {
-		return err
-	}
-	r.proc.set(cmd, done)
-	if err := waitOwnRedis(r.Addr, cmd.Process.Pid, 10*time.Second); err != nil {
-		_ = cmd.Process.Kill()
-		<-done
+	if err := waitOwnRedis(r.Addr, r.proc.pid(), 10*time.Second); err != nil {
+		r.proc.end(os.Kill, 10*time.Second)
 		return err
 	}
 	return nil
@@ -222,7 +210,7 @@ func (r *Redis) Restart(t testing.TB) {
 		t.Fatal("cannot restart an external test redis")
 	}
 	r.Stop()
-	bin, _ := exec.LookPath("redis-server")
+	bin := lookPath(t, "redis-server", "redis-server")
 	var err error
 	for attempt := 0; attempt < 20; attempt++ {
 		if err = r.start(bin); err == nil {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -62,10 +61,7 @@ func StartSentinel(t testing.TB, opts ...SentinelOption) *Sentinel {
 	for _, fn := range opts {
 		fn(&o)
 	}
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Fatalf("redis-server not on PATH (install the redis-server package): %v", err)
-	}
+	bin := lookPath(t, "redis-server", "redis-server")
 	s := &Sentinel{Master: SentinelMaster}
 	primary := StartRedis(t, WithRedisArgs(o.args...), OwnRedis())
 	_, pport, _ := net.SplitHostPort(primary.Addr)
@@ -127,14 +123,10 @@ sentinel parallel-syncs %s 1
 			return nil, err
 		}
 		sp := &SentinelProc{Addr: fmt.Sprintf("127.0.0.1:%d", port), dir: dir}
-		cmd := exec.Command(bin, conf, "--sentinel")
-		if lastErr = cmd.Start(); lastErr != nil {
+		if lastErr = sp.proc.start("", bin, conf, "--sentinel"); lastErr != nil {
 			continue
 		}
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		sp.proc.set(cmd, done)
-		if lastErr = waitOwnRedis(sp.Addr, cmd.Process.Pid, 10*time.Second); lastErr == nil {
+		if lastErr = waitOwnRedis(sp.Addr, sp.proc.pid(), 10*time.Second); lastErr == nil {
 			return sp, nil
 		}
 		sp.Kill()
