@@ -27,8 +27,10 @@ import (
 // appendfsync everysec can lose up to about a second of writes if the
 // machine itself goes down (power, kernel), which a test cannot inject.
 func TestRedisRestartAOF(t *testing.T) {
+	t.Parallel()
 	for _, fsync := range []string{"always", "everysec"} {
 		t.Run(fsync, func(t *testing.T) {
+			t.Parallel()
 			r := testenv.StartRedis(t, testenv.WithRedisArgs("--appendonly", "yes", "--appendfsync", fsync))
 			g := startNode(t, "A", r.URL())
 			ctx := context.Background()

@@ -20,6 +20,7 @@ import (
 // lands on every shard and every queue pops its message; every transport
 // gets a message provisioned on the other node.
 func TestCluster(t *testing.T) {
+	t.Parallel()
 	c := testenv.StartCluster(t)
 	a := startNode(t, "A", "", "POPBOX_REDIS_CLUSTER="+c.Seeds())
 	b := startNode(t, "B", "", "POPBOX_REDIS_CLUSTER="+c.Seeds())
@@ -259,11 +260,13 @@ func TestCluster(t *testing.T) {
 // message written in the last moment before the kill can be lost; that run
 // reports what happened and asserts nothing about loss.
 func TestClusterFailover(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("fault test under load: skipped with -short")
 	}
 	for _, wait := range []int{1, 0} {
 		t.Run(fmt.Sprintf("WaitReplicas%d", wait), func(t *testing.T) {
+			t.Parallel()
 			c := testenv.StartCluster(t)
 			env := []string{"POPBOX_REDIS_CLUSTER=" + c.Seeds(), fmt.Sprintf("POPBOX_REDIS_WAIT_REPLICAS=%d", wait)}
 			a := startNode(t, "A", "", env...)

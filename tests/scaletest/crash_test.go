@@ -15,6 +15,7 @@ import (
 // in-flight record in Redis outlives the node; any node's reaper re-queues
 // it after the ack deadline).
 func TestGatewayCrash(t *testing.T) {
+	t.Parallel()
 	a, b, queues := twoNodesToCrash(t, "gc")
 	o := runScenario(t, scenario{
 		fault: "kill -9 gateway node", setting: "reliable subscribers (at-least-once), acks sent every 1 s",
@@ -52,6 +53,7 @@ func TestGatewayCrash(t *testing.T) {
 // what that node held for its clients: at most one outbox (16 messages)
 // plus the one being written per stream, per long poll its max.
 func TestGatewayCrashPlain(t *testing.T) {
+	t.Parallel()
 	a, b, queues := twoNodesToCrash(t, "gp")
 	o := runScenario(t, scenario{
 		fault: "kill -9 gateway node", setting: "plain subscribers (at-most-once)",

@@ -4,7 +4,9 @@
 // side by side, and faults injected under load (kill -9 of a Redis primary,
 // of a gateway node, a Redis restart with AOF). Each fault test counts what
 // happened to every message: provisioned (answered 200), delivered, lost,
-// duplicated; TestMain prints the table at the end (go test -v).
+// duplicated; TestMain prints the table at the end (go test -v). The tests
+// run in parallel, each on servers of its own: most of their time is spent
+// waiting (for a failover, an ack deadline, a quiet period), not computing.
 //
 // The package has only tests; it needs redis-server and redis-cli on PATH.
 package scaletest

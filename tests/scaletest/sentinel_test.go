@@ -19,6 +19,7 @@ import (
 // keyspace notifications on there). With POPBOX_REDIS_WAIT_REPLICAS=1 no
 // 200-answered message may be lost.
 func TestSentinelFailover(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("fault test under load: skipped with -short")
 	}
@@ -90,6 +91,7 @@ func TestSentinelFailover(t *testing.T) {
 // is answered 500 after the WAIT timeout (the message may still be
 // delivered: a non-200 answer means "outcome unknown", not "not stored").
 func TestWaitReplicas(t *testing.T) {
+	t.Parallel()
 	primary := testenv.StartRedis(t, testenv.OwnRedis())
 	g := startNode(t, "A", primary.URL(), "POPBOX_REDIS_WAIT_REPLICAS=1")
 	start := time.Now()
