@@ -22,8 +22,7 @@ import (
 func TestCluster(t *testing.T) {
 	t.Parallel()
 	c := testenv.StartCluster(t)
-	a := startNode(t, "A", "", "POPBOX_REDIS_CLUSTER="+c.Seeds())
-	b := startNode(t, "B", "", "POPBOX_REDIS_CLUSTER="+c.Seeds())
+	a, b := startPair(t, "", "POPBOX_REDIS_CLUSTER="+c.Seeds())
 
 	t.Run("Topology", func(t *testing.T) {
 		var info struct {
@@ -269,8 +268,7 @@ func TestClusterFailover(t *testing.T) {
 			t.Parallel()
 			c := testenv.StartCluster(t)
 			env := []string{"POPBOX_REDIS_CLUSTER=" + c.Seeds(), fmt.Sprintf("POPBOX_REDIS_WAIT_REPLICAS=%d", wait)}
-			a := startNode(t, "A", "", env...)
-			b := startNode(t, "B", "", env...)
+			a, b := startPair(t, "", env...)
 			queues := queueNames(fmt.Sprintf("cf%d", wait), 20)
 			checkSpread(t, c, queues)
 			setting := fmt.Sprintf("WAIT_REPLICAS=%d, reliable subscribers", wait)

@@ -82,7 +82,8 @@ func twoNodesToCrash(t *testing.T, prefix string) (a, b *node, queues []string) 
 		t.Skip("fault test under load: skipped with -short")
 	}
 	r := testenv.StartRedis(t, testenv.OwnRedis())
-	return startNode(t, "A", r.URL()), startNode(t, "B", r.URL()), queueNames(prefix, 20)
+	a, b = startPair(t, r.URL())
+	return a, b, queueNames(prefix, 20)
 }
 
 // killNode is the fault of the crash tests: SIGKILL node b; the clients

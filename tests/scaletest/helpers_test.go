@@ -95,6 +95,12 @@ func startNode(t *testing.T, name, redisURL string, env ...string) *node {
 	return &node{Node: n, name: name}
 }
 
+// startPair starts gateway nodes A and B alike (see startNode).
+func startPair(t *testing.T, redisURL string, env ...string) (a, b *node) {
+	t.Helper()
+	return startNode(t, "A", redisURL, env...), startNode(t, "B", redisURL, env...)
+}
+
 // states returns GET /trans/<tid>/state as queue -> state.
 func (n *node) states(t testing.TB, tid string) map[string]string {
 	t.Helper()

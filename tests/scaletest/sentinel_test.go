@@ -25,8 +25,7 @@ func TestSentinelFailover(t *testing.T) {
 	}
 	s := testenv.StartSentinel(t)
 	env := []string{"POPBOX_REDIS_SENTINELS=" + s.Addrs(), "POPBOX_REDIS_MASTER=" + s.Master, "POPBOX_REDIS_WAIT_REPLICAS=1"}
-	a := startNode(t, "A", "", env...)
-	b := startNode(t, "B", "", env...)
+	a, b := startPair(t, "", env...)
 	var info struct {
 		Redis struct {
 			Mode string `json:"mode"`
