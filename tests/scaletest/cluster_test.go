@@ -21,8 +21,7 @@ import (
 // gets a message provisioned on the other node.
 func TestCluster(t *testing.T) {
 	t.Parallel()
-	c := testenv.StartCluster(t)
-	a, b := startPair(t, "", "POPBOX_REDIS_CLUSTER="+c.Seeds())
+	c, a, b := clusterPair(t)
 
 	t.Run("Topology", func(t *testing.T) {
 		var info struct {
@@ -251,6 +250,15 @@ func TestCluster(t *testing.T) {
 	})
 }
 
+// clusterPair starts a Redis Cluster (testenv.StartCluster) and gateway
+// nodes A and B on it, env added to their environment.
+func clusterPair(t *testing.T, env ...string) (c *testenv.Cluster, a, b *node) {
+	t.Helper()
+	c = testenv.StartCluster(t)
+	a, b = startPair(t, "", append([]string{"POPBOX_REDIS_CLUSTER=" + c.Seeds()}, env...)...)
+	return c, a, b
+}
+
 // TestClusterFailover kills a Cluster primary (SIGKILL) while two gateway
 // nodes carry provisions and reliable subscribers on every transport. With
 // POPBOX_REDIS_WAIT_REPLICAS=1 a provision is answered 200 only once a
@@ -266,9 +274,7 @@ func TestClusterFailover(t *testing.T) {
 	for _, wait := range []int{1, 0} {
 		t.Run(fmt.Sprintf("WaitReplicas%d", wait), func(t *testing.T) {
 			t.Parallel()
-			c := testenv.StartCluster(t)
-			env := []string{"POPBOX_REDIS_CLUSTER=" + c.Seeds(), fmt.Sprintf("POPBOX_REDIS_WAIT_REPLICAS=%d", wait)}
-			a, b := startPair(t, "", env...)
+			c, a, b := clusterPair(t, fmt.Sprintf("POPBOX_REDIS_WAIT_REPLICAS=%d", wait))
 			queues := queueNames(fmt.Sprintf("cf%d", wait), 20)
 			checkSpread(t, c, queues)
 			setting := fmt.Sprintf("WAIT_REPLICAS=%d, reliable subscribers", wait)
