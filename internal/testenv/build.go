@@ -1,8 +1,10 @@
 package testenv
 
 import (
+	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -11,6 +13,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 )
 
@@ -105,4 +108,73 @@ func hashSources(root string, skip []string, extra string) (string, error) {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)[:8]), nil
+}
+
+var ferretBuild struct {
+	once  sync.Once
+	path  string
+	built bool
+	err   error
+}
+
+// FerretDBBinary returns the path of the tools/ferretdb binary, building it
+// once per process into os.UserCacheDir()/popbox-test-bin under a name
+// keyed by the hash of the tool's sources, go.mod and go.sum (and the Go
+// version), so later test runs reuse it. built reports whether this call
+// compiled it. Concurrent test processes take a file lock so only one of
+// them builds.
+func FerretDBBinary() (path string, built bool, err error) {
+	ferretBuild.once.Do(func() {
+		ferretBuild.path, ferretBuild.built, ferretBuild.err = buildFerretDB()
+	})
+	return ferretBuild.path, ferretBuild.built, ferretBuild.err
+}
+
+func buildFerretDB() (string, bool, error) {
+	root, err := popboxModuleRoot()
+	if err != nil {
+		return "", false, err
+	}
+	src := filepath.Join(root, "tools", "ferretdb")
+	key, err := hashSources(src, nil, "ferretdb_no_postgresql")
+	if err != nil {
+		return "", false, fmt.Errorf("hash %s: %w", src, err)
+	}
+	return cachedBuild("ferretdb", key, func(out string) error {
+		cmd := goCommand(src, "build", "-trimpath", "-tags", "ferretdb_no_postgresql", "-o", out, ".")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("go build tools/ferretdb: %w\n%s", err, b)
+		}
+		return nil
+	})
+}
+
+// popboxModuleRoot walks up from the working directory to the directory whose
+// go.mod declares module github.com/popbox/popbox.
+func popboxModuleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if f, err := os.Open(filepath.Join(dir, "go.mod")); err == nil {
+			sc := bufio.NewScanner(f)
+			for sc.Scan() {
+				fields := strings.Fields(sc.Text())
+				if len(fields) == 2 && fields[0] == "module" {
+					if strings.Trim(fields[1], `"`) == "github.com/popbox/popbox" {
+						f.Close()
+						return dir, nil
+					}
+					break
+				}
+			}
+			f.Close()
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod of module github.com/popbox/popbox above the working directory")
+		}
+		dir = parent
+	}
 }

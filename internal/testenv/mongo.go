@@ -1,20 +1,17 @@
 package testenv
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -34,10 +31,7 @@ type Mongo struct {
 	addr     string
 	dir      string
 	bin      string
-	mu       sync.Mutex
-	cmd      *exec.Cmd
-	stdin    io.Closer
-	done     <-chan struct{}
+	proc     running
 	external bool
 }
 
@@ -127,7 +121,6 @@ func (m *Mongo) start() error {
 		return err
 	}
 	var cmd *exec.Cmd
-	var stdin io.WriteCloser
 	switch m.Kind {
 	case "mongod":
 		dbpath := filepath.Join(m.dir, "db")
@@ -140,7 +133,7 @@ func (m *Mongo) start() error {
 		cmd = exec.Command(m.bin, "-listen", m.addr, "-dir", filepath.Join(m.dir, "data"), "-exit-on-stdin-eof")
 		// The server stops when this pipe closes, also when the test
 		// process dies without running its cleanups.
-		if stdin, err = cmd.StdinPipe(); err != nil {
+		if _, err = cmd.StdinPipe(); err != nil {
 			logf.Close()
 			return err
 		}
@@ -149,12 +142,9 @@ func (m *Mongo) start() error {
 	if err != nil {
 		return err
 	}
-	m.mu.Lock()
-	m.cmd, m.done, m.stdin = cmd, done, stdin
-	m.mu.Unlock()
+	m.proc.set(cmd, done)
 	if err := waitMongo(m.URI, done, 30*time.Second); err != nil {
-		_ = cmd.Process.Kill()
-		<-done
+		m.proc.end(os.Kill, 10*time.Second)
 		return fmt.Errorf("%w (log: %s)", err, mongoLogTail(filepath.Join(m.dir, m.Kind+"-"+port+".log")))
 	}
 	return nil
@@ -212,23 +202,13 @@ func (m *Mongo) Client(t testing.TB) *mongo.Client {
 	return c
 }
 
-// Stop shuts the server down and waits for it (no-op for an external
-// server).
+// Stop shuts the server down (SIGINT) and waits for it (no-op for an
+// external server).
 func (m *Mongo) Stop() {
 	if m.external {
 		return
 	}
-	m.mu.Lock()
-	cmd, done, stdin := m.cmd, m.done, m.stdin
-	m.cmd, m.stdin = nil, nil
-	m.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	if stdin != nil {
-		_ = stdin.Close() // the FerretDB wrapper also exits when its stdin closes
-	}
-	endProcess(cmd, done, os.Interrupt, 10*time.Second)
+	m.proc.end(os.Interrupt, 10*time.Second)
 }
 
 // Restart stops the server and starts it again on the same port and data
@@ -247,73 +227,4 @@ func (m *Mongo) Restart(t testing.TB) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatalf("restart %s: %v", m.Kind, err)
-}
-
-var ferretBuild struct {
-	once  sync.Once
-	path  string
-	built bool
-	err   error
-}
-
-// FerretDBBinary returns the path of the tools/ferretdb binary, building it
-// once per process into os.UserCacheDir()/popbox-test-bin under a name
-// keyed by the hash of the tool's sources, go.mod and go.sum (and the Go
-// version), so later test runs reuse it. built reports whether this call
-// compiled it. Concurrent test processes take a file lock so only one of
-// them builds.
-func FerretDBBinary() (path string, built bool, err error) {
-	ferretBuild.once.Do(func() {
-		ferretBuild.path, ferretBuild.built, ferretBuild.err = buildFerretDB()
-	})
-	return ferretBuild.path, ferretBuild.built, ferretBuild.err
-}
-
-func buildFerretDB() (string, bool, error) {
-	root, err := popboxModuleRoot()
-	if err != nil {
-		return "", false, err
-	}
-	src := filepath.Join(root, "tools", "ferretdb")
-	key, err := hashSources(src, nil, "ferretdb_no_postgresql")
-	if err != nil {
-		return "", false, fmt.Errorf("hash %s: %w", src, err)
-	}
-	return cachedBuild("ferretdb", key, func(out string) error {
-		cmd := goCommand(src, "build", "-trimpath", "-tags", "ferretdb_no_postgresql", "-o", out, ".")
-		if b, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("go build tools/ferretdb: %w\n%s", err, b)
-		}
-		return nil
-	})
-}
-
-// popboxModuleRoot walks up from the working directory to the directory whose
-// go.mod declares module github.com/popbox/popbox.
-func popboxModuleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if f, err := os.Open(filepath.Join(dir, "go.mod")); err == nil {
-			sc := bufio.NewScanner(f)
-			for sc.Scan() {
-				fields := strings.Fields(sc.Text())
-				if len(fields) == 2 && fields[0] == "module" {
-					if strings.Trim(fields[1], `"`) == "github.com/popbox/popbox" {
-						f.Close()
-						return dir, nil
-					}
-					break
-				}
-			}
-			f.Close()
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod of module github.com/popbox/popbox above the working directory")
-		}
-		dir = parent
-	}
 }
