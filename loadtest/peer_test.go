@@ -3,13 +3,13 @@ package main
 import (
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/popbox/popbox/internal/testenv"
 	"github.com/popbox/popbox/loadtest/internal/transport"
 )
 
@@ -76,20 +76,11 @@ func centrifugoBin() string {
 	if b := os.Getenv("POPBOX_CENTRIFUGO_BIN"); b != "" {
 		return b
 	}
+	names := []string{"centrifugo"}
 	if root := findModuleRoot(); root != "" {
-		if b := filepath.Join(root, "bin", "centrifugo"); isExecutable(b) {
-			return b
-		}
+		names = append([]string{filepath.Join(root, "bin", "centrifugo")}, names...)
 	}
-	if b, err := exec.LookPath("centrifugo"); err == nil {
-		return b
-	}
-	return ""
-}
-
-func isExecutable(path string) bool {
-	st, err := os.Stat(path)
-	return err == nil && !st.IsDir() && st.Mode()&0o111 != 0
+	return testenv.FindTool(names...)
 }
 
 // TestCentrifugoPeer runs the comparison scenarios briefly against a real

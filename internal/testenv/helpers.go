@@ -69,15 +69,24 @@ func Tool(t testing.TB, env, pkg string, names ...string) string {
 		}
 		return p
 	}
-	for _, n := range names {
-		if p, err := exec.LookPath(n); err == nil {
-			return p
-		}
+	if p := FindTool(names...); p != "" {
+		return p
 	}
 	name := filepath.Base(names[0])
 	if os.Getenv("CI") != "" {
 		t.Fatalf("%s is not installed (.ci/run installs the Debian package %s)", name, pkg)
 	}
 	t.Skipf("%s not installed (apt-get install %s)", name, pkg)
+	return ""
+}
+
+// FindTool returns the path of the first of names found (a name with a
+// slash is a path, one without is looked up in PATH), "" when none is.
+func FindTool(names ...string) string {
+	for _, n := range names {
+		if p, err := exec.LookPath(n); err == nil {
+			return p
+		}
+	}
 	return ""
 }
