@@ -28,7 +28,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -374,12 +373,9 @@ func (e *StreamEnd) Error() string { return "stream ended by the gateway: " + e.
 // written to a plain (not reliable) stream count as Delivered even if the
 // caller never reads them; use Reliable when that matters.
 func (c *Client) Subscribe(ctx context.Context, queue string, opts SubscribeOptions) (*Subscription, error) {
-	q := url.Values{}
+	q := PopOptions{AckTimeout: opts.AckTimeout}.query(opts.Reliable)
 	if opts.Reliable {
 		q.Set("reliable", "1")
-		if opts.AckTimeout > 0 {
-			q.Set("timeoutACK", strconv.FormatInt(ceilSeconds(opts.AckTimeout), 10))
-		}
 	}
 	path := c.path("queue", queue, "events")
 	req, err := c.newRequest(ctx, http.MethodGet, path, q, nil)
