@@ -36,11 +36,16 @@ func testCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-// run parses args for scenario, runs it and returns the result.
+// run parses args for scenario, runs it and returns the result. Unless args
+// name the gateway's pid, the figures of "the gateway" are this process's
+// (the in-process fake gateways live here).
 func run(t *testing.T, scenario string, args ...string) *Result {
 	t.Helper()
 	ctx := testCtx(t)
-	args = append(args, "--gateway-pid", fmt.Sprint(os.Getpid()), "--quiet")
+	if !slices.Contains(args, "--gateway-pid") {
+		args = append(args, "--gateway-pid", fmt.Sprint(os.Getpid()))
+	}
+	args = append(args, "--quiet")
 	o, err := parseOptions(ctx, scenario, args, io.Discard)
 	if err != nil {
 		t.Fatal(err)

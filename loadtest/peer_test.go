@@ -4,6 +4,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -105,6 +106,9 @@ func TestCentrifugoPeer(t *testing.T) {
 
 	r := run(t, "capacity", "--target", target, "--gateway-pid", pid, "--conns", "40", "--mix", "sse=50,ws=50",
 		"--duration", "1s", "--idle-window", "500ms")
+	if r.Gateway == nil || !slices.Equal(r.Gateway.PIDs, []int{srv.cmd.Process.Pid}) {
+		t.Fatalf("capacity against Centrifugo measured pids %+v, want Centrifugo's %d", r.Gateway, srv.cmd.Process.Pid)
+	}
 	if r.Conns.Open != 40 || r.Verify.Verified != 40 || r.Conns.Failed+r.Conns.Dropped != 0 || r.Gateway.RSS <= 0 {
 		// (RSS per connection of 40 connections is noise: the heap may shrink meanwhile)
 		t.Fatalf("capacity against Centrifugo: open %d, verified %+v, failed %d, dropped %d, RSS %d, errors %v, problems %v",
