@@ -329,30 +329,28 @@ func TestStreamEndControlTimeout(t *testing.T) {
 // one subscription of a multiplexed socket (an error frame), or the end of
 // the connection with what the server said about it.
 type streamEvent struct {
-	Kind  string // "msg", "suberror", "end"
-	Queue string
-	TID   string
-	Text  string // error frame text, SSE end data, close code and reason, or the last stream line
-	At    time.Time
+	Kind     string // "msg", "suberror", "end"
+	Queue    string
+	TID      string
+	Payload  string
+	Priority string
+	Text     string // error frame text, SSE end data, close code and reason, or the last stream line
+	At       time.Time
 }
 
-// watcher is a raw stream client that records every event in order.
-type watcher struct {
-	Events chan streamEvent
-	write  func(v any) // WebSocket frames
-}
-
-// watch opens a stream of transport tr ("stream", "sse", "ws", "wsmux") on
-// the given queues (several only for "wsmux") and returns once it is
+// openStream opens a stream of transport tr ("stream", "sse", "ws",
+// "wsmux") on the given queues (several only for "wsmux"), hands every
+// event it reads to emit in order, and returns once the stream is
 // established. query is appended to the per-queue URL; on "wsmux" reliable
-// and timeoutACK go into the subscribe frames.
-func watch(t *testing.T, base, tr, query string, timeoutACK int, queues ...string) *watcher {
+// and timeoutACK go into the subscribe frames. It returns the WebSocket
+// frame writer (nil on HTTP) and stop, which ends the stream and waits for
+// its reader; the test's cleanup stops it too.
+func openStream(t *testing.T, base, tr, query string, timeoutACK int, emit func(streamEvent), queues ...string) (write func(v any), stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &watcher{Events: make(chan streamEvent, 1000)}
 	done := make(chan struct{})
-	t.Cleanup(func() { cancel(); <-done })
-	emit := func(e streamEvent) { e.At = time.Now(); w.Events <- e }
+	stop = func() { cancel(); <-done }
+	t.Cleanup(stop)
 	q := queues[0]
 	switch tr {
 	case "stream", "sse":
@@ -366,23 +364,29 @@ func watch(t *testing.T, base, tr, query string, timeoutACK int, queues ...strin
 		req, _ := http.NewRequestWithContext(ctx, method, base+path+query, nil)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil || resp.StatusCode != 200 {
+			close(done)
 			t.Fatalf("open %s: %v %v", tr, resp, err)
 		}
 		go func() {
 			defer close(done)
 			defer resp.Body.Close()
 			sc := bufio.NewScanner(resp.Body)
+			sc.Buffer(make([]byte, 1<<20), 2<<20)
 			last, event := "", ""
 			for sc.Scan() {
 				line := sc.Text()
 				switch {
 				case tr == "stream" && strings.HasPrefix(line, "{"):
 					var m struct {
-						OK           bool
-						Transactions []string
+						OK                 bool
+						Data, Transactions []string
 					}
 					if json.Unmarshal([]byte(line), &m) == nil && len(m.Transactions) == 1 {
-						emit(streamEvent{Kind: "msg", Queue: q, TID: m.Transactions[0]})
+						e := streamEvent{Kind: "msg", Queue: q, TID: m.Transactions[0]}
+						if len(m.Data) == 1 {
+							e.Payload = m.Data[0]
+						}
+						emit(e)
 					} else {
 						last = line
 					}
@@ -394,9 +398,9 @@ func watch(t *testing.T, base, tr, query string, timeoutACK int, queues ...strin
 						last = data
 						continue
 					}
-					var m struct{ Transaction string }
+					var m struct{ Data, Transaction, Priority string }
 					if json.Unmarshal([]byte(data), &m) == nil {
-						emit(streamEvent{Kind: "msg", Queue: q, TID: m.Transaction})
+						emit(streamEvent{Kind: "msg", Queue: q, TID: m.Transaction, Payload: m.Data, Priority: m.Priority})
 					}
 				}
 			}
@@ -404,7 +408,7 @@ func watch(t *testing.T, base, tr, query string, timeoutACK int, queues ...strin
 		}()
 	case "ws", "wsmux":
 		var conn *websocket.Conn
-		conn, w.write = dialStreamWS(t, ctx, base, tr, q, query)
+		conn, write = dialStreamWS(t, ctx, base, tr, q, query)
 		subscribed := make(chan struct{}, len(queues))
 		go func() {
 			defer close(done)
@@ -420,7 +424,7 @@ func watch(t *testing.T, base, tr, query string, timeoutACK int, queues ...strin
 					emit(streamEvent{Kind: "end", Text: text})
 					return
 				}
-				var m struct{ Op, Queue, Transaction, Error string }
+				var m struct{ Op, Queue, Data, Transaction, Priority, Error string }
 				if json.Unmarshal(data, &m) != nil {
 					continue
 				}
@@ -433,23 +437,38 @@ func watch(t *testing.T, base, tr, query string, timeoutACK int, queues ...strin
 					if m.Queue == "" {
 						m.Queue = q
 					}
-					emit(streamEvent{Kind: "msg", Queue: m.Queue, TID: m.Transaction})
+					emit(streamEvent{Kind: "msg", Queue: m.Queue, TID: m.Transaction, Payload: m.Data, Priority: m.Priority})
 				}
 			}
 		}()
 		if tr == "wsmux" {
 			for _, q := range queues {
-				w.write(map[string]any{"op": "subscribe", "queue": q, "reliable": timeoutACK > 0, "timeoutACK": timeoutACK})
+				write(map[string]any{"op": "subscribe", "queue": q, "reliable": timeoutACK > 0, "timeoutACK": timeoutACK})
 			}
 			for range queues {
 				select {
 				case <-subscribed:
 				case <-time.After(10 * time.Second):
-					t.Fatal("subscription not confirmed")
+					t.Fatalf("open %s: subscription not confirmed", tr)
 				}
 			}
 		}
 	}
+	return write, stop
+}
+
+// watcher is a raw stream client that records every event in order.
+type watcher struct {
+	Events chan streamEvent
+	write  func(v any) // WebSocket frames
+}
+
+// watch opens a stream of transport tr on the given queues, as openStream
+// does, and records its events.
+func watch(t *testing.T, base, tr, query string, timeoutACK int, queues ...string) *watcher {
+	t.Helper()
+	w := &watcher{Events: make(chan streamEvent, 1000)}
+	w.write, _ = openStream(t, base, tr, query, timeoutACK, func(e streamEvent) { e.At = time.Now(); w.Events <- e }, queues...)
 	return w
 }
 

@@ -61,103 +61,27 @@ func dialStreamWS(t *testing.T, ctx context.Context, base, tr, q, query string) 
 }
 
 // subscribe opens a consumer of the given transport on queue q. It returns
-// once the subscription is established.
+// once the subscription is established. A query with reliable=1 makes it
+// reliable, on "wsmux" too (with timeoutACK 1).
 func subscribe(t *testing.T, base, transport, q, query string) *consumer {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
 	c := &consumer{C: make(chan msg, 1000)}
-	var once sync.Once
-	done := make(chan struct{})
-	c.close = func() { once.Do(func() { cancel(); <-done }) }
-	t.Cleanup(c.close)
-	ready := make(chan error, 1)
-	switch transport {
-	case "stream", "sse":
-		method, path := http.MethodPost, "/queue/"+q+"/subscribe"
-		if transport == "sse" {
-			method, path = http.MethodGet, "/queue/"+q+"/events"
-		}
-		req, _ := http.NewRequestWithContext(ctx, method, base+path+query, nil)
-		go func() {
-			defer close(done)
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				ready <- err
-				return
-			}
-			defer resp.Body.Close()
-			if resp.StatusCode != 200 {
-				ready <- fmt.Errorf("status %d", resp.StatusCode)
-				return
-			}
-			ready <- nil
-			sc := bufio.NewScanner(resp.Body)
-			sc.Buffer(make([]byte, 1<<20), 2<<20)
-			for sc.Scan() {
-				line := sc.Text()
-				if transport == "stream" {
-					var m struct {
-						Data, Transactions []string
-					}
-					if json.Unmarshal([]byte(line), &m) == nil && len(m.Data) == 1 {
-						c.C <- msg{Payload: m.Data[0], TID: m.Transactions[0]}
-					}
-				} else if data, ok := strings.CutPrefix(line, "data: "); ok {
-					var m struct{ Data, Transaction, Priority string }
-					if json.Unmarshal([]byte(data), &m) == nil {
-						c.C <- msg{Payload: m.Data, TID: m.Transaction, Priority: m.Priority}
-					}
-				}
-			}
-		}()
-	case "ws", "wsmux":
-		conn, write := dialStreamWS(t, ctx, base, transport, q, query)
-		c.ack = func(tids ...string) {
-			if transport == "ws" {
-				write(map[string]any{"ack": tids})
-			} else {
-				write(map[string]any{"op": "ack", "queue": q, "transactions": tids})
-			}
-		}
-		if transport == "wsmux" {
-			sub := map[string]any{"op": "subscribe", "queue": q}
-			if strings.Contains(query, "reliable=1") {
-				sub["reliable"] = true
-				sub["timeoutACK"] = 1
-			}
-			write(sub)
-		}
-		go func() {
-			defer close(done)
-			defer conn.CloseNow()
-			if transport == "ws" {
-				ready <- nil
-			}
-			for {
-				_, data, err := conn.Read(ctx)
-				if err != nil {
-					return
-				}
-				var m struct{ Op, Data, Transaction, Priority string }
-				if json.Unmarshal(data, &m) != nil {
-					continue
-				}
-				switch {
-				case m.Op == "subscribed":
-					ready <- nil
-				case m.Transaction != "":
-					c.C <- msg{Payload: m.Data, TID: m.Transaction, Priority: m.Priority}
-				}
-			}
-		}()
+	timeoutACK := 0
+	if strings.Contains(query, "reliable=1") {
+		timeoutACK = 1
 	}
-	select {
-	case err := <-ready:
-		if err != nil {
-			t.Fatalf("subscribe %s: %v", transport, err)
+	write, stop := openStream(t, base, transport, query, timeoutACK, func(e streamEvent) {
+		if e.Kind == "msg" {
+			c.C <- msg{Payload: e.Payload, TID: e.TID, Priority: e.Priority}
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("subscribe %s: not established", transport)
+	}, q)
+	c.close = stop
+	c.ack = func(tids ...string) {
+		if transport == "ws" {
+			write(map[string]any{"ack": tids})
+		} else {
+			write(map[string]any{"op": "ack", "queue": q, "transactions": tids})
+		}
 	}
 	return c
 }
