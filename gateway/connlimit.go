@@ -159,7 +159,11 @@ type limitConnKey struct{}
 // limit (ConnContext and ConnState, chained with what hs already has).
 // Every http.Server that serves one of the Handlers must be given to it;
 // without it (or with MaxConnections 0) there is no limit.
+//
+// With or without a limit it also counts the connections that closed
+// before their first request (popbox_connections_closed_before_request_total).
 func (s *Server) TrackConnections(hs *http.Server) {
+	s.countUnanswered(hs)
 	l := s.sec.limit
 	if l == nil {
 		return
@@ -527,5 +531,31 @@ func (s *Server) connLimit(next echo.HandlerFunc) echo.HandlerFunc {
 		c.Set(keyConnSlot, slot)
 		defer slot.done()
 		return next(c)
+	}
+}
+
+// countUnanswered makes hs count its connections that close before their
+// first request: the read-header timeout (POPBOX_READ_HEADER_TIMEOUT)
+// expiring, a failed TLS handshake, a client that connects and leaves.
+// net/http does not say in which state a connection closed, so the
+// connections between accept and first request are remembered (and only
+// those: a connection leaves the set at its first request).
+func (s *Server) countUnanswered(hs *http.Server) {
+	var fresh sync.Map // net.Conn -> struct{}: accepted, no request yet
+	prev := hs.ConnState
+	hs.ConnState = func(c net.Conn, st http.ConnState) {
+		switch st {
+		case http.StateNew:
+			fresh.Store(c, struct{}{})
+		case http.StateActive, http.StateHijacked:
+			fresh.Delete(c)
+		case http.StateClosed:
+			if _, ok := fresh.LoadAndDelete(c); ok {
+				s.m.ClosedBeforeRequest.Inc()
+			}
+		}
+		if prev != nil {
+			prev(c, st)
+		}
 	}
 }

@@ -456,3 +456,33 @@ func TestMuxWSAuth(t *testing.T) {
 		t.Errorf("/ws without auth settings ended with %d %q", code, reason)
 	}
 }
+
+// TestClosedBeforeRequestCounted: a connection that closes before its
+// first request (here: one that connects and leaves, on the plain and on
+// the TLS port, with no connection limit set) is counted in
+// popbox_connections_closed_before_request_total; one that was answered
+// first is not.
+func TestClosedBeforeRequestCounted(t *testing.T) {
+	t.Parallel()
+	r := testenv.StartRedis(t)
+	n := startTestNode(t, r.URL(), nodeSetup{})
+	const series = "popbox_connections_closed_before_request_total"
+	conn, br, resp := rawRequest(t, n.plain.URL, "GET /healthz HTTP/1.1\r\nHost: HOST\r\nConnection: close\r\n\r\n", nil)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /healthz: %d", resp.StatusCode)
+	}
+	if _, err := io.Copy(io.Discard, br); err != nil { // to the server's close
+		t.Fatal(err)
+	}
+	conn.Close()
+	for _, base := range []string{n.plain.URL, n.secure.URL} {
+		c, _ := dialRaw(t, base)
+		c.Close()
+	}
+	testenv.Eventually(t, 10*time.Second, "both unanswered connections counted", func() bool {
+		return metricValue(t, n.plain.URL, series) >= 2
+	})
+	if v := metricValue(t, n.plain.URL, series); v != 2 {
+		t.Errorf("%s = %v, want 2 (the answered connection is not one)", series, v)
+	}
+}

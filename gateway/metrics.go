@@ -21,21 +21,25 @@ import (
 type Metrics struct {
 	Registry *prometheus.Registry
 
-	Connections       *prometheus.GaugeVec   // live consumer connections by transport
-	SlowConsumers     *prometheus.CounterVec // consumers cut off for being too slow
-	StreamEnds        *prometheus.CounterVec // ended streams by transport and reason (StreamEndReasons)
-	DeliveryLatency   *prometheus.HistogramVec
-	RedisErrors       prometheus.Counter
-	RedisLatency      prometheus.Histogram
-	HTTPRequests      *prometheus.CounterVec
-	RejectedConns     prometheus.Counter
-	ConnLimit         prometheus.Gauge       // POPBOX_MAX_CONNECTIONS (0: no limit)
-	ConnLimitUsed     prometheus.Gauge       // open sockets under the connection limit
-	ShedConns         *prometheus.CounterVec // sockets the node closed to protect itself, by reason
-	AuthFailures      *prometheus.CounterVec // refused credentials, by reason
-	connectionsByName map[string]prometheus.Gauge
-	redisReachable    atomic.Pointer[func() bool]
-	delivery          *delivery.Metrics // the service's series (set by New)
+	Connections     *prometheus.GaugeVec   // live consumer connections by transport
+	SlowConsumers   *prometheus.CounterVec // consumers cut off for being too slow
+	StreamEnds      *prometheus.CounterVec // ended streams by transport and reason (StreamEndReasons)
+	DeliveryLatency *prometheus.HistogramVec
+	RedisErrors     prometheus.Counter
+	RedisLatency    prometheus.Histogram
+	HTTPRequests    *prometheus.CounterVec
+	RejectedConns   prometheus.Counter
+	// ClosedBeforeRequest counts connections closed before their first
+	// request (read-header timeout, failed TLS handshake, a client that
+	// connected and left).
+	ClosedBeforeRequest prometheus.Counter
+	ConnLimit           prometheus.Gauge       // POPBOX_MAX_CONNECTIONS (0: no limit)
+	ConnLimitUsed       prometheus.Gauge       // open sockets under the connection limit
+	ShedConns           *prometheus.CounterVec // sockets the node closed to protect itself, by reason
+	AuthFailures        *prometheus.CounterVec // refused credentials, by reason
+	connectionsByName   map[string]prometheus.Gauge
+	redisReachable      atomic.Pointer[func() bool]
+	delivery            *delivery.Metrics // the service's series (set by New)
 }
 
 // Reasons of popbox_auth_failures_total.
@@ -76,6 +80,8 @@ func NewMetrics(extra ...prometheus.Collector) *Metrics {
 			Help: "HTTP requests by route and status code."}, []string{"method", "route", "code"}),
 		RejectedConns: prometheus.NewCounter(prometheus.CounterOpts{Name: "popbox_rejected_connections_total",
 			Help: "Requests refused with 503, and connections closed when accepted, because the node was at its connection limit."}),
+		ClosedBeforeRequest: prometheus.NewCounter(prometheus.CounterOpts{Name: "popbox_connections_closed_before_request_total",
+			Help: "Connections closed before their first request: the read-header timeout (POPBOX_READ_HEADER_TIMEOUT) expired, the TLS handshake failed, or the client connected and left."}),
 		ConnLimit: prometheus.NewGauge(prometheus.GaugeOpts{Name: "popbox_connection_limit",
 			Help: "The node's connection limit (POPBOX_MAX_CONNECTIONS); 0 when there is none."}),
 		ConnLimitUsed: prometheus.NewGauge(prometheus.GaugeOpts{Name: "popbox_connection_limit_used",
@@ -93,7 +99,7 @@ func NewMetrics(extra ...prometheus.Collector) *Metrics {
 		return 1
 	})
 	m.Registry.MustRegister(m.Connections,
-		m.SlowConsumers, m.StreamEnds, m.DeliveryLatency, m.RedisErrors, m.RedisLatency, m.HTTPRequests, m.RejectedConns,
+		m.SlowConsumers, m.StreamEnds, m.DeliveryLatency, m.RedisErrors, m.RedisLatency, m.HTTPRequests, m.RejectedConns, m.ClosedBeforeRequest,
 		m.ConnLimit, m.ConnLimitUsed, m.ShedConns, m.AuthFailures, redisUp,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, c := range extra {

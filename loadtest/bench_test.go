@@ -137,7 +137,7 @@ func TestBenchDoc(t *testing.T) {
 		"| ahead of Centrifugo on delivered/s and p99 | ours ", "; Centrifugo: peer not run: no --centrifugo binary given", "| peer not run |",
 		"| 10,000 idle subscribers, SSE/WS 50/50, beside Centrifugo v6.9.1: RSS per connection, idle CPU | stay ahead of Centrifugo | ours: not measured | not measured |",
 		"| RSS per idle connection, 12 mixed (`capacity`) | ≤ 16 KiB (stretch ≤ 10) |",
-		"| the gateways' counters at the end (popbox_stream_ends_total by reason, rejected, shed) | ",
+		"| the gateways' counters at the end (popbox_stream_ends_total by reason, rejected, shed, closed before a request) | ",
 		"| idle subscribers on one machine, 6 processes (`capacity-100k`) | 100,000 of 100,000, 0 dropped, every message delivered, in every run | not measured (make bench-full) | not measured |",
 		"| RSS per connection / idle CPU at 100,000 | ≤ 16 KiB; ≤ 0.3 cores | not measured (make bench-full) | not measured |",
 		"### Issue 8's other targets", "| Redis connections per gateway process, whatever its subscriber count | ≤ 64 |",

@@ -321,7 +321,8 @@ func addCapacity100kRows(t *table, suites []*suiteData) {
 	measured := fmt.Sprintf("%s open of %s over %d processes, %d failed, %d dropped, %s of %s messages delivered (one run)",
 		thousands(big.Conns.Open), thousands(big.Conns.Attempted), procs, big.Conns.Failed, big.Conns.Dropped, thousands(v.Verified), thousands(v.Expected))
 	if gc := big.GwCounters; gc != nil && big.Conns.Failed+big.Conns.Dropped > 0 {
-		measured += fmt.Sprintf("; the gateways ended streams: %s; rejected %s", countsText(gc.StreamEnds), thousands(gc.Rejected))
+		measured += fmt.Sprintf("; the gateways ended streams: %s; rejected %s; closed before a request %s",
+			countsText(gc.StreamEnds), thousands(gc.Rejected), thousands(gc.Unanswered))
 	}
 	t.add("idle subscribers on one machine, 6 processes (`capacity-100k`)", "100,000 of 100,000, 0 dropped, every message delivered, in every run", measured, verd)
 	rss, idle := math.NaN(), math.NaN()

@@ -40,7 +40,12 @@ type GatewayCounters struct {
 	// popbox_rejected_connections_total.
 	Shed     map[string]int64 `json:"shed"`
 	Rejected int64            `json:"rejected"`
-	Error    string           `json:"error,omitempty"`
+	// Unanswered is popbox_connections_closed_before_request_total: the
+	// connections the gateways closed (or saw closed) before a request,
+	// e.g. by their read-header timeout; the load tool sees such a
+	// connect fail with EOF.
+	Unanswered int64  `json:"closed_before_request"`
+	Error      string `json:"error,omitempty"`
 }
 
 // gatewayCounters reads the counters of every gateway process behind the
@@ -103,6 +108,9 @@ func (gc *GatewayCounters) add(fams map[string]*dto.MetricFamily) {
 	}
 	for _, m := range fams["popbox_rejected_connections_total"].GetMetric() {
 		gc.Rejected += int64(m.GetCounter().GetValue())
+	}
+	for _, m := range fams["popbox_connections_closed_before_request_total"].GetMetric() {
+		gc.Unanswered += int64(m.GetCounter().GetValue())
 	}
 }
 
@@ -170,8 +178,8 @@ func (gc *GatewayCounters) text() string {
 	if gc == nil {
 		return ""
 	}
-	s := fmt.Sprintf("%d of %d gateway process(es) read; streams ended: %s; rejected %s, shed: %s",
-		len(gc.Nodes), gc.Expected, countsText(gc.StreamEnds), thousands(gc.Rejected), countsText(gc.Shed))
+	s := fmt.Sprintf("%d of %d gateway process(es) read; streams ended: %s; rejected %s, shed: %s, closed before a request %s",
+		len(gc.Nodes), gc.Expected, countsText(gc.StreamEnds), thousands(gc.Rejected), countsText(gc.Shed), thousands(gc.Unanswered))
 	if gc.Error != "" {
 		s += " (" + gc.Error + ")"
 	}

@@ -98,7 +98,8 @@ func TestGatewayCountersSharedPort(t *testing.T) {
 				"popbox_stream_ends_total{reason=\"pong_timeout\",transport=\"ws\"} %d\n"+
 				"popbox_stream_ends_total{reason=\"client_closed\",transport=\"sse\"} 1\n"+
 				"# TYPE popbox_rejected_connections_total counter\npopbox_rejected_connections_total %d\n"+
-				"# TYPE popbox_shed_connections_total counter\npopbox_shed_connections_total{reason=\"idle\"} 2\n", 10*(i+1), i)
+				"# TYPE popbox_shed_connections_total counter\npopbox_shed_connections_total{reason=\"idle\"} 2\n"+
+				"# TYPE popbox_connections_closed_before_request_total counter\npopbox_connections_closed_before_request_total 3\n", 10*(i+1), i)
 		})
 		srv := &http.Server{Handler: mux}
 		servers = append(servers, srv)
@@ -129,10 +130,10 @@ func TestGatewayCountersSharedPort(t *testing.T) {
 	}()
 	gc := gatewayCounters(testCtx(t), []*url.URL{mustURL(t, "http://"+ln.Addr().String())}, 2)
 	if len(gc.Nodes) != 2 || gc.Error != "" || gc.StreamEnds["pong_timeout"] != 30 || gc.StreamEnds["client_closed"] != 2 ||
-		gc.ByTransport["ws"]["pong_timeout"] != 30 || gc.Rejected != 1 || gc.Shed["idle"] != 4 {
+		gc.ByTransport["ws"]["pong_timeout"] != 30 || gc.Rejected != 1 || gc.Shed["idle"] != 4 || gc.Unanswered != 6 {
 		t.Fatalf("counters %+v", gc)
 	}
-	if want := "2 of 2 gateway process(es) read; streams ended: pong_timeout 30, client_closed 2; rejected 1, shed: idle 4"; gc.text() != want {
+	if want := "2 of 2 gateway process(es) read; streams ended: pong_timeout 30, client_closed 2; rejected 1, shed: idle 4, closed before a request 6"; gc.text() != want {
 		t.Fatalf("text %q, want %q", gc.text(), want)
 	}
 }
@@ -179,12 +180,12 @@ func TestCapacity100kRowNamesTheGatewaysEnds(t *testing.T) {
 		Conns:   ConnStats{Attempted: 100000, Open: 99450, Failed: 550, Dropped: 2000},
 		Verify:  &VerifyStats{Expected: 100000, Verified: 97450},
 		Gateway: &GatewayStats{PIDs: []int{1, 2, 3, 4, 5, 6}},
-		GwCounters: &GatewayCounters{Nodes: []string{"a", "b", "c", "d", "e", "f"}, Expected: 6, Rejected: 550,
+		GwCounters: &GatewayCounters{Nodes: []string{"a", "b", "c", "d", "e", "f"}, Expected: 6, Rejected: 550, Unanswered: 1200,
 			StreamEnds: map[string]int64{"pong_timeout": 1500, "client_closed": 500, "shutdown": 0}, Shed: map[string]int64{"idle": 0}}}
 	doc := renderBench([]*suiteData{{meta: SuiteMeta{Mode: "full"}, results: map[string]*Result{"capacity-100k": r}, cases: map[string]CaseMeta{}}})
 	for _, want := range []string{
-		"550 failed, 2000 dropped, 97,450 of 100,000 messages delivered (one run); the gateways ended streams: pong_timeout 1,500, client_closed 500; rejected 550 | missed |",
-		"| the gateways' counters at the end (popbox_stream_ends_total by reason, rejected, shed) | 6 of 6 gateway process(es) read; streams ended: pong_timeout 1,500, client_closed 500; rejected 550, shed: none |",
+		"550 failed, 2000 dropped, 97,450 of 100,000 messages delivered (one run); the gateways ended streams: pong_timeout 1,500, client_closed 500; rejected 550; closed before a request 1,200 | missed |",
+		"| the gateways' counters at the end (popbox_stream_ends_total by reason, rejected, shed, closed before a request) | 6 of 6 gateway process(es) read; streams ended: pong_timeout 1,500, client_closed 500; rejected 550, shed: none, closed before a request 1,200 |",
 	} {
 		if !strings.Contains(doc, want) {
 			t.Errorf("the document lacks %q", want)
