@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -18,8 +17,6 @@ import (
 	"github.com/popbox/popbox/internal/domain"
 	"github.com/popbox/popbox/internal/testenv"
 )
-
-func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // memSink keeps what it is given; fail decides per call whether Write fails.
 type memSink struct {
@@ -71,7 +68,7 @@ func (m *memSink) snapshot() ([]events.Event, []int, []events.BatchInfo) {
 func TestBusWritesEverythingInOrderInBatches(t *testing.T) {
 	for _, interval := range []time.Duration{0, 5 * time.Millisecond} {
 		t.Run(fmt.Sprintf("flush=%v", interval), func(t *testing.T) {
-			b := events.NewBus(quietLogger(), events.WithNode("n1"))
+			b := events.NewBus(testenv.QuietLogger(), events.WithNode("n1"))
 			s := &memSink{name: "mem"}
 			if err := b.Add(s, events.SinkConfig{Buffer: 5000, BatchSize: 64, FlushInterval: interval}); err != nil {
 				t.Fatal(err)
@@ -106,7 +103,7 @@ func TestBusWritesEverythingInOrderInBatches(t *testing.T) {
 
 func TestBusStampsTimeAndFilters(t *testing.T) {
 	now := time.Date(2030, 5, 6, 7, 8, 9, 0, time.UTC)
-	b := events.NewBus(quietLogger(), events.WithClock(func() time.Time { return now }))
+	b := events.NewBus(testenv.QuietLogger(), events.WithClock(func() time.Time { return now }))
 	s := &memSink{name: "delivered", accept: events.ParseFilter("Delivered").Match}
 	if err := b.Add(s, events.SinkConfig{}); err != nil {
 		t.Fatal(err)
@@ -124,7 +121,7 @@ func TestBusStampsTimeAndFilters(t *testing.T) {
 }
 
 func TestBusAddRejectsDuplicateAndClosed(t *testing.T) {
-	b := events.NewBus(quietLogger())
+	b := events.NewBus(testenv.QuietLogger())
 	if err := b.Add(&memSink{name: "a"}, events.SinkConfig{}); err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +137,7 @@ func TestBusAddRejectsDuplicateAndClosed(t *testing.T) {
 }
 
 func TestBusFullBufferDropsWithoutBlocking(t *testing.T) {
-	b := events.NewBus(quietLogger())
+	b := events.NewBus(testenv.QuietLogger())
 	s := &memSink{name: "slow", block: make(chan struct{})}
 	if err := b.Add(s, events.SinkConfig{Buffer: 10, BatchSize: 5}); err != nil {
 		t.Fatal(err)
@@ -168,7 +165,7 @@ func TestBusFullBufferDropsWithoutBlocking(t *testing.T) {
 }
 
 func TestBusRetriesSameBatch(t *testing.T) {
-	b := events.NewBus(quietLogger())
+	b := events.NewBus(testenv.QuietLogger())
 	var mu sync.Mutex
 	fails := 2
 	s := &memSink{name: "flaky", fail: func(bi events.BatchInfo) error {
@@ -214,7 +211,7 @@ func TestBusGivesUpAfterRetriesAndOnPermanent(t *testing.T) {
 		{"permanent", events.Permanent(errors.New("400 Bad Request")), 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b := events.NewBus(quietLogger(), events.WithDropLogInterval(time.Millisecond))
+			b := events.NewBus(testenv.QuietLogger(), events.WithDropLogInterval(time.Millisecond))
 			s := &memSink{name: "bad", fail: func(events.BatchInfo) error { return tc.err }}
 			cfg := events.SinkConfig{BatchSize: 4, FlushInterval: time.Hour, Retry: events.RetryPolicy{MaxAttempts: 3, InitialBackoff: time.Millisecond}}
 			if err := b.Add(s, cfg); err != nil {
@@ -239,7 +236,7 @@ func TestBusGivesUpAfterRetriesAndOnPermanent(t *testing.T) {
 }
 
 func TestBusCloseDeadlineCountsClosedDrops(t *testing.T) {
-	b := events.NewBus(quietLogger())
+	b := events.NewBus(testenv.QuietLogger())
 	s := &memSink{name: "stuck", block: make(chan struct{})}
 	if err := b.Add(s, events.SinkConfig{Buffer: 100, BatchSize: 10}); err != nil {
 		t.Fatal(err)
@@ -259,7 +256,7 @@ func TestBusCloseDeadlineCountsClosedDrops(t *testing.T) {
 }
 
 func TestCollectors(t *testing.T) {
-	b := events.NewBus(quietLogger())
+	b := events.NewBus(testenv.QuietLogger())
 	s := &memSink{name: "m"}
 	if err := b.Add(s, events.SinkConfig{}); err != nil {
 		t.Fatal(err)

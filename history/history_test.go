@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"strings"
 	"testing"
@@ -30,8 +29,6 @@ func (w tWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
 func open(t testing.TB, m *testenv.Mongo, opts history.Options) *history.Store {
 	t.Helper()
 	if opts.Logger == nil {
@@ -55,7 +52,7 @@ func open(t testing.TB, m *testenv.Mongo, opts history.Options) *history.Store {
 
 func newBus(t testing.TB, s *history.Store, cfg events.SinkConfig) *events.Bus {
 	t.Helper()
-	b := events.NewBus(quietLogger(), events.WithNode("node-1"))
+	b := events.NewBus(testenv.QuietLogger(), events.WithNode("node-1"))
 	if err := b.Add(s.Sink(), cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -438,7 +435,7 @@ func BenchmarkPublish(b *testing.B) {
 	ev := events.Event{Kind: events.KindState, State: domain.StateDelivered, Transaction: "0b7f3a52-1c7e-4c55-9a36-6d1f0f6f5d01", Queue: "inbox", Namespace: "UNSEC:", Callback: "http://x/cb"}
 
 	b.Run("no-sink", func(b *testing.B) {
-		bus := events.NewBus(quietLogger())
+		bus := events.NewBus(testenv.QuietLogger())
 		b.ReportAllocs()
 		for b.Loop() {
 			bus.Publish(ev)
@@ -450,7 +447,7 @@ func BenchmarkPublish(b *testing.B) {
 	s := open(b, m, history.Options{})
 
 	b.Run("history/publish", func(b *testing.B) {
-		bus := events.NewBus(quietLogger())
+		bus := events.NewBus(testenv.QuietLogger())
 		if err := bus.Add(s.Sink(), history.DefaultSinkConfig()); err != nil {
 			b.Fatal(err)
 		}
@@ -465,7 +462,7 @@ func BenchmarkPublish(b *testing.B) {
 	})
 
 	b.Run("history/written", func(b *testing.B) {
-		bus := events.NewBus(quietLogger())
+		bus := events.NewBus(testenv.QuietLogger())
 		cfg := history.DefaultSinkConfig()
 		if err := bus.Add(s.Sink(), cfg); err != nil {
 			b.Fatal(err)

@@ -3,8 +3,6 @@ package callback_test
 import (
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -20,8 +18,6 @@ import (
 	"github.com/popbox/popbox/internal/domain"
 	"github.com/popbox/popbox/internal/testenv"
 )
-
-func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // recorder is a callback endpoint that remembers every POST; fail decides
 // the status of each request from its body and how many came before for
@@ -88,8 +84,8 @@ func TestOnePostPerDeliveredEventWithRetryAfter500(t *testing.T) {
 		}
 		return http.StatusOK
 	})
-	cb := callback.New(callback.Options{Workers: 4, Retry: fastRetry(), Logger: quietLogger()})
-	b := events.NewBus(quietLogger())
+	cb := callback.New(callback.Options{Workers: 4, Retry: fastRetry(), Logger: testenv.QuietLogger()})
+	b := events.NewBus(testenv.QuietLogger())
 	if err := b.Add(cb, callback.DefaultConfig()); err != nil {
 		t.Fatal(err)
 	}
@@ -194,8 +190,8 @@ func TestFinalFailures(t *testing.T) {
 		http.Redirect(w, r, "ftp://example.invalid/x", http.StatusFound)
 	}))
 	defer redirect.Close()
-	cb := callback.New(callback.Options{Workers: 2, Retry: events.RetryPolicy{MaxAttempts: 3, InitialBackoff: time.Millisecond}, Logger: quietLogger()})
-	b := events.NewBus(quietLogger())
+	cb := callback.New(callback.Options{Workers: 2, Retry: events.RetryPolicy{MaxAttempts: 3, InitialBackoff: time.Millisecond}, Logger: testenv.QuietLogger()})
+	b := events.NewBus(testenv.QuietLogger())
 	if err := b.Add(cb, callback.DefaultConfig()); err != nil {
 		t.Fatal(err)
 	}
@@ -236,8 +232,8 @@ func TestConcurrencyIsBounded(t *testing.T) {
 		total.Add(1)
 	}))
 	defer srv.Close()
-	cb := callback.New(callback.Options{Workers: 3, PerDestination: 3, Retry: fastRetry(), Logger: quietLogger()})
-	b := events.NewBus(quietLogger())
+	cb := callback.New(callback.Options{Workers: 3, PerDestination: 3, Retry: fastRetry(), Logger: testenv.QuietLogger()})
+	b := events.NewBus(testenv.QuietLogger())
 	if err := b.Add(cb, callback.DefaultConfig()); err != nil {
 		t.Fatal(err)
 	}
@@ -270,8 +266,8 @@ func TestCloseGivesWaitingRetriesALastTry(t *testing.T) {
 		return http.StatusOK
 	})
 	// A long backoff: the retry is still waiting when Close is called.
-	cb := callback.New(callback.Options{Retry: events.RetryPolicy{MaxAttempts: 5, InitialBackoff: time.Hour, MaxBackoff: time.Hour}, Logger: quietLogger()})
-	b := events.NewBus(quietLogger())
+	cb := callback.New(callback.Options{Retry: events.RetryPolicy{MaxAttempts: 5, InitialBackoff: time.Hour, MaxBackoff: time.Hour}, Logger: testenv.QuietLogger()})
+	b := events.NewBus(testenv.QuietLogger())
 	if err := b.Add(cb, callback.DefaultConfig()); err != nil {
 		t.Fatal(err)
 	}
@@ -303,8 +299,8 @@ func TestHardCloseDropsInFlight(t *testing.T) {
 	}))
 	defer srv.Close()
 	defer close(release)
-	cb := callback.New(callback.Options{Workers: 2, Retry: fastRetry(), Logger: quietLogger()})
-	b := events.NewBus(quietLogger())
+	cb := callback.New(callback.Options{Workers: 2, Retry: fastRetry(), Logger: testenv.QuietLogger()})
+	b := events.NewBus(testenv.QuietLogger())
 	if err := b.Add(cb, callback.DefaultConfig()); err != nil {
 		t.Fatal(err)
 	}

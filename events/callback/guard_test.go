@@ -19,10 +19,10 @@ import (
 func startSink(t *testing.T, o callback.Options) (*callback.Sink, *events.Bus) {
 	t.Helper()
 	if o.Logger == nil {
-		o.Logger = quietLogger()
+		o.Logger = testenv.QuietLogger()
 	}
 	cb := callback.New(o)
-	b := events.NewBus(quietLogger())
+	b := events.NewBus(testenv.QuietLogger())
 	if err := b.Add(cb, callback.DefaultConfig()); err != nil {
 		t.Fatal(err)
 	}

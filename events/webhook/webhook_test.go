@@ -2,8 +2,6 @@ package webhook_test
 
 import (
 	"encoding/json"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -18,8 +16,6 @@ import (
 	"github.com/popbox/popbox/internal/domain"
 	"github.com/popbox/popbox/internal/testenv"
 )
-
-func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func TestWebhookReceivesFilteredEventsInBatches(t *testing.T) {
 	var (
@@ -55,7 +51,7 @@ func TestWebhookReceivesFilteredEventsInBatches(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := events.NewBus(quietLogger(), events.WithNode("node-a"))
+	b := events.NewBus(testenv.QuietLogger(), events.WithNode("node-a"))
 	cfg := webhook.DefaultConfig()
 	cfg.BatchSize = 50
 	cfg.FlushInterval = 10 * time.Millisecond
@@ -127,7 +123,7 @@ func TestDeadWebhookNeverSlowsPublish(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			b := events.NewBus(quietLogger())
+			b := events.NewBus(testenv.QuietLogger())
 			cfg := webhook.DefaultConfig()
 			cfg.Buffer = 100
 			cfg.WriteTimeout = 200 * time.Millisecond
@@ -203,7 +199,7 @@ func TestClientErrorIsFinal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := events.NewBus(quietLogger())
+	b := events.NewBus(testenv.QuietLogger())
 	cfg := webhook.DefaultConfig()
 	cfg.Retry.InitialBackoff = time.Millisecond
 	if err := b.Add(s, cfg); err != nil {
