@@ -10,6 +10,8 @@ import (
 	"io"
 	"sync"
 	"time"
+
+	"github.com/popbox/popbox/internal/tick"
 )
 
 // eventWriter writes events as JSON lines, one at a time.
@@ -137,18 +139,10 @@ func readCommands(ctx context.Context, br *bufio.Reader) <-chan Command {
 // reportProgress sends a progress event every interval (at least 50 ms)
 // and at every milestone, until ctx ends.
 func (w *worker) reportProgress(ctx context.Context, ew *eventWriter, interval time.Duration) {
-	t := time.NewTicker(max(interval, 50*time.Millisecond))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-w.milestone:
-		}
+	tick.EveryOrWake(ctx, max(interval, 50*time.Millisecond), w.milestone, func() {
 		p := w.progress()
 		_ = ew.send(Event{Ev: "progress", Progress: &p})
-	}
+	})
 }
 
 // waitTimeout waits for wg at most d.

@@ -3,7 +3,8 @@ package delivery
 import (
 	"context"
 	"log/slog"
-	"time"
+
+	"github.com/popbox/popbox/internal/tick"
 )
 
 // Background work any node may carry out (every node runs it; the Redis
@@ -15,17 +16,10 @@ const jobBatch = 100 // items claimed per round trip
 
 // runJobs works until ctx ends.
 func (s *Service) runJobs(ctx context.Context) {
-	t := time.NewTicker(s.opts.JobInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	tick.Every(ctx, s.opts.JobInterval, func() {
 		s.provisionDue(ctx)
 		s.reap(ctx)
-	}
+	})
 }
 
 // provisionDue provisions deferred transactions that are due (up to ten

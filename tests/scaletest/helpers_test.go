@@ -25,6 +25,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/popbox/popbox/internal/testenv"
+	"github.com/popbox/popbox/internal/tick"
 )
 
 // ---- the results table ----
@@ -368,21 +369,7 @@ func (a *acker) loop(ctx context.Context, every time.Duration) {
 		return
 	case <-time.After(rand.N(every)):
 	}
-	tick(ctx, every, func() { a.flush(ctx) })
-}
-
-// tick calls f every d until ctx ends.
-func tick(ctx context.Context, d time.Duration, f func()) {
-	tk := time.NewTicker(d)
-	defer tk.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tk.C:
-			f()
-		}
-	}
+	tick.Every(ctx, every, func() { a.flush(ctx) })
 }
 
 func (a *acker) abandon(led *ledger) {
@@ -606,7 +593,7 @@ type producers struct {
 func (p *producers) run(ctx context.Context) {
 	var wg sync.WaitGroup
 	for i := 0; i < p.n; i++ {
-		wg.Go(func() { tick(ctx, p.every, p.one) })
+		wg.Go(func() { tick.Every(ctx, p.every, p.one) })
 	}
 	wg.Wait()
 }
