@@ -26,8 +26,7 @@ import (
 // (issue 13 item 8: 200,000 keys and 7.5 MB were accepted).
 func TestMetadataBounded(t *testing.T) {
 	t.Parallel()
-	r := testenv.StartRedis(t)
-	n := startNode(t, r.URL())
+	r, n := startRedisNode(t)
 	small := startNode(t, r.URL(), testenv.WithEnv("POPBOX_MAX_META_BYTES=1KiB"))
 
 	body := func(q string, keys, valueLen int) msg {
@@ -65,8 +64,7 @@ func TestMetadataBounded(t *testing.T) {
 // race detector).
 func TestAnswersBounded(t *testing.T) {
 	t.Parallel()
-	r := testenv.StartRedis(t)
-	n := startNode(t, r.URL())
+	r, n := startRedisNode(t)
 	small := startNode(t, r.URL(), testenv.WithEnv("POPBOX_MAX_ANSWER_BYTES=600KiB", "POPBOX_PEEK_MAX=3"))
 	q := qn(t, "")
 	lt := strings.Repeat("<", 256<<10)

@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"sort"
 	"testing"
-
-	"github.com/popbox/popbox/internal/testenv"
 )
 
 // TestClassicAPI checks API.md sections 1.1–1.4 over real HTTP against one
@@ -14,8 +12,7 @@ import (
 // (1.1 and 1.2, POST /trans and /trans/{tid}, share classic_provision_test.go).
 func TestClassicAPI(t *testing.T) {
 	t.Parallel()
-	r := testenv.StartRedis(t)
-	n := startNode(t, r.URL())
+	_, n := startRedisNode(t)
 	classicProvision(t, n)
 	classicTransactions(t, n)
 	classicPop(t, n)

@@ -113,8 +113,7 @@ func otherQueue(t *testing.T, n *node, port, prefix, q string) {
 // original read them, like JavaScript parseInt(v, 10) (API.md 1.3).
 func TestQueryValuesLikeParseInt(t *testing.T) {
 	t.Parallel()
-	r := testenv.StartRedis(t)
-	n := startNode(t, r.URL())
+	_, n := startRedisNode(t)
 	q := qn(t, "")
 	var tids []string
 	for _, p := range []string{"a", "b", "c"} {
@@ -246,8 +245,7 @@ func TestBlockedPromptAcrossNodes(t *testing.T) {
 // is back the same requests work again.
 func TestRedisOutageIsAnError(t *testing.T) {
 	t.Parallel()
-	r := testenv.StartRedis(t, testenv.OwnRedis())
-	n := startNode(t, r.URL())
+	r, n := startRedisNode(t, testenv.OwnRedis())
 	q := qn(t, "")
 	tid := n.send1(t, "before", "H", q)
 	expectPop(t, n.pop(t, "", q, "timeout=1"), []string{"before"}, []string{tid})

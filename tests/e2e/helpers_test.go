@@ -69,6 +69,14 @@ func startNode(t *testing.T, redisURL string, opts ...testenv.GatewayOption) *no
 	return &node{g: tn.Gateway, base: tn.URL, host: tn.Addr, hc: tn.HC}
 }
 
+// startRedisNode starts a redis-server (testenv.StartRedis with ropts) and
+// one gateway on it: the opening of most tests here.
+func startRedisNode(t *testing.T, ropts ...testenv.RedisOption) (*testenv.Redis, *node) {
+	t.Helper()
+	r := testenv.StartRedis(t, ropts...)
+	return r, startNode(t, r.URL())
+}
+
 // response is an HTTP answer read in full.
 type response = testenv.Response
 

@@ -166,8 +166,7 @@ func TestDeferredProvisioningSurvivesRestart(t *testing.T) {
 	t.Parallel()
 	// A private server: with POPBOX_TEST_REDIS_URL the shared one is
 	// flushed by TestClassicAPI, which runs at the same time.
-	r := testenv.StartRedis(t, testenv.OwnRedis())
-	n := startNode(t, r.URL())
+	r, n := startRedisNode(t, testenv.OwnRedis())
 
 	bad := n.send(t, req{method: http.MethodPost, path: "/trans?delay=abc", ctype: jsonCT,
 		body: jsonBody(t, msg{"payload": "p", "priority": "H", "queue": target("x")})})

@@ -15,8 +15,7 @@ import (
 // notify-keyspace-events setting the gateway made at start.)
 func TestRedisRestart(t *testing.T) {
 	t.Parallel()
-	r := testenv.StartRedis(t, testenv.OwnRedis())
-	n := startNode(t, r.URL())
+	r, n := startRedisNode(t, testenv.OwnRedis())
 	q := qn(t, "")
 
 	// Before: a waiter is woken at once.

@@ -45,8 +45,7 @@ const (
 // Not parallel: it measures the victim's latency and moves a GiB through
 // Redis, so it runs before the parallel tests start.
 func TestOneConsumerCannotStallTheHub(t *testing.T) {
-	r := testenv.StartRedis(t, testenv.OwnRedis())
-	n := startNode(t, r.URL())
+	_, n := startRedisNode(t, testenv.OwnRedis())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	prefix := qn(t, "")

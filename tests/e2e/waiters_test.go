@@ -12,8 +12,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/popbox/popbox/internal/testenv"
 )
 
 // metric returns the value of the Prometheus series named exactly by
@@ -45,8 +43,7 @@ func metric(t testing.TB, n *node, series string) (float64, bool) {
 // parallel) so the timings are not skewed by the other tests.
 func TestManyWaiters(t *testing.T) {
 	const waiters = 2000
-	r := testenv.StartRedis(t)
-	n := startNode(t, r.URL())
+	r, n := startRedisNode(t)
 	nodeName := n.g.NodeName()
 	if nodeName == "" {
 		t.Fatalf("no node id in the gateway log:\n%s", n.g.Log())
