@@ -9,18 +9,26 @@ import (
 	"github.com/popbox/popbox/internal/tick"
 )
 
-func TestEveryCallsUntilContextEnds(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	var calls atomic.Int32
+// goRun runs run in a goroutine; the channel closes when run returns.
+func goRun(run func()) <-chan struct{} {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		run()
+	}()
+	return done
+}
+
+func TestEveryCallsUntilContextEnds(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var calls atomic.Int32
+	done := goRun(func() {
 		tick.Every(ctx, time.Millisecond, func() {
 			if calls.Add(1) == 3 {
 				cancel()
 			}
 		})
-	}()
+	})
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
@@ -34,11 +42,7 @@ func TestEveryCallsUntilContextEnds(t *testing.T) {
 func TestEveryFirstCallWaitsForInterval(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var calls atomic.Int32
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		tick.Every(ctx, time.Hour, func() { calls.Add(1) })
-	}()
+	done := goRun(func() { tick.Every(ctx, time.Hour, func() { calls.Add(1) }) })
 	cancel()
 	<-done
 	if n := calls.Load(); n != 0 {
@@ -51,11 +55,7 @@ func TestEveryOrWakeCallsOnWake(t *testing.T) {
 	defer cancel()
 	wake := make(chan struct{})
 	called := make(chan struct{}, 1)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		tick.EveryOrWake(ctx, time.Hour, wake, func() { called <- struct{}{} })
-	}()
+	done := goRun(func() { tick.EveryOrWake(ctx, time.Hour, wake, func() { called <- struct{}{} }) })
 	for range 2 {
 		select {
 		case wake <- struct{}{}:
