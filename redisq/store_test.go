@@ -70,6 +70,29 @@ func provision(t *testing.T, s *redisq.Store, ns string, prio domain.Priority, p
 	return tx.ID
 }
 
+// msg is a transaction a store test starts with: its priority, its payload
+// and the queues it goes to.
+type msg struct {
+	prio    domain.Priority
+	payload string
+	queues  []string
+}
+
+// provisionAll provisions msgs in order, each a transaction of namespace ns
+// expiring in an hour, and returns their ids by payload.
+func provisionAll(t *testing.T, s *redisq.Store, ns string, msgs ...msg) map[string]string {
+	t.Helper()
+	exp := time.Now().Add(time.Hour).Unix()
+	ids := map[string]string{}
+	for _, m := range msgs {
+		if _, ok := ids[m.payload]; ok {
+			t.Fatalf("payload %q provisioned twice", m.payload)
+		}
+		ids[m.payload] = provision(t, s, ns, m.prio, m.payload, exp, m.queues...)
+	}
+	return ids
+}
+
 func payloads(ms []redisq.Message) []string {
 	out := []string{}
 	for _, m := range ms {
@@ -81,11 +104,8 @@ func payloads(ms []redisq.Message) []string {
 func TestPopOrderAndStates(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b backend, s *redisq.Store, _ *redis.Client) {
 		ctx := context.Background()
-		exp := time.Now().Add(time.Hour).Unix()
-		provision(t, s, "UNSEC:", 'L', "l1", exp, "q1")
-		provision(t, s, "UNSEC:", 'H', "h1", exp, "q1")
-		provision(t, s, "UNSEC:", 'L', "l2", exp, "q1", "q2")
-		tid := provision(t, s, "UNSEC:", 'H', "h2", exp, "q1")
+		q1 := []string{"q1"}
+		tid := provisionAll(t, s, "UNSEC:", msg{'L', "l1", q1}, msg{'H', "h1", q1}, msg{'L', "l2", []string{"q1", "q2"}}, msg{'H', "h2", q1})["h2"]
 
 		peek, err := s.Peek(ctx, "UNSEC:q1", 10)
 		if err != nil {
@@ -130,15 +150,14 @@ func TestPopOrderAndStates(t *testing.T) {
 func TestGhostsSkipped(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b backend, s *redisq.Store, c *redis.Client) {
 		ctx := context.Background()
-		exp := time.Now().Add(time.Hour).Unix()
-		gone := provision(t, s, "UNSEC:", 'H', "deleted", exp, "q")
-		provision(t, s, "UNSEC:", 'H', "kept", exp, "q")
-		short := provision(t, s, "UNSEC:", 'H', "expired", exp, "q")
+		q := []string{"q"}
+		ids := provisionAll(t, s, "UNSEC:", msg{'H', "deleted", q}, msg{'H', "kept", q}, msg{'H', "expired", q})
+		gone := ids["deleted"]
 		if deleted, err := s.DeleteTrans(ctx, gone, ""); err != nil || !deleted {
 			t.Fatal(deleted, err)
 		}
 		// Expire one transaction's metadata now (as Redis does at expirationDate).
-		c.Del(ctx, redisq.KeysOfTrans(short).Meta)
+		c.Del(ctx, redisq.KeysOfTrans(ids["expired"]).Meta)
 		got, err := s.Pop(ctx, "UNSEC:q", 2, redisq.PopOptions{})
 		if err != nil {
 			t.Fatal(err)
@@ -156,9 +175,8 @@ func TestGhostsSkipped(t *testing.T) {
 func TestReliableAndReaper(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b backend, s *redisq.Store, _ *redis.Client) {
 		ctx := context.Background()
-		exp := time.Now().Add(time.Hour).Unix()
-		a := provision(t, s, "UNSEC:", 'H', "a", exp, "r")
-		bb := provision(t, s, "UNSEC:", 'L', "b", exp, "r")
+		ids := provisionAll(t, s, "UNSEC:", msg{'H', "a", []string{"r"}}, msg{'L', "b", []string{"r"}})
+		a, bb := ids["a"], ids["b"]
 		got, err := s.Pop(ctx, "UNSEC:r", 10, redisq.PopOptions{Reliable: true, AckTimeout: 50 * time.Millisecond})
 		if err != nil || len(got) != 2 {
 			t.Fatalf("reliable pop = %v, %v", got, err)
@@ -384,9 +402,8 @@ func TestUpdateTrans(t *testing.T) {
 func TestTransOrg(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b backend, s *redisq.Store, _ *redis.Client) {
 		ctx := context.Background()
-		exp := time.Now().Add(time.Hour).Unix()
-		acme := provision(t, s, "acme:UNSEC:", 'H', "acme-secret", exp, "q")
-		root := provision(t, s, "SEC:", 'L', "root", exp, "q")
+		acme := provisionAll(t, s, "acme:UNSEC:", msg{'H', "acme-secret", []string{"q"}})["acme-secret"]
+		root := provisionAll(t, s, "SEC:", msg{'L', "root", []string{"q"}})["root"]
 		for _, c := range []struct{ tid, org string }{{acme, "acme"}, {root, ""}} {
 			info, err := s.ReadTrans(ctx, c.tid, true)
 			if err != nil || !info.Found || info.Org != c.org {
@@ -426,7 +443,7 @@ func TestTransOrg(t *testing.T) {
 		}
 		// A deferral is cancelled only by its own org.
 		later := redisq.NewTx('H', "later", "q")
-		later.NS, later.ExpiresAt = "acme:UNSEC:", exp
+		later.NS = "acme:UNSEC:"
 		if err := s.Defer(ctx, later, time.Now().Add(time.Hour)); err != nil {
 			t.Fatal(err)
 		}
@@ -469,12 +486,8 @@ func TestWakeupsKeyspace(t *testing.T) {
 func TestPopMany(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b backend, s *redisq.Store, c *redis.Client) {
 		ctx := context.Background()
-		exp := time.Now().Add(time.Hour).Unix()
-		provision(t, s, "UNSEC:", 'L', "a-l", exp, "a")
-		provision(t, s, "UNSEC:", 'H', "a-h", exp, "a")
-		ghost := provision(t, s, "UNSEC:", 'H', "b-ghost", exp, "b")
-		provision(t, s, "UNSEC:", 'H', "b-live", exp, "b")
-		provision(t, s, "UNSEC:", 'H', "r1", exp, "r")
+		qa, qb := []string{"a"}, []string{"b"}
+		ghost := provisionAll(t, s, "UNSEC:", msg{'L', "a-l", qa}, msg{'H', "a-h", qa}, msg{'H', "b-ghost", qb}, msg{'H', "b-live", qb}, msg{'H', "r1", []string{"r"}})["b-ghost"]
 		c.Del(ctx, redisq.KeysOfTrans(ghost).Meta)
 		res := s.PopMany(ctx, []redisq.PopRequest{
 			{Queue: "UNSEC:a", Max: 10},
@@ -517,10 +530,8 @@ func TestPopMany(t *testing.T) {
 func TestHandBackReliable(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b backend, s *redisq.Store, _ *redis.Client) {
 		ctx := context.Background()
-		exp := time.Now().Add(time.Hour).Unix()
-		a := provision(t, s, "UNSEC:", 'H', "a", exp, "hb")
-		provision(t, s, "UNSEC:", 'L', "b", exp, "hb")
-		provision(t, s, "UNSEC:", 'L', "c", exp, "hb")
+		hb := []string{"hb"}
+		a := provisionAll(t, s, "UNSEC:", msg{'H', "a", hb}, msg{'L', "b", hb}, msg{'L', "c", hb})["a"]
 		got, err := s.Pop(ctx, "UNSEC:hb", 2, redisq.PopOptions{Reliable: true, AckTimeout: time.Minute})
 		if err != nil || len(got) != 2 {
 			t.Fatalf("pop = %v %v", got, err)
@@ -553,8 +564,7 @@ func TestHandBackReliable(t *testing.T) {
 func TestHandBackReliableOnlyItsOwnDelivery(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b backend, s *redisq.Store, _ *redis.Client) {
 		ctx := context.Background()
-		exp := time.Now().Add(time.Hour).Unix()
-		tid := provision(t, s, "UNSEC:", 'H', "a", exp, "own")
+		tid := provisionAll(t, s, "UNSEC:", msg{'H', "a", []string{"own"}})["a"]
 		first, err := s.Pop(ctx, "UNSEC:own", 1, redisq.PopOptions{Reliable: true, AckTimeout: time.Millisecond})
 		if err != nil || len(first) != 1 || first[0].Deadline == 0 {
 			t.Fatalf("pop = %+v %v", first, err)
