@@ -17,53 +17,6 @@ import (
 	"github.com/popbox/popbox/redisq"
 )
 
-// batchWatch is a go-redis hook that records what the autopipeliner sent:
-// the largest pipeline, and the NOSCRIPT and MOVED replies seen in them.
-type batchWatch struct {
-	maxBatch atomic.Int64
-	noScript atomic.Int64
-	moved    atomic.Int64
-}
-
-func (w *batchWatch) DialHook(next redis.DialHook) redis.DialHook {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) { return next(ctx, network, addr) }
-}
-
-func (w *batchWatch) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		err := next(ctx, cmd)
-		w.see(cmd)
-		return err
-	}
-}
-
-func (w *batchWatch) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		for n := int64(len(cmds)); ; {
-			cur := w.maxBatch.Load()
-			if n <= cur || w.maxBatch.CompareAndSwap(cur, n) {
-				break
-			}
-		}
-		err := next(ctx, cmds)
-		for _, c := range cmds {
-			w.see(c)
-		}
-		return err
-	}
-}
-
-func (w *batchWatch) see(c redis.Cmder) {
-	err := c.Err()
-	switch {
-	case err == nil:
-	case strings.HasPrefix(err.Error(), "NOSCRIPT"):
-		w.noScript.Add(1)
-	case strings.HasPrefix(err.Error(), "MOVED"):
-		w.moved.Add(1)
-	}
-}
-
 // apStore is a Store with autopipelining on rdb.
 func apStore(t *testing.T, rdb redis.UniversalClient) *redisq.Store {
 	t.Helper()
@@ -154,7 +107,7 @@ func runCallers(s *redisq.Store, callers, rounds int, between func(c, k int)) []
 // (pipelines of more than one caller's commands went out).
 func TestAutoPipelineKeepsCallerOrder(t *testing.T) {
 	c := redisClient(t)
-	w := &batchWatch{}
+	w := newBatchWatch()
 	c.AddHook(w)
 	s := apStore(t, c)
 	for _, err := range runCallers(s, 16, 40, nil) {
@@ -172,7 +125,7 @@ func TestAutoPipelineKeepsCallerOrder(t *testing.T) {
 // commands went out in the same pipelines are not affected.
 func TestAutoPipelinePerCommandErrors(t *testing.T) {
 	c := redisClient(t)
-	w := &batchWatch{}
+	w := newBatchWatch()
 	c.AddHook(w)
 	s := apStore(t, c)
 	ctx := context.Background()
@@ -222,7 +175,7 @@ func TestAutoPipelineScriptFlush(t *testing.T) {
 	r := testenv.StartRedis(t, testenv.OwnRedis())
 	c := r.Client()
 	t.Cleanup(func() { c.Close() })
-	w := &batchWatch{}
+	w := newBatchWatch()
 	c.AddHook(w)
 	s := apStore(t, c)
 	admin := r.Client()
@@ -251,7 +204,7 @@ func TestAutoPipelineClusterMoved(t *testing.T) {
 	cl := testenv.StartCluster(t, testenv.WithClusterShape(3, 0))
 	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: strings.Split(cl.Seeds(), ",")})
 	t.Cleanup(func() { cc.Close() })
-	w := &batchWatch{}
+	w := newBatchWatch()
 	// Node-level hooks see each node's pipeline as sent, MOVED replies
 	// included, before the cluster client follows them.
 	cc.OnNewNode(func(n *redis.Client) { n.AddHook(w) })

@@ -6,7 +6,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -45,44 +44,6 @@ var commandBudget = map[string]float64{
 	"rest-pop-stepwise":     17,
 	"rest-pop-two-nodes":    14,
 	"reliable-ack-stepwise": 30,
-}
-
-// cmdCounter is a go-redis hook counting the commands a client sends.
-type cmdCounter struct {
-	mu   sync.Mutex
-	seen map[string]int64
-}
-
-func newCmdCounter() *cmdCounter { return &cmdCounter{seen: map[string]int64{}} }
-
-func (h *cmdCounter) count(cmds ...redis.Cmder) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for _, c := range cmds {
-		h.seen[strings.ToLower(c.Name())]++
-	}
-}
-
-func (h *cmdCounter) reset() map[string]int64 {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	out := h.seen
-	h.seen = map[string]int64{}
-	return out
-}
-
-func (h *cmdCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *cmdCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.count(cmd)
-		return next(ctx, cmd)
-	}
-}
-func (h *cmdCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		h.count(cmds...)
-		return next(ctx, cmds)
-	}
 }
 
 // serverStats is one reading of INFO commandstats and INFO cpu.
