@@ -202,6 +202,9 @@ func (m *Mongo) Client(t testing.TB) *mongo.Client {
 	return c
 }
 
+// Pid is the server's process id; 0 for an external server.
+func (m *Mongo) Pid() int { return m.proc.pid() }
+
 // Stop shuts the server down (SIGINT) and waits for it (no-op for an
 // external server).
 func (m *Mongo) Stop() {

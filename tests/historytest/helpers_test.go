@@ -8,13 +8,13 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/popbox/popbox/internal/sysinfo"
 	"github.com/popbox/popbox/internal/testenv"
 )
 
@@ -211,44 +211,8 @@ func (n *node) latencies(t testing.TB, q string, count int) []time.Duration {
 }
 
 // procCPU returns the CPU time (user + system) a process has used so
-// far, read from /proc (0 where /proc is unavailable).
+// far (0 where /proc is unavailable or pid is 0).
 func procCPU(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// The command name (field 2) may hold spaces: fields count from the
-	// last ')'.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 13 {
-		return 0
-	}
-	utime, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ is 100 on Linux
-}
-
-// mongoPid finds the process of the test's MongoDB server (FerretDB's
-// command line names its address, mongod's its port), or 0.
-func mongoPid(uri string) int {
-	addr := strings.TrimSuffix(strings.TrimPrefix(uri, "mongodb://"), "/")
-	_, port, _ := strings.Cut(addr, ":")
-	dirs, _ := os.ReadDir("/proc")
-	for _, d := range dirs {
-		pid, err := strconv.Atoi(d.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + d.Name() + "/cmdline")
-		cmd := string(b)
-		if err == nil && (strings.Contains(cmd, "\x00"+addr+"\x00") || strings.Contains(cmd, "--port\x00"+port+"\x00")) {
-			return pid
-		}
-	}
-	return 0
+	d, _ := sysinfo.Proc{}.CPUTime(pid)
+	return d
 }
