@@ -64,12 +64,26 @@ func TestStreamsShareAByteBudget(t *testing.T) {
 	watch(3)
 
 	// Removed, the subscriptions hand back what they held: every message
-	// not written is still in Redis.
+	// not written is in Redis again. A pop batch still in flight at the
+	// removal hands its messages back when it returns, so wait for them.
 	h.Remove(wa)
 	h.Remove(wb)
 	if budget.Held() != 0 {
 		t.Fatalf("after removal the budget holds %d bytes", budget.Held())
 	}
+	queued := func() (n int) {
+		for _, q := range []string{"UNSEC:ba", "UNSEC:bb"} {
+			got, err := s.Peek(context.Background(), q, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += len(got)
+		}
+		return n
+	}
+	testenv.Eventually(t, 5*time.Second, "every unwritten message back in Redis", func() bool {
+		return queued() >= 2*perQueue-1
+	}, func() string { return fmt.Sprintf("%d queued", queued()) })
 	left := 0
 	for _, q := range []string{"UNSEC:ba", "UNSEC:bb"} {
 		got, err := s.Pop(context.Background(), q, 100, redisq.PopOptions{})
