@@ -69,7 +69,7 @@ func NewMetrics(extra ...prometheus.Collector) *Metrics {
 				"shed (a /ws without subscription or authentication closed by the connection limit or the auth timeout), " +
 				"auth_failed (a /ws closed after too many refused subscriptions, 1008), " +
 				"internal_error (the node could not encode a message), " +
-				"control_timeout (the WebSocket library closed the socket itself: a control frame was not read, answered or written within its fixed 5 s)."}, []string{"transport", "reason"}),
+				"control_timeout (the WebSocket library closed the socket itself: a control frame's payload was not read within its fixed 5 s)."}, []string{"transport", "reason"}),
 		DeliveryLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "popbox_delivery_write_seconds",
 			Help: "Time to write a delivery to the consumer, by transport.", Buckets: prometheus.ExponentialBuckets(0.00005, 2, 18)}, []string{"transport"}),
 		RedisErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "popbox_redis_errors_total",

@@ -24,7 +24,7 @@ const (
 	StreamEndShed            = "shed"              // a silent /ws closed by the connection limit (1013) or the auth timeout (1008)
 	StreamEndAuthFailed      = "auth_failed"       // a /ws closed for too many refused subscriptions (1008)
 	StreamEndInternalError   = "internal_error"    // the node could not encode a message
-	StreamEndControlTimeout  = "control_timeout"   // coder/websocket closed the socket itself: a control frame (ping, pong) not read or written within its 5 s
+	StreamEndControlTimeout  = "control_timeout"   // coder/websocket closed the socket itself: a control frame's payload not read within its 5 s
 )
 
 // StreamEndReasons lists every reason of popbox_stream_ends_total.

@@ -311,8 +311,7 @@ func TestStreamTimingSettings(t *testing.T) {
 // TestStreamEndControlTimeout: a client that sends a ping frame's header
 // and then stalls in its payload makes coder/websocket give up after its
 // fixed 5 s and close the socket itself; the node counts that as
-// control_timeout (in a 100K run on a starved box the same happens to
-// pongs), not as a client that closed.
+// control_timeout, not as a client that closed.
 func TestStreamEndControlTimeout(t *testing.T) {
 	t.Parallel()
 	_, base := startEndsNode(t, gateway.Options{})
@@ -761,5 +760,92 @@ func TestGracefulShutdown(t *testing.T) {
 	_, tids := popHTTP(t, g2.URL, "/queue/sd-kept/pop?timeout=5")
 	if len(tids) != 1 || tids[0] != tid {
 		t.Fatalf("after shutdown the queue held %v", tids)
+	}
+}
+
+// TestWSControlFrames: the node writes its pings and pongs itself (not
+// through coder/websocket, see writeControl); on the wire they are plain
+// RFC 6455 control frames. A raw client's ping gets its payload back in
+// an unmasked pong, the node's pings carry a payload that a masked pong
+// answers, and a client that answers them outlives several pong timeouts.
+// A coder/websocket client's Ping is answered on both socket kinds.
+func TestWSControlFrames(t *testing.T) {
+	t.Parallel()
+	n, base := startEndsNode(t, gateway.Options{
+		HeartbeatInterval: 100 * time.Millisecond, WSPongTimeout: 300 * time.Millisecond})
+	c, br, resp := rawRequest(t, base, wsHandshake("/queue/control-raw/ws"), nil)
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("handshake answered %s", resp.Status)
+	}
+	mask := [4]byte{9, 8, 7, 6}
+	send := func(op byte, p []byte) {
+		f := append([]byte{0x80 | op, 0x80 | byte(len(p))}, mask[:]...)
+		for i, b := range p {
+			f = append(f, b^mask[i%4])
+		}
+		if _, err := c.Write(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(0x9, []byte("hello"))
+	deadline := time.Now().Add(3 * time.Second) // ten heartbeats, each pong timeout three times over
+	_ = c.SetReadDeadline(deadline.Add(5 * time.Second))
+	var pongs, pings int
+	for pongs == 0 || time.Now().Before(deadline) {
+		// A server frame: two header bytes, then (a control frame,
+		// unmasked) the payload whose length the second one gives.
+		h, err := br.Peek(2)
+		if err != nil {
+			t.Fatalf("after %d pings and %d pongs: %v", pings, pongs, err)
+		}
+		if h[1]&0x80 != 0 || h[1] > 125 {
+			t.Fatalf("server frame header % x: masked or not a control frame", h)
+		}
+		f, err := br.Peek(2 + int(h[1]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		op, p := f[0], append([]byte(nil), f[2:]...)
+		_, _ = br.Discard(len(f))
+		switch op {
+		case 0x8a:
+			if string(p) != "hello" {
+				t.Fatalf("pong payload %q, want the ping's", p)
+			}
+			pongs++
+		case 0x89:
+			if len(p) == 0 {
+				t.Fatal("the node's ping has no payload")
+			}
+			pings++
+			send(0xa, p)
+		default:
+			t.Fatalf("unexpected frame %#x %q", op, p)
+		}
+	}
+	if pings < 3 {
+		t.Fatalf("%d pings in 3 s at a 100 ms heartbeat", pings)
+	}
+	if got := metricValue(t, base, `popbox_connections{transport="ws"}`); got != 1 {
+		t.Fatalf("%v live per-queue sockets, want the raw one that answered %d pings", got, pings)
+	}
+	ends, _ := streamEnds(t, base)
+	if len(ends[delivery.TransportWS]) > 0 {
+		t.Fatalf("stream ends %v, want none", ends[delivery.TransportWS])
+	}
+	for _, path := range []string{"/queue/control-lib/ws", "/ws"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(n.plain.URL, "http")+path, nil)
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		ctx = conn.CloseRead(ctx)
+		err = conn.Ping(ctx)
+		_ = conn.Close(websocket.StatusNormalClosure, "")
+		cancel()
+		if err != nil {
+			t.Fatalf("%s: ping: %v", path, err)
+		}
 	}
 }

@@ -28,20 +28,25 @@ const (
 	wsMaxAuthFailures = 3
 )
 
-// acceptWS upgrades the request to a WebSocket, with the origin rules of
-// the configured CORS origins (the request's own host is always allowed).
-// The library gets small buffers over the returned wsWire (see wsHijacker);
-// the transport writes its frames through it.
-func (s *Server) acceptWS(c echo.Context) (*websocket.Conn, *wsWire, error) {
+// acceptWS upgrades the request to a WebSocket for t, with the origin
+// rules of the configured CORS origins (the request's own host is always
+// allowed), and sets t.conn and t.wire. The library gets small buffers
+// over the wsWire (see wsHijacker); the transport writes its frames
+// through it, control frames included (see writeControl).
+func (s *Server) acceptWS(c echo.Context, t *wsTransport) error {
 	hj := &wsHijacker{ResponseWriter: c.Response()}
+	t.pongC = make(chan struct{}, 1)
 	conn, err := websocket.Accept(hj, c.Request(), &websocket.AcceptOptions{
 		OriginPatterns: s.opts.WSOriginPatterns,
+		OnPingReceived: t.answerPing,
+		OnPongReceived: t.pongReceived,
 	})
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
 	conn.SetReadLimit(wsReadLimit)
-	return conn, hj.wire, nil
+	t.conn, t.wire = conn, hj.wire
+	return nil
 }
 
 // wsTransport frames WebSocket messages: per-queue (API.md 2.2, the SSE
@@ -55,6 +60,7 @@ type wsTransport struct {
 	pinging atomic.Bool // a ping is waiting for its pong
 	pings   sync.WaitGroup
 	pong    time.Duration // how long a ping waits for its pong (Options.WSPongTimeout)
+	pongC   chan struct{} // a pong came (pongReceived; capacity 1)
 	endCause
 	// authFailures counts the subscriptions refused for their credentials
 	// (multiplexed socket; only the writer goroutine touches it).
@@ -122,31 +128,85 @@ func (t *wsTransport) send(ctx context.Context, sub *streamSub, m delivery.Messa
 	return t.writeJSON(ctx, newEventData(sub.q.ID, m), deadline)
 }
 
-// heartbeat sends a ping without holding up the stream: the pong is awaited
-// in the background (up to the pong timeout), and a peer that does not
-// answer is disconnected, which ends the stream through its reader (with
-// the cause recorded: pong timeout, or the ping could not be written).
-// end waits for the ping goroutine.
-func (t *wsTransport) heartbeat(ctx context.Context, _ time.Time) error {
+// Control frames (ping, pong) are written by the transport, not by
+// coder/websocket: the library gives each of its own control writes a fixed
+// 5 s timer that closes the socket when it fires, whether or not the write
+// was stuck. On a node starved of CPU (100,000 subscribers over 6
+// gateways on 2 cores, a delivery burst queueing every subscriber's
+// goroutine at once) a ping's goroutine could wait longer than that to be
+// scheduled, and the library closed idle, healthy connections (42 of
+// 100,000 in a capacity-100k run: 30 control_timeout, 12 heartbeat_failed).
+// Written here, a control frame is one write under the transport's lock
+// and a socket write deadline, which fails only when the write itself
+// cannot proceed (the client stopped reading), as for every other frame.
+//
+// opPing and opPong are the WebSocket opcodes (RFC 6455 5.2) with FIN set;
+// a server's frames are not masked, and a control payload is at most 125
+// bytes, so its length fits the second byte.
+const (
+	wsFramePing  = 0x89
+	wsFramePong  = 0x8a
+	wsMaxControl = 125
+)
+
+// writeControl writes one control frame with payload p before deadline.
+func (t *wsTransport) writeControl(opcode byte, p []byte, deadline time.Time) error {
+	if len(p) > wsMaxControl {
+		p = p[:wsMaxControl]
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.wire.writeFrame(deadline, opcode, p)
+}
+
+// answerPing is the library's OnPingReceived: it writes the pong itself
+// (see above) and tells the library not to.
+func (t *wsTransport) answerPing(_ context.Context, p []byte) bool {
+	if err := t.writeControl(wsFramePong, p, time.Now().Add(writeTimeout)); err != nil {
+		t.set(endHeartbeatFailed)
+		_ = t.conn.CloseNow()
+	}
+	return false
+}
+
+// pongReceived is the library's OnPongReceived: any pong shows the peer
+// alive (RFC 6455 allows unsolicited ones).
+func (t *wsTransport) pongReceived(context.Context, []byte) {
+	select {
+	case t.pongC <- struct{}{}:
+	default:
+	}
+}
+
+// heartbeat writes a ping (before deadline, as any frame) and awaits its
+// pong in the background, without holding up the stream: a peer that does
+// not answer within the pong timeout is disconnected, which ends the
+// stream through its reader (the cause recorded: no pong in time). A ping
+// that cannot be written ends the stream (heartbeat_failed). end waits for
+// the pong's goroutine.
+func (t *wsTransport) heartbeat(ctx context.Context, deadline time.Time) error {
 	if !t.pinging.CompareAndSwap(false, true) {
 		return nil // the previous ping is still out
 	}
+	select {
+	case <-t.pongC: // a pong that came since: not this ping's answer
+	default:
+	}
+	if err := t.writeControl(wsFramePing, []byte("popbox"), deadline); err != nil {
+		t.pinging.Store(false)
+		return err
+	}
 	t.pings.Go(func() {
 		defer t.pinging.Store(false)
-		pctx, cancel := context.WithTimeout(ctx, t.pong)
-		defer cancel()
-		err := t.conn.Ping(pctx)
-		switch {
-		case err == nil || ctx.Err() != nil:
-			return
-		case pctx.Err() != nil:
+		timer := time.NewTimer(t.pong)
+		defer timer.Stop()
+		select {
+		case <-t.pongC:
+		case <-ctx.Done():
+		case <-timer.C:
 			t.set(endPongTimeout)
-		case errors.Is(err, net.ErrClosed):
-			return // closed by the stream or its reader, which say why
-		default:
-			t.set(endHeartbeatFailed)
+			_ = t.conn.CloseNow()
 		}
-		_ = t.conn.CloseNow()
 	})
 	return nil
 }
@@ -217,13 +277,14 @@ func (t *wsTransport) readFrames(ctx context.Context, cancel context.CancelFunc,
 			if ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, net.ErrClosed)) {
 				// Not the client's doing. ctx has no deadline, so a
 				// deadline is coder/websocket's own: 5 s to read a
-				// control frame and write its answer, or to write our
-				// ping; beyond, it closes the socket itself. A socket
-				// closed here (net.ErrClosed, not EOF or a reset from
-				// the peer) was closed by that library too: every close
-				// of this package records its cause first, and set
-				// keeps the first. The node was too starved of CPU to
-				// finish a small frame in time.
+				// control frame's payload (the transport writes pings
+				// and pongs itself, see writeControl); beyond, it
+				// closes the socket itself. A socket closed here
+				// (net.ErrClosed, not EOF or a reset from the peer) was
+				// closed by that library too: every close of this
+				// package records its cause first, and set keeps the
+				// first. A client stalled in a control frame, or a node
+				// too starved of CPU to read one in time.
 				t.set(endControlTimeout)
 			}
 			return
@@ -265,11 +326,10 @@ func (s *Server) queueWS(c echo.Context) error {
 		return err
 	}
 	reliable := c.QueryParam("reliable") == "1" || c.QueryParam("reliable") == "true"
-	conn, wire, err := s.acceptWS(c)
-	if err != nil {
+	t := &wsTransport{label: delivery.TransportWS, pong: s.opts.WSPongTimeout}
+	if s.acceptWS(c, t) != nil {
 		return nil // Accept wrote the error answer
 	}
-	t := &wsTransport{conn: conn, wire: wire, label: delivery.TransportWS, pong: s.opts.WSPongTimeout}
 	parse := func(data []byte) streamCtrl {
 		var f clientFrame
 		if json.Unmarshal(data, &f) != nil || (len(f.Ack) == 0 && len(f.Transactions) == 0) {
@@ -332,12 +392,11 @@ func (s *Server) muxWS(c echo.Context) error {
 			proven = true
 		}
 	}
-	conn, wire, err := s.acceptWS(c)
-	if err != nil {
+	t := &wsTransport{label: delivery.TransportWSMux, mux: true, pong: s.opts.WSPongTimeout,
+		provenC: make(chan struct{}), shedC: make(chan struct{}), lc: limitConnOf(c)}
+	if s.acceptWS(c, t) != nil {
 		return nil
 	}
-	t := &wsTransport{conn: conn, wire: wire, label: delivery.TransportWSMux, mux: true, pong: s.opts.WSPongTimeout,
-		provenC: make(chan struct{}), shedC: make(chan struct{}), lc: limitConnOf(c)}
 	ctx, cancel := context.WithCancel(c.Request().Context())
 	defer cancel()
 	var guard sync.WaitGroup

@@ -147,6 +147,24 @@ func (w *wsWire) flush(deadline time.Time) error {
 	return writeConn(w.conn, *bp, deadline)
 }
 
+// writeFrame writes one whole frame, header byte b0, the payload's length
+// (at most 125: a control frame) and payload p, in one write before
+// deadline. Every write on the wire is a whole frame (the library's
+// buffer holds a control frame whole, the transport's frames are
+// gathered), so frames never interleave.
+func (w *wsWire) writeFrame(deadline time.Time, b0 byte, p []byte) error {
+	var f [2 + 125]byte
+	f[0], f[1] = b0, byte(len(p))
+	n := 2 + copy(f[2:], p)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.buf != nil {
+		*w.buf = append(*w.buf, f[:n]...)
+		return nil
+	}
+	return writeConn(w.conn, f[:n], deadline)
+}
+
 // Buffers coder/websocket keeps per connection when acceptWS hijacks it:
 // room for a control frame (2 + 125 bytes) so that a pong or a close frame
 // is one write, and for a typical client frame (an ack) to be read in one.
