@@ -70,7 +70,7 @@ func suites(full, reuseport bool, scale float64) []benchCase {
 	}
 	if full {
 		cases = append(cases, benchCase{Name: "capacity-100k", Scenario: "capacity", Gateways: 6, ReusePort: reuseport,
-			Args: []string{"--conns", "100000", "--mix", mixAll, "--duration", "120s", "--idle-window", "60s", "--procs", "6"}})
+			Args: []string{"--conns", "100000", "--mix", mixAll, "--duration", "120s", "--idle-window", "60s", "--procs", "6", "--worker-nice", "10"}})
 	}
 	if scale != 1 {
 		for i := range cases {

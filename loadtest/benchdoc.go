@@ -313,7 +313,7 @@ func renderCapacity(b *strings.Builder, name string, cm CaseMeta, r *Result) {
 	if r.GwCounters != nil {
 		t.add("the gateways' counters at the end (popbox_stream_ends_total by reason, rejected, shed, closed before a request)", r.GwCounters.text())
 	}
-	t.add("load tool", fmt.Sprintf("%.1f CPU-s, largest worker RSS %s", r.LoadTool.CPUSecs, mib(r.LoadTool.MaxRSS)))
+	t.add("load tool", fmt.Sprintf("%.1f CPU-s, largest worker RSS %s%s", r.LoadTool.CPUSecs, mib(r.LoadTool.MaxRSS), niceNote(r.LoadTool.Nice)))
 	t.render(b)
 }
 

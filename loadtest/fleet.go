@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -84,15 +85,37 @@ func readEvents(idx int, r io.Reader, out chan<- workerEvent, quit <-chan struct
 	send(workerEvent{idx: idx, err: err})
 }
 
-// startWorker starts worker idx with spec: in this process when inProc,
-// else as a child process of this executable.
-func startWorker(ctx context.Context, idx int, spec *WorkerSpec, inProc bool, events chan<- workerEvent, quit <-chan struct{}) (*workerConn, error) {
+// workerLaunch says how a worker is started: in this process, or as a
+// child process of this executable at a nice value (0: this one's).
+type workerLaunch struct {
+	inProc bool
+	nice   int
+}
+
+// command is the child process of a worker: this executable's worker
+// verb, through nice(1) when a nice value is set (every thread of the
+// Go runtime inherits it from the start; setpriority(2) on Linux would
+// change one thread only).
+func (l workerLaunch) command(exe string) (*exec.Cmd, error) {
+	if l.nice == 0 {
+		return exec.Command(exe, "worker"), nil
+	}
+	nice, err := exec.LookPath("nice")
+	if err != nil {
+		return nil, fmt.Errorf("--worker-nice: %w", err)
+	}
+	return exec.Command(nice, "-n", strconv.Itoa(l.nice), exe, "worker"), nil
+}
+
+// startWorker starts worker idx with spec: in this process when
+// launch.inProc, else as a child process of this executable.
+func startWorker(ctx context.Context, idx int, spec *WorkerSpec, launch workerLaunch, events chan<- workerEvent, quit <-chan struct{}) (*workerConn, error) {
 	b, err := json.Marshal(spec)
 	if err != nil {
 		return nil, err
 	}
 	c := &workerConn{idx: idx, done: make(chan error, 1)}
-	if inProc {
+	if launch.inProc {
 		inR, inW := io.Pipe()
 		outR, outW := io.Pipe()
 		c.in = inW
@@ -108,7 +131,10 @@ func startWorker(ctx context.Context, idx int, spec *WorkerSpec, inProc bool, ev
 		if err != nil {
 			return nil, fmt.Errorf("finding the load tool's executable: %w", err)
 		}
-		cmd := exec.Command(exe, "worker")
+		cmd, err := launch.command(exe)
+		if err != nil {
+			return nil, err
+		}
 		cmd.Env = append(os.Environ(), workerEnv+"=worker")
 		cmd.Stderr = os.Stderr
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

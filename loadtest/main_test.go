@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -100,10 +101,18 @@ func TestCapacityMultiProcessWithSourceAddresses(t *testing.T) {
 		t.Skip("starts worker processes")
 	}
 	gw := fakegw.New(t)
+	own, err := syscall.Getpriority(syscall.PRIO_PROCESS, 0) // 20 - nice (Linux)
+	if err != nil {
+		t.Fatal(err)
+	}
 	r := run(t, "capacity", "--target", gw.URL, "--conns", "30", "--mix", "sse=1,ws=1,stream=1", "--procs", "2",
-		"--source-addrs-after", "10", "--duration", "200ms", "--idle-window", "100ms", "--verify-timeout", "10s")
+		"--source-addrs-after", "10", "--duration", "200ms", "--idle-window", "100ms", "--verify-timeout", "10s", "--worker-nice", "3")
 	if len(r.Problems) > 0 || r.Verify.Verified != 30 || r.Procs != 2 || !r.SourceAddrs {
 		t.Fatalf("procs %d, sources %v, verify %+v, problems %v", r.Procs, r.SourceAddrs, r.Verify, r.Problems)
+	}
+	// the workers ran through nice(1), three below this process
+	if want := min(20-own+3, 19); r.LoadTool.Nice != want {
+		t.Fatalf("workers at nice %d, want %d", r.LoadTool.Nice, want)
 	}
 	// worker 0 binds to 127.0.0.2, worker 1 to 127.0.0.3 (provisioning too)
 	rem := gw.Remotes()
@@ -217,6 +226,7 @@ func TestOptionsValidation(t *testing.T) {
 		"--idle-window":       {"capacity", "--duration", "1s", "--idle-window", "2s", "--target", "http://127.0.0.1:1"},
 		"TLS":                 {"throughput", "--target", "https://127.0.0.1:3002"},
 		"positive weight":     {"throughput", "--mix", "sse=0", "--target", "http://127.0.0.1:1"},
+		"--worker-nice":       {"capacity", "--worker-nice", "20", "--target", "http://127.0.0.1:1"},
 	}
 	for want, args := range bad {
 		_, err := parseOptions(ctx, args[0], args[1:], io.Discard)

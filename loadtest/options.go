@@ -54,6 +54,7 @@ type Options struct {
 	Mix     map[string]int `json:"mix"`
 	Load
 	Procs     int             `json:"procs"`
+	Nice      int             `json:"worker_nice,omitempty"`
 	Rate      float64         `json:"rate"`
 	ProvConns int             `json:"prov_conns"`
 	Window    int             `json:"window"`
@@ -118,6 +119,7 @@ func newFlagSet(name string, o *Options, out io.Writer) (*flag.FlagSet, *flagTem
 	fs.StringVar(&t.mix, "mix", d.mix, "transport mix as weights: sse=,ws=,wsmux=,stream=,longpoll=")
 	fs.IntVar(&o.MuxQueues, "mux-queues", 1, "queues subscribed on each multiplexed WebSocket (wsmux) connection")
 	fs.IntVar(&o.Procs, "procs", 0, "worker processes (0: as few as the open-file limit allows)")
+	fs.IntVar(&o.Nice, "worker-nice", 0, "run worker processes at this nice value (0..19; needs nice(1); worker child processes only, not a single in-process worker): on a box shared with the gateways the load generator yields the CPU to them first")
 	if d.duration > 0 {
 		what := "run time"
 		if name == "capacity" {
@@ -292,6 +294,8 @@ func (o *Options) validate(ctx context.Context) error {
 		return errors.New("--mux-queues must be between 1 and 10000")
 	case o.Procs < 0 || o.Procs > 256:
 		return errors.New("--procs must be between 0 (auto) and 256")
+	case o.Nice < 0 || o.Nice > 19:
+		return errors.New("--worker-nice must be between 0 and 19")
 	case o.ProvConns < 1 || o.ProvConns > 4096:
 		return errors.New("--prov-conns must be between 1 and 4096")
 	case o.Payload < 0 || o.Payload > 1<<20:

@@ -71,6 +71,7 @@ type Plan struct {
 	ByKind  map[string]int // subscribers per transport
 	Conns   int            // connections in all
 	Sources bool           // client sockets bound to distinct loopback sources
+	Nice    int            // nice value of worker processes (0: as this one)
 }
 
 // fileReserve is the file descriptors a worker keeps for itself besides
@@ -99,7 +100,7 @@ func makePlan(o *Options, nofile uint64, prefix string, deadline time.Time) (*Pl
 	if procs > o.Conns {
 		procs = o.Conns
 	}
-	p := &Plan{ByKind: byKind, Conns: conns}
+	p := &Plan{ByKind: byKind, Conns: conns, Nice: o.Nice}
 	perKind := map[string][]int{}
 	for k, n := range byKind {
 		perKind[k] = spread(n, procs)

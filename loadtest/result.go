@@ -183,6 +183,7 @@ type HostStats struct {
 type LoadToolStats struct {
 	CPUSecs float64 `json:"cpu_s"`
 	MaxRSS  int64   `json:"max_rss_bytes"` // largest worker
+	Nice    int     `json:"worker_nice"`   // the workers' nice value (--worker-nice), the highest
 }
 
 // merge folds the worker results into r.
@@ -245,6 +246,7 @@ func (r *Result) merge(results []*WorkerResult) {
 		sDeliv = addSeries(sDeliv, w.SeriesDeliv)
 		r.LoadTool.CPUSecs += w.CPUSecs
 		r.LoadTool.MaxRSS = max(r.LoadTool.MaxRSS, w.MaxRSS)
+		r.LoadTool.Nice = max(r.LoadTool.Nice, w.Nice)
 	}
 	if all.Count() > 0 {
 		r.Latency = map[string]hist.Summary{}
@@ -398,7 +400,7 @@ func (r *Result) printTail(w io.Writer) {
 	} else {
 		fmt.Fprintln(w, "errors: none")
 	}
-	fmt.Fprintf(w, "load tool: %.1f CPU-seconds, largest worker RSS %s\n", r.LoadTool.CPUSecs, mib(r.LoadTool.MaxRSS))
+	fmt.Fprintf(w, "load tool: %.1f CPU-seconds, largest worker RSS %s%s\n", r.LoadTool.CPUSecs, mib(r.LoadTool.MaxRSS), niceNote(r.LoadTool.Nice))
 	fmt.Fprintf(w, "machine: %.2f of %d cores busy (all processes) during the measured window; load average %.1f → %.1f\n",
 		r.Host.BusyCores, r.Host.Cores, r.Host.LoadAvgStart, r.Host.LoadAvgEnd)
 	for _, p := range r.Profiles {
@@ -448,4 +450,13 @@ func describeCounts(m map[string]*KindCounts) string {
 		}
 	}
 	return strings.Join(parts, ", ")
+}
+
+// niceNote tells that the workers ran at a lower priority than the
+// gateways ("" at nice 0).
+func niceNote(nice int) string {
+	if nice == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", workers at nice %d", nice)
 }

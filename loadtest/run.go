@@ -255,7 +255,7 @@ func startFleet(ctx context.Context, plan *Plan, scenario string, status *status
 	f := newFleet(len(plan.Workers), scenario, status)
 	inProc := len(plan.Workers) == 1
 	for i, spec := range plan.Workers {
-		w, err := startWorker(ctx, i, spec, inProc, f.events, f.quit)
+		w, err := startWorker(ctx, i, spec, workerLaunch{inProc: inProc, nice: plan.Nice}, f.events, f.quit)
 		if err != nil {
 			f.stop(ctx)
 			return nil, err

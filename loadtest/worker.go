@@ -71,6 +71,7 @@ type WorkerResult struct {
 	ConnectSecs   float64                `json:"connect_s"`
 	RunSecs       float64                `json:"run_s"`
 	CPUSecs       float64                `json:"cpu_s"`
+	Nice          int                    `json:"nice"`
 	MaxRSS        int64                  `json:"max_rss_bytes"`
 }
 
@@ -601,6 +602,11 @@ func (w *worker) result() *WorkerResult {
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
 		r.CPUSecs = time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 		r.MaxRSS = ru.Maxrss * 1024
+	}
+	// The raw getpriority(2) of Linux, which syscall.Getpriority is,
+	// returns 20 - nice.
+	if prio, err := syscall.Getpriority(syscall.PRIO_PROCESS, 0); err == nil {
+		r.Nice = 20 - prio
 	}
 	return r
 }
