@@ -4,10 +4,12 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/popbox/popbox/config"
 	"github.com/popbox/popbox/internal/sysinfo"
 	"github.com/popbox/popbox/loadtest/internal/fakegw"
 	"github.com/popbox/popbox/loadtest/internal/hist"
@@ -37,6 +39,16 @@ func TestSuitesAndScale(t *testing.T) {
 	if len(reduced) != 10 || len(full) != 11 || last.Name != "capacity-100k" || last.Gateways != 6 || !last.ReusePort ||
 		reduced[0].Name != "provision" || reduced[1].Name != "pop" {
 		t.Fatalf("reduced %d cases, full %+v", len(reduced), last)
+	}
+	// the gateway flags of a case are ones popbox serve takes
+	if !slices.Equal(last.GatewayArgs, []string{"--read-header-timeout", "30s"}) {
+		t.Fatalf("capacity-100k gateway args %q", last.GatewayArgs)
+	}
+	for _, c := range full {
+		cfg, err := config.Load(c.GatewayArgs, func(string) string { return "" })
+		if err != nil || (len(c.GatewayArgs) > 0 && cfg.ReadHeaderTimeout != 30*time.Second) {
+			t.Fatalf("%s: gateway args %q: %v, read-header timeout %v", c.Name, c.GatewayArgs, err, cfg.ReadHeaderTimeout)
+		}
 	}
 	// each comparison runs the same arguments against PopBox, then the peer
 	byName := map[string]benchCase{}

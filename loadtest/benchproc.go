@@ -189,6 +189,7 @@ func startGateways(ctx context.Context, bin string, c benchCase, redisAddr, logD
 		if c.ReusePort {
 			args = append(args, "--reuseport")
 		}
+		args = append(args, c.GatewayArgs...)
 		var env []string
 		if i == 0 && pprofAddr != "" {
 			env = []string{"POPBOX_PPROF_LISTEN=" + pprofAddr}
