@@ -89,8 +89,17 @@ test: ## gofmt check, go vet, go test -race (incl. fuzz seed corpora and the JS 
 	@$(MAKE) check-node
 	@$(MAKE) check-fmt
 	$(GO) vet $(PKGS)
-	$(GO) test -race -count=1 -p $(TEST_P) -ldflags='$(TEST_LDFLAGS)' -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) $(if $(filter ./...,$(PKGS)),$(SLOW_PKGS)) $(PKGS)
-	@$(MAKE) fuzz FUZZTIME=$(TEST_FUZZTIME)
+	@# The fuzz smoke run goes beside go test, not after it (its ~30 s are
+	@# mostly building instrumented binaries, and go test leaves a core
+	@# partly idle while its suites wait); its output comes after go test's.
+	@fuzzlog="$$(mktemp)"; \
+	( $(MAKE) --no-print-directory fuzz FUZZTIME=$(TEST_FUZZTIME) >"$$fuzzlog" 2>&1; echo $$? >"$$fuzzlog.rc" ) & \
+	echo "$(GO) test -race -count=1 -p $(TEST_P) -ldflags='$(TEST_LDFLAGS)' -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) $(if $(filter ./...,$(PKGS)),$(SLOW_PKGS)) $(PKGS)"; \
+	$(GO) test -race -count=1 -p $(TEST_P) -ldflags='$(TEST_LDFLAGS)' -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) $(if $(filter ./...,$(PKGS)),$(SLOW_PKGS)) $(PKGS); \
+	status=$$?; wait; \
+	echo "fuzz smoke run ($(TEST_FUZZTIME) a target):"; cat "$$fuzzlog"; \
+	fuzzrc="$$(cat "$$fuzzlog.rc" 2>/dev/null || echo 1)"; rm -f "$$fuzzlog" "$$fuzzlog.rc"; \
+	[ "$$status" -eq 0 ] && [ "$$fuzzrc" -eq 0 ]
 
 # The JS client's tests need a real gateway: go test ./clients/js/ starts
 # redis-server and a gateway and runs `node --test` against them (part of
