@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -97,15 +98,15 @@ func TestHeavyQueuesPoppedApart(t *testing.T) {
 	for i, q := range lights {
 		ids[i] = strings.TrimPrefix(q, "UNSEC:")
 	}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	got := make([]int, lightN)
+	stop, stopProv := make(chan struct{}), make(chan struct{})
+	var wg, prov sync.WaitGroup
+	got := make([]atomic.Int64, lightN)
 	for i, w := range lws {
 		wg.Go(func() {
 			for {
 				select {
 				case <-w.Outbox():
-					got[i]++
+					got[i].Add(1)
 				case <-stop:
 					return
 				}
@@ -113,10 +114,10 @@ func TestHeavyQueuesPoppedApart(t *testing.T) {
 		})
 	}
 	sent := 0
-	wg.Go(func() {
+	prov.Go(func() {
 		for {
 			select {
-			case <-stop:
+			case <-stopProv:
 				return
 			default:
 				provisionTo(t, inner, "small", ids...)
@@ -131,10 +132,21 @@ func TestHeavyQueuesPoppedApart(t *testing.T) {
 			t.Fatal("heavy queue not served")
 		}
 	}
+	close(stopProv)
+	prov.Wait()
+	// Every light queue is served: what was sent to it while the heavy
+	// queue drained arrives (on a loaded machine the heavy queue may
+	// drain before the first light pop returns).
+	deadline := time.Now().Add(10 * time.Second)
+	for i := range got {
+		for got[i].Load() == 0 && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
 	close(stop)
 	wg.Wait()
-	for i, n := range got {
-		if n == 0 {
+	for i := range got {
+		if got[i].Load() == 0 {
 			t.Errorf("light queue %s got nothing of %d", lights[i], sent)
 		}
 	}
