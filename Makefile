@@ -46,6 +46,8 @@ FUZZTIME ?= 200000x
 # a target; the fuzz runs were 20 of the 33 s its fuzz step took); `make fuzz`
 # alone runs FUZZTIME.
 TEST_FUZZTIME ?= 50000x
+# The go test command of `make test` (printed, then run).
+GO_TEST = $(GO) test -race -count=1 -p $(TEST_P) -ldflags='$(TEST_LDFLAGS)' -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) $(if $(filter ./...,$(PKGS)),$(SLOW_PKGS)) $(PKGS)
 # Arguments of the load tool for `make bench` and `make bench-full`.
 BENCH_ARGS ?= --write-doc docs/BENCHMARKS.md
 BENCH_FULL_ARGS ?= --full
@@ -94,8 +96,7 @@ test: ## gofmt check, go vet, go test -race (incl. fuzz seed corpora and the JS 
 	@# partly idle while its suites wait); its output comes after go test's.
 	@fuzzlog="$$(mktemp)"; \
 	( $(MAKE) --no-print-directory fuzz FUZZTIME=$(TEST_FUZZTIME) >"$$fuzzlog" 2>&1; echo $$? >"$$fuzzlog.rc" ) & \
-	echo "$(GO) test -race -count=1 -p $(TEST_P) -ldflags='$(TEST_LDFLAGS)' -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) $(if $(filter ./...,$(PKGS)),$(SLOW_PKGS)) $(PKGS)"; \
-	$(GO) test -race -count=1 -p $(TEST_P) -ldflags='$(TEST_LDFLAGS)' -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) $(if $(filter ./...,$(PKGS)),$(SLOW_PKGS)) $(PKGS); \
+	echo "$(GO_TEST)"; $(GO_TEST); \
 	status=$$?; wait; \
 	echo "fuzz smoke run ($(TEST_FUZZTIME) a target):"; cat "$$fuzzlog"; \
 	fuzzrc="$$(cat "$$fuzzlog.rc" 2>/dev/null || echo 1)"; rm -f "$$fuzzlog" "$$fuzzlog.rc"; \

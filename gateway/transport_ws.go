@@ -140,8 +140,9 @@ func (t *wsTransport) send(ctx context.Context, sub *streamSub, m delivery.Messa
 // and a socket write deadline, which fails only when the write itself
 // cannot proceed (the client stopped reading), as for every other frame.
 //
-// opPing and opPong are the WebSocket opcodes (RFC 6455 5.2) with FIN set;
-// a server's frames are not masked, and a control payload is at most 125
+// wsFramePing and wsFramePong are the first byte of a ping and of a pong
+// frame: the WebSocket opcodes (RFC 6455 5.2) with FIN set. A server's
+// frames are not masked, and a control payload is at most wsMaxControl
 // bytes, so its length fits the second byte.
 const (
 	wsFramePing  = 0x89
@@ -149,11 +150,12 @@ const (
 	wsMaxControl = 125
 )
 
-// writeControl writes one control frame with payload p before deadline.
+// wsPingPayload is what the node's pings carry (a pong echoes it).
+var wsPingPayload = []byte("popbox")
+
+// writeControl writes one control frame with payload p (cut to
+// wsMaxControl bytes) before deadline.
 func (t *wsTransport) writeControl(opcode byte, p []byte, deadline time.Time) error {
-	if len(p) > wsMaxControl {
-		p = p[:wsMaxControl]
-	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.wire.writeFrame(deadline, opcode, p)
@@ -192,7 +194,7 @@ func (t *wsTransport) heartbeat(ctx context.Context, deadline time.Time) error {
 	case <-t.pongC: // a pong that came since: not this ping's answer
 	default:
 	}
-	if err := t.writeControl(wsFramePing, []byte("popbox"), deadline); err != nil {
+	if err := t.writeControl(wsFramePing, wsPingPayload, deadline); err != nil {
 		t.pinging.Store(false)
 		return err
 	}

@@ -147,15 +147,15 @@ func (w *wsWire) flush(deadline time.Time) error {
 	return writeConn(w.conn, *bp, deadline)
 }
 
-// writeFrame writes one whole frame, header byte b0, the payload's length
-// (at most 125: a control frame) and payload p, in one write before
-// deadline. Every write on the wire is a whole frame (the library's
-// buffer holds a control frame whole, the transport's frames are
-// gathered), so frames never interleave.
+// writeFrame writes one whole control frame, header byte b0, the
+// payload's length and payload p (its first wsMaxControl bytes), in one
+// write before deadline. Every write on the wire is a whole frame (the
+// library's buffer holds a control frame whole, the transport's frames
+// are gathered), so frames never interleave.
 func (w *wsWire) writeFrame(deadline time.Time, b0 byte, p []byte) error {
-	var f [2 + 125]byte
-	f[0], f[1] = b0, byte(len(p))
+	var f [2 + wsMaxControl]byte
 	n := 2 + copy(f[2:], p)
+	f[0], f[1] = b0, byte(n-2)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.buf != nil {
