@@ -28,6 +28,9 @@ type benchCase struct {
 	ReusePort bool     // gateways share one port (SO_REUSEPORT)
 	// GatewayArgs are popbox serve flags of this case beyond the suite's.
 	GatewayArgs []string
+	// GatewayEnv are environment variables (NAME=value) of this case's
+	// gateway processes beyond the suite's.
+	GatewayEnv []string
 	// Peer names the server run instead of PopBox ("centrifugo"; "": PopBox).
 	Peer string
 }
@@ -82,7 +85,11 @@ func suites(full, reuseport bool, scale float64) []benchCase {
 			// default 256 each): the ramp is slower (159 s against 100-153 s)
 			// and no client waits out a timeout (run of 2026-12-06: 100,000
 			// of 100,000, 0 failed; at 256, 0 to 42 failed per run).
-			GatewayArgs: []string{"--read-header-timeout", "30s"}})
+			// GOMAXPROCS=1: six Go schedulers of two Ps each on two cores
+			// wake and spin against each other (idle profile: 34 % of an
+			// idle gateway's CPU in findRunnable and futex); one P each
+			// took the idle CPU of the six from 0.57-0.67 to 0.44 cores.
+			GatewayArgs: []string{"--read-header-timeout", "30s"}, GatewayEnv: []string{"GOMAXPROCS=1"}})
 	}
 	if scale != 1 {
 		for i := range cases {
@@ -366,8 +373,8 @@ func runBenchCase(ctx context.Context, bo *benchOpts, c benchCase, bin, redisBin
 		cm.Command += " --gateway-pid CENTRIFUGO_PID"
 	} else {
 		cm.Command += " --gateway-pid PID --redis 127.0.0.1:REDIS_PORT"
-		if len(c.GatewayArgs) > 0 {
-			cm.Command += " # gateways: popbox serve " + strings.Join(c.GatewayArgs, " ")
+		if len(c.GatewayArgs) > 0 || len(c.GatewayEnv) > 0 {
+			cm.Command += " # gateways: " + strings.TrimSpace(strings.Join(c.GatewayEnv, " ")+" popbox serve "+strings.Join(c.GatewayArgs, " "))
 		}
 	}
 	o, err := parseOptions(ctx, c.Scenario, args, stderr)

@@ -44,6 +44,16 @@ func TestSuitesAndScale(t *testing.T) {
 	if !slices.Equal(last.GatewayArgs, []string{"--read-header-timeout", "30s"}) {
 		t.Fatalf("capacity-100k gateway args %q", last.GatewayArgs)
 	}
+	// six gateways on two cores: one P each (see the case's comment)
+	if got := gatewayEnv(last, 0, "127.0.0.1:6060"); !slices.Equal(got, []string{"GOMAXPROCS=1", "POPBOX_PPROF_LISTEN=127.0.0.1:6060"}) {
+		t.Fatalf("capacity-100k gateway 0 env %q", got)
+	}
+	if got := gatewayEnv(last, 1, "127.0.0.1:6060"); !slices.Equal(got, []string{"GOMAXPROCS=1"}) {
+		t.Fatalf("capacity-100k gateway 1 env %q", got)
+	}
+	if got := gatewayEnv(reduced[0], 0, ""); len(got) != 0 {
+		t.Fatalf("provision gateway env %q", got)
+	}
 	for _, c := range full {
 		cfg, err := config.Load(c.GatewayArgs, func(string) string { return "" })
 		if err != nil || (len(c.GatewayArgs) > 0 && cfg.ReadHeaderTimeout != 30*time.Second) {

@@ -159,6 +159,17 @@ func waitFor(ctx context.Context, timeout time.Duration, c *child, ok func() boo
 	}
 }
 
+// gatewayEnv is the environment gateway i of case c gets beyond the
+// suite's own: the case's GatewayEnv, and for the first gateway the
+// profiler's address when pprofAddr is set.
+func gatewayEnv(c benchCase, i int, pprofAddr string) []string {
+	env := append([]string{}, c.GatewayEnv...)
+	if i == 0 && pprofAddr != "" {
+		env = append(env, "POPBOX_PPROF_LISTEN="+pprofAddr)
+	}
+	return env
+}
+
 // startGateways starts c.Gateways gateway processes against redisAddr and
 // returns them with the target URLs.
 // With pprofAddr set, the first gateway serves its profiler there.
@@ -190,11 +201,7 @@ func startGateways(ctx context.Context, bin string, c benchCase, redisAddr, logD
 			args = append(args, "--reuseport")
 		}
 		args = append(args, c.GatewayArgs...)
-		var env []string
-		if i == 0 && pprofAddr != "" {
-			env = []string{"POPBOX_PPROF_LISTEN=" + pprofAddr}
-		}
-		g, err := startChild(fmt.Sprintf("gateway %d", i), bin, args, env, filepath.Join(logDir, fmt.Sprintf("%s-gateway-%d.log", c.Name, i)))
+		g, err := startChild(fmt.Sprintf("gateway %d", i), bin, args, gatewayEnv(c, i, pprofAddr), filepath.Join(logDir, fmt.Sprintf("%s-gateway-%d.log", c.Name, i)))
 		if err != nil {
 			return gws, nil, err
 		}

@@ -322,6 +322,12 @@ func TestGatewayProfiles(t *testing.T) {
 	if len(r.Profiles) != 1 || !strings.HasSuffix(r.Profiles[0], "-heap.pprof") || !strings.Contains(strings.Join(r.Problems, ";"), "goroutine profile: /debug/pprof/goroutine: http 404") {
 		t.Fatalf("profiles %v, problems %v", r.Profiles, r.Problems)
 	}
+	// An idle window of a second or more is CPU-profiled too.
+	r = run(t, "capacity", "--target", gw.URL, "--conns", "2", "--mix", "sse=1", "--duration", "1600ms", "--idle-window", "1500ms",
+		"--pprof", pp.URL, "--pprof-out", prefix)
+	if len(r.Profiles) != 2 || !strings.HasSuffix(r.Profiles[0], "-cpu.pprof") || !strings.HasSuffix(r.Profiles[1], "-heap.pprof") {
+		t.Fatalf("idle window profiles %v, problems %v", r.Profiles, r.Problems)
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	if !strings.HasPrefix(paths[0], "/debug/pprof/profile?seconds=") {

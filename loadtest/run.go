@@ -317,11 +317,16 @@ func runCapacity(ctx context.Context, o *Options, f *fleet, r *Result, gw *gwWat
 		return err
 	}
 	cw, hw := startCPU(gw.cpu), startCPU(machineBusy)
+	// The idle window's CPU profile: what an idle node spends its CPU on
+	// (heartbeats, pongs, the scheduler, GC).
+	waitProf := prof.cpu(ctx, (o.Idle - 500*time.Millisecond).Truncate(time.Second))
 	if err := f.wait(ctx, o.Idle); err != nil {
+		waitProf()
 		return err
 	}
 	cw.stop()
 	hw.stop()
+	waitProf()
 	r.Host.BusyCores = hw.cores
 	prof.heap(ctx)
 	if o.Idle > 0 {
