@@ -87,8 +87,9 @@ func suites(full, reuseport bool, scale float64) []benchCase {
 			// of 100,000, 0 failed; at 256, 0 to 42 failed per run).
 			// GOMAXPROCS=1: six Go schedulers of two Ps each on two cores
 			// wake and spin against each other (idle profile: 34 % of an
-			// idle gateway's CPU in findRunnable and futex); one P each
-			// took the idle CPU of the six from 0.57-0.67 to 0.44 cores.
+			// idle gateway's CPU in findRunnable and futex; 20 % at one
+			// P); one P each: the idle CPU of the six 0.44-0.57 cores in
+			// five runs against 0.55-0.67 in six at two.
 			GatewayArgs: []string{"--read-header-timeout", "30s"}, GatewayEnv: []string{"GOMAXPROCS=1"}})
 	}
 	if scale != 1 {
