@@ -240,8 +240,16 @@ func TestConnLimitCountsSockets(t *testing.T) {
 
 	t.Run("idle keep-alive sockets count and are shed first", func(t *testing.T) {
 		n, _ := newNode(t)
+		// The client has its answer before the node marks the socket
+		// idle: b is opened once a is idle, so that a is idle the longest
+		// (a CI run on a loaded box once had b marked idle first).
+		idle := func(want int) func() bool {
+			return func() bool { return gateway.IdleKeepAliveSockets(n.srv) == want }
+		}
 		a := openKeepAlive(t, n.plain, "/")
+		testenv.Eventually(t, 10*time.Second, "a counted idle", idle(1))
 		b := openKeepAlive(t, n.plain, "/")
+		testenv.Eventually(t, 10*time.Second, "b counted idle", idle(2))
 		// Both places are held by idle sockets: a new request closes the
 		// one idle the longest, and only it.
 		if st, _ := limitProbe(t, n.plain, "GET", "/", "", nil); st != 200 {
