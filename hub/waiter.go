@@ -34,8 +34,9 @@ type Waiter struct {
 	closed bool
 	// one-shot: receives exactly one batch. stream: bounded outbox, of
 	// pointers: an idle stream's empty outbox of 16 costs 128 bytes, not
-	// the 1.8 KiB of 16 Message values (one copy per message offered
-	// instead; 100,000 idle streams held 26 MB of empty outboxes).
+	// the 1.5 KiB of 16 96-byte Message values (100,000 idle streams held
+	// 26 MB of empty outboxes). The price is one 96-byte copy per message
+	// offered: offer+Next 160-200 ns became 270-330 ns, 1 alloc.
 	batch  chan []redisq.Message
 	outbox chan *redisq.Message
 
