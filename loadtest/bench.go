@@ -86,9 +86,9 @@ func suites(full, reuseport bool, scale float64) []benchCase {
 			// and no client waits out a timeout (run of 2026-12-06: 100,000
 			// of 100,000, 0 failed; at 256, 0 to 42 failed per run).
 			// GOMAXPROCS=1: six Go schedulers of two Ps each on two cores
-			// wake and spin against each other (idle profile: 34 % of an
-			// idle gateway's CPU in findRunnable and futex; 20 % at one
-			// P); one P each: the idle CPU of the six 0.44-0.57 cores in
+			// wake and spin against each other (idle profile of one:
+			// findRunnable 24 % of its CPU, futex 10 % flat; at one P 19 %
+			// and 1 %); one P each: the idle CPU of the six 0.44-0.57 cores in
 			// five runs against 0.55-0.67 in six at two.
 			GatewayArgs: []string{"--read-header-timeout", "30s"}, GatewayEnv: []string{"GOMAXPROCS=1"}})
 	}
