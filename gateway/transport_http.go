@@ -12,6 +12,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/popbox/popbox/hub/delivery"
+	"github.com/popbox/popbox/internal/hangup"
 )
 
 // httpStream is the framing shared by HTTP streaming and SSE: a flushed,
@@ -94,10 +95,10 @@ func (h *httpStream) cause() endReason { return endClientGone }
 
 // serve runs the stream of sub and, when it ends for reason, writes last
 // (if not nil) as the last frame. When the connection can be hijacked
-// (HTTP/1.x) this happens on goroutines of its own after the handler
-// returns (detach): a reader that sees the client go, and the stream,
-// which then ends the chunked body and closes the connection. Otherwise
-// (HTTP/2) it runs in the handler, on the ResponseWriter.
+// (HTTP/1.x) this happens on a goroutine of its own after the handler
+// returns (detach): the stream, which ends the chunked body and closes
+// the connection, while internal/hangup watches for the client going
+// away. Otherwise (HTTP/2) it runs in the handler, on the ResponseWriter.
 func (s *Server) serveHTTPStream(c echo.Context, hs *httpStream, sub *streamSub, last func(reason endReason) string) {
 	finish := func(ctx context.Context) {
 		reason := s.runStream(ctx, hs, nil, sub)
@@ -113,12 +114,21 @@ func (s *Server) serveHTTPStream(c echo.Context, hs *httpStream, sub *streamSub,
 	hs.conn = conn
 	s.detach(c, func(ctx context.Context) {
 		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		// The client sends nothing after its request; its going away is
+		// seen by the process's epoll watcher (no goroutine of its own),
+		// or where that cannot watch the socket by a reader.
 		var reader sync.WaitGroup
-		reader.Go(func() {
-			defer cancel()
-			drainConn(conn)
-		})
+		stopWatch, err := hangup.Watch(conn, cancel)
+		if err != nil {
+			stopWatch = func() {}
+			reader.Go(func() {
+				defer cancel()
+				drainConn(conn)
+			})
+		}
 		finish(ctx)
+		stopWatch()
 		if ctx.Err() == nil && !hs.broken {
 			_ = writeConn(conn, []byte(lastChunk), time.Now().Add(time.Second))
 		}

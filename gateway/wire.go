@@ -21,9 +21,10 @@ import (
 // headers are out the stream leaves net/http: the connection is hijacked,
 // the handler returns (net/http's per-connection bufio reader and writer,
 // its response buffer and the handler's deep stack go with it) and the
-// stream runs on its own goroutines. Frames are built in a pooled buffer
-// and written to the net.Conn (a *tls.Conn on the TLS port) in one call,
-// under a write deadline; between writes a connection holds no buffer.
+// stream runs on its own goroutine (a WebSocket, with its reader). Frames
+// are built in a pooled buffer and written to the net.Conn (a *tls.Conn on
+// the TLS port) in one call, under a write deadline; between writes a
+// connection holds no buffer.
 
 // writeBufs are the buffers frames are built in, only while writing.
 var writeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
@@ -87,7 +88,8 @@ const lastChunk = "0\r\n\r\n"
 // drainConn reads (and drops) what the client sends on a hijacked HTTP
 // stream until the connection fails or closes: a client that goes away is
 // seen at once, not at the next heartbeat. It replaces net/http's
-// background read of the connection.
+// background read of the connection where internal/hangup cannot watch
+// it (not Linux, not a socket).
 func drainConn(conn net.Conn) {
 	var b [64]byte
 	for {
