@@ -67,12 +67,10 @@ type wsTransport struct {
 	authFailures int
 
 	// Multiplexed socket: provenC is closed once it authenticated or
-	// subscribed (guardMuxWS stops its auth timeout; the connection limit
-	// no longer sheds it); shedC is closed when the limit sheds it.
+	// subscribed (muxGuard's auth timeout no longer closes it; the
+	// connection limit no longer sheds it).
 	provenC   chan struct{}
 	proveOnce sync.Once
-	shedC     chan struct{}
-	shedOnce  sync.Once
 	lc        *limitConn // its socket under the connection limit, or nil
 }
 
@@ -395,67 +393,100 @@ func (s *Server) muxWS(c echo.Context) error {
 		}
 	}
 	t := &wsTransport{label: delivery.TransportWSMux, mux: true, pong: s.opts.WSPongTimeout,
-		provenC: make(chan struct{}), shedC: make(chan struct{}), lc: limitConnOf(c)}
+		provenC: make(chan struct{}), lc: limitConnOf(c)}
 	if s.acceptWS(c, t) != nil {
 		return nil
 	}
-	ctx, cancel := context.WithCancel(c.Request().Context())
-	defer cancel()
-	var guard sync.WaitGroup
-	defer guard.Wait() // after cancel (deferred later, runs first)
-	defer cancel()
+	g := &muxGuard{s: s, t: t}
 	if l := s.sec.limit; l != nil && t.lc != nil {
-		l.silentWS(t.lc, func() { t.shedOnce.Do(func() { close(t.shedC) }) })
+		l.silentWS(t.lc, g.shed)
 	}
 	if proven {
 		t.prove(s)
 	}
-	timeout := time.Duration(0)
-	if s.opts.RequireAuth {
-		timeout = s.opts.WSAuthTimeout
+	if s.opts.RequireAuth && s.opts.WSAuthTimeout > 0 {
+		g.expireAfter(s.opts.WSAuthTimeout)
 	}
-	guard.Go(func() { s.guardMuxWS(ctx, t, timeout) })
 	ns := namespace(c)
+	// The stream leaves the handler (and net/http's buffers of the
+	// connection, and its deep stack) behind like every other stream; the
+	// client frames' checks get a copy of what they read of the request.
+	dc := detachedContext(c)
 	parse := func(data []byte) streamCtrl {
 		var f clientFrame
 		if err := json.Unmarshal(data, &f); err != nil {
 			return func(st *stream) { t.frame(st.ctx, muxFrame{Op: "error", Error: "invalid JSON frame"}) }
 		}
-		return func(st *stream) { s.muxControl(c, st, t, ns, f) }
+		return func(st *stream) { s.muxControl(dc, st, t, ns, f) }
 	}
-	s.serveWS(ctx, t, parse)
+	s.detach(c, func(ctx context.Context) {
+		defer g.end()
+		s.serveWS(ctx, t, parse)
+	})
 	return nil
 }
 
-// guardMuxWS closes a multiplexed socket that has proven nothing (no
-// authentication, no subscription) within timeout (1008; 0: never), or
-// that the connection limit shed (1013). It returns when ctx ends or it
-// closed the socket.
-func (s *Server) guardMuxWS(ctx context.Context, t *wsTransport, timeout time.Duration) {
-	var expired <-chan time.Time
-	if timeout > 0 {
-		tm := time.NewTimer(timeout)
-		defer tm.Stop()
-		expired = tm.C
-	}
-	proven := t.provenC
-	for {
+// muxGuard closes a multiplexed socket that has proven nothing (no
+// authentication, no subscription) within the auth timeout (1008), or
+// that the connection limit shed (1013). While it waits it holds no
+// goroutine (a timer, and the limiter's callback); a close runs on a
+// goroutine of the guard's, since it waits for the client's close frame.
+type muxGuard struct {
+	s       *Server
+	t       *wsTransport
+	mu      sync.Mutex
+	ended   bool        // the stream ended: nothing more is closed
+	timer   *time.Timer // the auth timeout, or nil
+	closing sync.WaitGroup
+}
+
+// expireAfter closes the socket after timeout unless it has proven
+// itself by then.
+func (g *muxGuard) expireAfter(timeout time.Duration) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.timer = time.AfterFunc(timeout, func() {
 		select {
-		case <-ctx.Done():
+		case <-g.t.provenC:
 			return
-		case <-proven:
-			proven, expired = nil, nil
-		case <-expired:
-			s.m.ShedConns.WithLabelValues(ShedWSAuthTimeout).Inc()
-			t.set(endShed)
-			_ = t.conn.Close(websocket.StatusPolicyViolation, "no successful authentication or subscription within "+timeout.String())
-			return
-		case <-t.shedC:
-			t.set(endShed)
-			_ = t.conn.Close(StatusTryAgainLater, "server at its connection limit: try again later")
-			return
+		default:
 		}
+		g.close(func() {
+			g.s.m.ShedConns.WithLabelValues(ShedWSAuthTimeout).Inc()
+			_ = g.t.conn.Close(websocket.StatusPolicyViolation, "no successful authentication or subscription within "+timeout.String())
+		})
+	})
+}
+
+// shed is the connection limit's callback (called under its lock).
+func (g *muxGuard) shed() {
+	g.close(func() {
+		_ = g.t.conn.Close(StatusTryAgainLater, "server at its connection limit: try again later")
+	})
+}
+
+// close records the cause and runs closeConn on a goroutine of the
+// guard's, unless the stream has ended.
+func (g *muxGuard) close(closeConn func()) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.ended {
+		return
 	}
+	g.t.set(endShed)
+	g.closing.Go(closeConn)
+}
+
+// end stops the guard when the stream has ended and waits for a close
+// under way.
+func (g *muxGuard) end() {
+	g.mu.Lock()
+	g.ended = true
+	if g.timer != nil {
+		g.timer.Stop()
+	}
+	g.mu.Unlock()
+	g.closing.Wait()
 }
 
 // muxControl carries out one client frame of the multiplexed socket, on

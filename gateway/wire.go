@@ -279,6 +279,39 @@ func takeSlot(c echo.Context) func() {
 	return cs.release
 }
 
+// detachedContext copies what a detached stream's later checks read of
+// its request (the multiplexed WebSocket's subscribe and auth frames:
+// headers and query for credentials, the client address, the port, the
+// organisation, the route), since echo reuses a handler's context once
+// the handler returns. The copy's request is not cancelled with the
+// handler, and it has no response to write (the connection is hijacked).
+func detachedContext(c echo.Context) echo.Context {
+	req := c.Request()
+	dc := c.Echo().NewContext(req.WithContext(context.WithoutCancel(req.Context())), noResponse{})
+	dc.SetPath(c.Path())
+	dc.SetParamNames(c.ParamNames()...)
+	dc.SetParamValues(c.ParamValues()...)
+	for _, k := range detachedKeys {
+		if v := c.Get(k); v != nil {
+			dc.Set(k, v)
+		}
+	}
+	return dc
+}
+
+// detachedKeys are the context values detachedContext carries over.
+var detachedKeys = []string{keySecure, keyOrg}
+
+// noResponse is the response of a detached context: nothing can be
+// written to a hijacked connection through net/http.
+type noResponse struct{}
+
+func (noResponse) Header() http.Header { return http.Header{} }
+
+func (noResponse) Write([]byte) (int, error) { return 0, http.ErrHijacked }
+
+func (noResponse) WriteHeader(int) {}
+
 // detach runs serve on a goroutine of its own, with the request's context
 // values but not its cancellation (net/http cancels it when the handler
 // returns), and keeps the request's connection slot until serve returns.
