@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -37,6 +38,8 @@ type nodeSetup struct {
 	opts      gateway.Options // Service, Logger and Metrics are filled in
 	history   *history.Store  // history sink (and History routes) when set
 	callbacks bool            // the callback sink, as a real node has
+	// listener, when set, wraps the plain port's listener.
+	listener func(net.Listener) net.Listener
 }
 
 // openHistory opens a history store on a throwaway MongoDB (mongod or the
@@ -102,6 +105,9 @@ func startTestNode(tb testing.TB, redisURL string, ns nodeSetup) *testNode {
 	// Both ports under the node's connection limit, as internal/app has it.
 	srv.TrackConnections(n.plain.Config)
 	srv.TrackConnections(n.secure.Config)
+	if ns.listener != nil {
+		n.plain.Listener = ns.listener(n.plain.Listener)
+	}
 	n.plain.Start()
 	n.secure.StartTLS()
 	tb.Cleanup(func() {

@@ -193,6 +193,35 @@ func TestStreamEndClientClosed(t *testing.T) {
 	}
 }
 
+// TestStreamEndClientClosedUnwatched: where a socket cannot be watched for
+// the client going away (internal/hangup: not Linux, or a connection that
+// is not a socket, as here behind a listener that hides it), a reader
+// goroutine per stream sees the client go instead.
+func TestStreamEndClientClosedUnwatched(t *testing.T) {
+	t.Parallel()
+	r := testenv.StartRedis(t)
+	n := startTestNode(t, r.URL(), nodeSetup{listener: func(l net.Listener) net.Listener { return opaqueListener{l} }})
+	base := n.plain.URL
+	for _, tr := range []string{delivery.TransportStream, delivery.TransportSSE} {
+		c := subscribe(t, base, tr, "unwatched-"+tr, "")
+		waitOpen(t, base, tr, 1)
+		c.close()
+		waitEnds(t, base, tr, map[string]float64{gateway.StreamEndClientClosed: 1})
+	}
+}
+
+// opaqueListener accepts connections that are net.Conn and nothing more
+// (no SyscallConn, no NetConn).
+type opaqueListener struct{ net.Listener }
+
+func (l opaqueListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return struct{ net.Conn }{c}, nil
+}
+
 // TestStreamEndFrameRate: a WebSocket client that floods the node with
 // frames is closed with 1008 and counted as frame_rate.
 func TestStreamEndFrameRate(t *testing.T) {
