@@ -134,6 +134,32 @@ func jittered(d time.Duration) time.Duration {
 	return d*3/4 + rand.N(d/2)
 }
 
+// maxHeartbeatSlot is the widest slot heartbeats are gathered in.
+const maxHeartbeatSlot = time.Second
+
+// nextHeartbeat returns how long after now a stream's next heartbeat is
+// due: interval ± 25 % (jittered), moved up to the end of its slot (a
+// second, or interval/16 when that is shorter) and never past +25 %. The
+// heartbeats of a node's idle streams then fall due together, once a
+// slot, so the scheduler wakes for a batch of them instead of for each
+// one (the per-connection timers stay: a shared wheel would batch the
+// same way, with a goroutine and bookkeeping of its own).
+func nextHeartbeat(interval time.Duration, now time.Time) time.Duration {
+	slot := min(maxHeartbeatSlot, interval/16)
+	d := jittered(interval)
+	if slot <= 0 {
+		return d
+	}
+	at := now.Add(d)
+	if end := at.Truncate(slot); end.Before(at) {
+		at = end.Add(slot)
+	}
+	if d = at.Sub(now); d > interval*5/4 {
+		d -= slot
+	}
+	return d
+}
+
 // modeFrom reads reliable mode from request parameters: reliable=1 (or the
 // reliable route) and timeoutACK.
 func modeFrom(reliable bool, timeoutACK string) hub.Mode {
@@ -202,7 +228,7 @@ func (s *Server) runStream(ctx context.Context, t transport, ctrl <-chan streamC
 	for _, sub := range subs {
 		st.add(sub)
 	}
-	hb := time.NewTimer(jittered(s.opts.HeartbeatInterval))
+	hb := time.NewTimer(nextHeartbeat(s.opts.HeartbeatInterval, time.Now()))
 	defer hb.Stop()
 	shutdown, outage := s.svc.ShuttingDown(), s.svc.Outage()
 	for {
@@ -233,7 +259,7 @@ func (s *Server) runStream(ctx context.Context, t transport, ctrl <-chan streamC
 			if err := t.heartbeat(ctx, time.Now().Add(writeTimeout)); err != nil {
 				reason, done = endHeartbeatFailed, true
 			}
-			hb.Reset(jittered(s.opts.HeartbeatInterval))
+			hb.Reset(nextHeartbeat(s.opts.HeartbeatInterval, time.Now()))
 		}
 		if done {
 			if reason == endClientGone {
