@@ -89,7 +89,8 @@ func suites(full, reuseport bool, scale float64) []benchCase {
 			// wake and spin against each other (idle profile of one:
 			// findRunnable 24 % of its CPU, futex 10 % flat; at one P 19 %
 			// and 1 %); one P each: the idle CPU of the six 0.44-0.61 cores in
-			// seven runs against 0.55-0.67 in six at two.
+			// seven runs against 0.55-0.67 in six at two (0.36 since the
+			// heartbeats fall due in shared slots).
 			GatewayArgs: []string{"--read-header-timeout", "30s"}, GatewayEnv: []string{"GOMAXPROCS=1"}})
 	}
 	if scale != 1 {
