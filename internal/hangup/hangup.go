@@ -19,7 +19,6 @@
 package hangup
 
 import (
-	"crypto/tls"
 	"errors"
 	"net"
 	"syscall"
@@ -47,14 +46,11 @@ func Watch(conn net.Conn, gone func()) (stop func(), err error) {
 	return watch(sc, gone)
 }
 
-// rawConn finds the socket under conn (through TLS and any wrapper that
-// offers NetConn).
+// rawConn finds the socket under conn (through a *tls.Conn or any other
+// wrapper that offers NetConn).
 func rawConn(conn net.Conn) (syscall.RawConn, bool) {
 	for range 8 {
 		switch c := conn.(type) {
-		case *tls.Conn:
-			conn = c.NetConn()
-			continue
 		case syscall.Conn:
 			rc, err := c.SyscallConn()
 			if err != nil {
