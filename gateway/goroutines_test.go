@@ -15,10 +15,10 @@ import (
 )
 
 // TestGoroutinesPerIdleStream holds what an idle stream costs in
-// goroutines (docs/ARCHITECTURE.md, "Idle connections"): one per SSE or
-// HTTP stream (the writer; internal/hangup sees the client go), two per
-// WebSocket, per-queue or multiplexed (the writer and the library's
-// reader). The clients are raw sockets (a WebSocket's frames written with
+// goroutines (docs/ARCHITECTURE.md, "Idle connections"): none per SSE or
+// HTTP stream (a stream is served by a goroutine only while an event is
+// due; internal/hangup sees the client go), one per WebSocket, per-queue
+// or multiplexed (its reader). The clients are raw sockets (a WebSocket's frames written with
 // gobwas/ws), which hold no goroutine in this process, and only the
 // goroutines that serve connections are counted (connGoroutines).
 func TestGoroutinesPerIdleStream(t *testing.T) {
@@ -29,18 +29,18 @@ func TestGoroutinesPerIdleStream(t *testing.T) {
 		per       int
 		open      func(t *testing.T, q string) net.Conn
 	}{
-		{delivery.TransportSSE, 1, func(t *testing.T, q string) net.Conn {
+		{delivery.TransportSSE, 0, func(t *testing.T, q string) net.Conn {
 			c, _, _ := rawRequest(t, base, "GET /queue/"+q+"/events HTTP/1.1\r\nHost: HOST\r\n\r\n", nil)
 			return c
 		}},
-		{delivery.TransportStream, 1, func(t *testing.T, q string) net.Conn {
+		{delivery.TransportStream, 0, func(t *testing.T, q string) net.Conn {
 			c, _, _ := rawRequest(t, base, "POST /queue/"+q+"/subscribe HTTP/1.1\r\nHost: HOST\r\nContent-Length: 0\r\n\r\n", nil)
 			return c
 		}},
-		{delivery.TransportWS, 2, func(t *testing.T, q string) net.Conn {
+		{delivery.TransportWS, 1, func(t *testing.T, q string) net.Conn {
 			return rawWS(t, base, "/queue/"+q+"/ws")
 		}},
-		{delivery.TransportWSMux, 2, func(t *testing.T, q string) net.Conn {
+		{delivery.TransportWSMux, 1, func(t *testing.T, q string) net.Conn {
 			c := rawWS(t, base, "/ws")
 			sub := []byte(`{"op":"subscribe","queue":"` + q + `"}`)
 			if err := ws.WriteFrame(c, ws.MaskFrame(ws.NewTextFrame(sub))); err != nil {

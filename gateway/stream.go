@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -185,22 +186,53 @@ type unacked struct {
 	deadline time.Time
 }
 
-// stream is one consumer connection while runStream serves it. Its methods
-// run on the writer goroutine only (control frames come in as closures on
-// the ctrl channel), so it needs no locks.
+// stream is one consumer connection. It holds no goroutine of its own
+// while nothing happens: every event (an outbox got messages, a client
+// frame, a heartbeat or ack check or token expiry due, the connection,
+// node or Redis gone) is posted to it, and the first event of an idle
+// stream starts a goroutine that serves the events posted until none is
+// left, then ends (serve). One goroutine at a time serves a stream, so its
+// methods need no locks beyond mu, which only guards the posting. An idle
+// SSE or HTTP stream thus costs its timers and buffers, not a goroutine
+// and its stack (4 KiB each; a parked writer's stack cannot shrink below
+// that); a WebSocket keeps only its reader.
 type stream struct {
-	s       *Server
-	t       transport
-	ctx     context.Context
-	subs    []*streamSub // in round-robin order
-	next    int
-	ready   chan struct{}       // a subscription's outbox got messages
-	bytes   *hub.ByteBudget     // what the subscriptions' outboxes hold, shared
-	overdue map[overdueKey]bool // acks that came too late here: never written again
-	ackTick *time.Ticker        // while a reliable subscription exists
-	expiry  *time.Timer         // fires at expires: a token the stream depends on expires
-	expires time.Time
+	s        *Server
+	t        transport
+	ctx      context.Context
+	subs     []*streamSub // in round-robin order
+	next     int
+	bytes    *hub.ByteBudget     // what the subscriptions' outboxes hold, shared
+	overdue  map[overdueKey]bool // acks that came too late here: never written again
+	ctrl     <-chan streamCtrl   // work from the connection's reader (evCtrl), or nil
+	hb       *time.Timer         // the next heartbeat (evHeartbeat)
+	ackTimer *time.Timer         // the next ack check (evAcks), while a reliable subscription exists
+	expiry   *time.Timer         // fires at expires (evExpiry): a token the stream depends on expires
+	expires  time.Time
+	watches  []func() bool // context.AfterFunc registrations: connection, shutdown, outage
+	started  time.Time
+	onEnd    func(endReason)
+	connDone func() // the open-connections gauge
+
+	mu      sync.Mutex
+	events  streamEvent // posted, not yet served
+	running bool        // a goroutine serves the events (for good once the stream ended)
 }
+
+// streamEvent is what happened to a stream since it was last served: a
+// set of bits, so that a burst of the same event is served once.
+type streamEvent uint16
+
+const (
+	evReady     streamEvent = 1 << iota // a subscription's outbox got messages
+	evCtrl                              // the reader handed over work (ctrl)
+	evAcks                              // reliable deliveries' ack deadlines to look at
+	evExpiry                            // a token the stream depends on may have expired
+	evHeartbeat                         // a heartbeat is due
+	evGone                              // the connection's context ended
+	evShutdown                          // the node shuts down
+	evOutage                            // Redis cannot be reached
+)
 
 // overdueKey is a message of a queue whose ack was overdue on a stream.
 type overdueKey struct {
@@ -208,70 +240,148 @@ type overdueKey struct {
 	tid string
 }
 
-// streamCtrl is work the connection's reader hands to the writer goroutine
-// (subscribe, unsubscribe, in-band acks); it may write frames.
+// streamCtrl is work the connection's reader hands to the stream (subscribe,
+// unsubscribe, in-band acks); it runs serialized with the stream's writes
+// and may write frames.
 type streamCtrl func(st *stream)
 
-// runStream feeds one consumer connection from its queue subscriptions
-// (subs; the multiplexed WebSocket adds more through ctrl) until the client
-// goes away, the node shuts down, Redis cannot be reached, a write times out
-// or (reliable mode) an acknowledgement does not come in time. Messages
-// taken from Redis and not written go back to the head of their queue.
-// Every stream that ends is counted once, here, by its reason
-// (popbox_stream_ends_total) and logged (streamEnded).
-func (s *Server) runStream(ctx context.Context, t transport, ctrl <-chan streamCtrl, subs ...*streamSub) endReason {
-	defer s.m.Conn(t.name())()
-	started := time.Now()
-	st := &stream{s: s, t: t, ctx: ctx, ready: make(chan struct{}, 1), overdue: map[overdueKey]bool{},
-		bytes: hub.NewByteBudget(streamOutboxBytes)}
-	defer st.closeAll()
+// startStream feeds one consumer connection from its queue subscriptions
+// (subs; the multiplexed WebSocket adds more through ctrl, posting evCtrl
+// for each) until the client goes away (ctx ends), the node shuts down,
+// Redis cannot be reached, a write times out or (reliable mode) an
+// acknowledgement does not come in time; then it calls onEnd with the
+// reason, on the goroutine that served the end. Messages taken from Redis
+// and not written go back to the head of their queue. Every stream that
+// ends is counted once, by its reason (popbox_stream_ends_total), and
+// logged (streamEnded). startStream serves what is already due before it
+// returns and holds no goroutine after; the node's Shutdown waits for the
+// stream's end.
+func (s *Server) startStream(ctx context.Context, t transport, ctrl <-chan streamCtrl, onEnd func(endReason), subs ...*streamSub) *stream {
+	st := &stream{s: s, t: t, ctx: ctx, ctrl: ctrl, overdue: map[overdueKey]bool{},
+		bytes: hub.NewByteBudget(streamOutboxBytes), started: time.Now(), onEnd: onEnd,
+		connDone: s.m.Conn(t.name()), running: true} // events wait until it is set up
+	s.streams.add()
 	for _, sub := range subs {
 		st.add(sub)
 	}
-	hb := time.NewTimer(nextHeartbeat(s.opts.HeartbeatInterval, time.Now()))
-	defer hb.Stop()
-	shutdown, outage := s.svc.ShuttingDown(), s.svc.Outage()
+	st.hb = time.AfterFunc(nextHeartbeat(s.opts.HeartbeatInterval, time.Now()), func() { st.post(evHeartbeat, true) })
+	st.watches = []func() bool{
+		context.AfterFunc(ctx, func() { st.post(evGone, true) }),
+		context.AfterFunc(s.svc.ShutdownContext(), func() { st.post(evShutdown, true) }),
+		context.AfterFunc(s.svc.OutageContext(), func() { st.post(evOutage, true) }),
+	}
+	st.serve()
+	return st
+}
+
+// runStream is startStream for a caller that must stay until the stream
+// ends (a stream on the handler's ResponseWriter: HTTP/2); it returns why
+// it ended.
+func (s *Server) runStream(ctx context.Context, t transport, subs ...*streamSub) endReason {
+	ended := make(chan endReason, 1)
+	s.startStream(ctx, t, nil, func(r endReason) { ended <- r }, subs...)
+	return <-ended
+}
+
+// post records ev and makes sure a goroutine serves the stream: the one
+// serving it now, or else a new one; here (the caller is a goroutine of
+// its own that may run the stream, a timer's or a context's callback)
+// serves it on the calling goroutine instead. After the end it does
+// nothing.
+func (st *stream) post(ev streamEvent, here bool) {
+	st.mu.Lock()
+	st.events |= ev
+	idle := !st.running
+	st.running = true
+	st.mu.Unlock()
+	switch {
+	case !idle:
+	case here:
+		st.serve()
+	default:
+		go st.serve()
+	}
+}
+
+// serve handles the posted events until none is left (the stream is idle
+// again) or the stream ends. The caller has set running.
+func (st *stream) serve() {
 	for {
-		var ackC, expC <-chan time.Time
-		if st.ackTick != nil {
-			ackC = st.ackTick.C
+		st.mu.Lock()
+		ev := st.events
+		st.events = 0
+		if ev == 0 {
+			st.running = false
+			st.mu.Unlock()
+			return
 		}
-		if st.expiry != nil {
-			expC = st.expiry.C
-		}
-		reason, done := endClientGone, false
-		select {
-		case <-ctx.Done():
-			done = true
-		case <-shutdown:
-			reason, done = endShutdown, true
-		case <-outage:
-			reason, done = endUnavailable, true
-		case <-st.ready:
-			reason, done = st.writeNext()
-		case f := <-ctrl:
-			f(st)
-		case now := <-ackC:
-			reason, done = st.checkAcks(now)
-		case <-expC:
-			reason, done = endTokenExpired, true
-		case <-hb.C:
-			if err := t.heartbeat(ctx, time.Now().Add(writeTimeout)); err != nil {
-				reason, done = endHeartbeatFailed, true
-			}
-			hb.Reset(nextHeartbeat(s.opts.HeartbeatInterval, time.Now()))
-		}
-		if done {
-			if reason == endClientGone {
-				// The connection went away: by the client's doing, or
-				// closed by the transport, which then said why.
-				reason = t.cause()
-			}
-			s.streamEnded(ctx, t.name(), reason, len(st.subs), time.Since(started))
-			t.end(reason)
-			return reason
+		st.mu.Unlock()
+		if reason, done := st.handle(ev); done {
+			st.finish(reason)
+			return // running stays set: nothing is served after the end
 		}
 	}
+}
+
+// handle serves one set of events; done tells that the stream ends.
+func (st *stream) handle(ev streamEvent) (endReason, bool) {
+	switch {
+	case ev&evGone != 0:
+		return endClientGone, true
+	case ev&evShutdown != 0:
+		return endShutdown, true
+	case ev&evOutage != 0:
+		return endUnavailable, true
+	case ev&evExpiry != 0 && !st.expires.IsZero() && !time.Now().Before(st.expires):
+		// (A timer of an earlier, later-moved deadline may fire late:
+		// only the current one counts.)
+		return endTokenExpired, true
+	}
+	if ev&evCtrl != 0 {
+		for n := len(st.ctrl); n > 0; n-- {
+			(<-st.ctrl)(st)
+		}
+	}
+	if ev&evAcks != 0 {
+		if reason, done := st.checkAcks(time.Now()); done {
+			return reason, true
+		}
+		if st.ackTimer != nil {
+			st.ackTimer.Reset(ackCheckInterval)
+		}
+	}
+	if ev&evHeartbeat != 0 {
+		if err := st.t.heartbeat(st.ctx, time.Now().Add(writeTimeout)); err != nil {
+			return endHeartbeatFailed, true
+		}
+		st.hb.Reset(nextHeartbeat(st.s.opts.HeartbeatInterval, time.Now()))
+	}
+	if ev&evReady != 0 {
+		return st.writeNext()
+	}
+	return 0, false
+}
+
+// finish ends the stream for reason: counted and logged, the transport
+// closed, the subscriptions ended (what their outboxes hold goes back),
+// the timers and watches stopped, then onEnd.
+func (st *stream) finish(reason endReason) {
+	s, t := st.s, st.t
+	if reason == endClientGone {
+		// The connection went away: by the client's doing, or closed by
+		// the transport, which then said why.
+		reason = t.cause()
+	}
+	s.streamEnded(st.ctx, t.name(), reason, len(st.subs), time.Since(st.started))
+	t.end(reason)
+	st.hb.Stop()
+	st.closeAll()
+	for _, stop := range st.watches {
+		stop()
+	}
+	st.connDone()
+	st.onEnd(reason)
+	s.streams.done()
 }
 
 // newSub makes a subscription of queue q in mode.
@@ -281,12 +391,12 @@ func newSub(q domain.Queue, mode hub.Mode, transport string) *streamSub {
 
 // add starts feeding sub into the stream.
 func (st *stream) add(sub *streamSub) {
-	sub.w.NotifyTo(st.ready)
+	sub.w.OnReady(func() { st.post(evReady, false) })
 	sub.w.ShareBytes(st.bytes)
 	st.subs = append(st.subs, sub)
 	st.expireAt(sub.expires)
-	if sub.w.Mode().Reliable && st.ackTick == nil {
-		st.ackTick = time.NewTicker(ackCheckInterval)
+	if sub.w.Mode().Reliable && st.ackTimer == nil {
+		st.ackTimer = time.AfterFunc(ackCheckInterval, func() { st.post(evAcks, true) })
 	}
 	st.s.svc.Subscribe(sub.w)
 }
@@ -318,8 +428,8 @@ func (st *stream) closeAll() {
 	for len(st.subs) > 0 {
 		st.remove(st.subs[0])
 	}
-	if st.ackTick != nil {
-		st.ackTick.Stop()
+	if st.ackTimer != nil {
+		st.ackTimer.Stop()
 	}
 	st.setExpiry(time.Time{})
 }
@@ -353,10 +463,7 @@ func (st *stream) writeNext() (endReason, bool) {
 	if !ok {
 		return 0, false
 	}
-	select { // more may wait: come back after serving the other events
-	case st.ready <- struct{}{}:
-	default:
-	}
+	st.post(evReady, false) // more may wait: come back after serving the other events
 	s, t, name := st.s, st.t, st.t.name()
 	if st.ctx.Err() != nil {
 		s.svc.HandBack(sub.w, name, m)

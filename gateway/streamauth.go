@@ -12,7 +12,7 @@ import (
 // a stream whose queue was opened by a JWT ends when that token expires,
 // unless the multiplexed WebSocket refreshed its token in-band
 // ({"op": "auth", "token": "..."}). The deadline is one timer per
-// connection in the runner's select (stream.expiry), not a goroutine.
+// connection (stream.expiry, posting evExpiry), not a goroutine.
 
 // keyToken keeps the token a multiplexed WebSocket gave in-band: it
 // replaces the handshake's token for every later check (bearer).
@@ -60,7 +60,7 @@ func (st *stream) setExpiry(t time.Time) {
 			st.expiry = nil
 		}
 	case st.expiry == nil:
-		st.expiry = time.NewTimer(time.Until(t))
+		st.expiry = time.AfterFunc(time.Until(t), func() { st.post(evExpiry, true) })
 	default:
 		st.expiry.Reset(time.Until(t))
 	}

@@ -93,48 +93,53 @@ func (h *httpStream) end(r endReason) { h.ended = r }
 // connection that went away was the client's doing.
 func (h *httpStream) cause() endReason { return endClientGone }
 
-// serve runs the stream of sub and, when it ends for reason, writes last
-// (if not nil) as the last frame. When the connection can be hijacked
-// (HTTP/1.x) this happens on a goroutine of its own after the handler
-// returns (detach): the stream, which ends the chunked body and closes
-// the connection, while internal/hangup watches for the client going
-// away. Otherwise (HTTP/2) it runs in the handler, on the ResponseWriter.
+// serveHTTPStream runs the stream of sub and, when it ends for reason,
+// writes last (if not empty) as the last frame. When the connection can be
+// hijacked (HTTP/1.x) the handler returns at once and the stream runs on
+// no goroutine of its own while idle (startStream): internal/hangup
+// watches for the client going away, and the stream's end writes the end
+// of the chunked body, closes the connection and frees its slot.
+// Otherwise (HTTP/2) it runs while the handler waits, on the
+// ResponseWriter.
 func (s *Server) serveHTTPStream(c echo.Context, hs *httpStream, sub *streamSub, last func(reason endReason) string) {
-	finish := func(ctx context.Context) {
-		reason := s.runStream(ctx, hs, nil, sub)
+	lastFrame := func(reason endReason) {
 		if msg := last(reason); msg != "" {
 			_ = hs.write(time.Now().Add(time.Second), func(b []byte) ([]byte, error) { return append(b, msg...), nil })
 		}
 	}
 	conn, _, err := hs.rc.Hijack()
 	if err != nil {
-		finish(c.Request().Context())
+		lastFrame(s.runStream(c.Request().Context(), hs, sub))
 		return
 	}
 	hs.conn = conn
-	s.detach(c, func(ctx context.Context) {
-		ctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		// The client sends nothing after its request; its going away is
-		// seen by the process's epoll watcher (no goroutine of its own),
-		// or where that cannot watch the socket by a reader.
-		var reader sync.WaitGroup
-		stopWatch, err := hangup.Watch(conn, cancel)
-		if err != nil {
-			stopWatch = func() {}
-			reader.Go(func() {
-				defer cancel()
-				drainConn(conn)
-			})
-		}
-		finish(ctx)
+	release := takeSlot(c)
+	// Not cancelled when the handler returns (net/http does that), but
+	// when the client goes away.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(c.Request().Context()))
+	// The client sends nothing after its request; its going away is seen
+	// by the process's epoll watcher (no goroutine of its own), or where
+	// that cannot watch the socket by a reader.
+	reader := new(sync.WaitGroup)
+	stopWatch, err := hangup.Watch(conn, cancel)
+	if err != nil {
+		stopWatch = func() {}
+		reader.Go(func() {
+			defer cancel()
+			drainConn(conn)
+		})
+	}
+	s.startStream(ctx, hs, nil, func(reason endReason) {
+		lastFrame(reason)
 		stopWatch()
 		if ctx.Err() == nil && !hs.broken {
 			_ = writeConn(conn, []byte(lastChunk), time.Now().Add(time.Second))
 		}
+		cancel()
 		_ = conn.Close()
 		reader.Wait()
-	})
+		release()
+	}, sub)
 }
 
 // closeAfterStream tells an HTTP/1.x client that the connection ends with

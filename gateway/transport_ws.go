@@ -257,15 +257,15 @@ type clientFrame struct {
 }
 
 // readFrames runs the connection's reader: each client frame becomes work
-// for the writer goroutine (parse turns it into a streamCtrl, or nil to
-// ignore it). It returns when the connection or ctx ends; cancel then ends
-// the stream.
+// for the stream (parse turns it into a streamCtrl, or nil to ignore it),
+// queued on ctrl and posted to st (evCtrl). It returns when the connection
+// or ctx ends; cancel then ends the stream.
 //
 // Client frames are rate-limited per connection (perSecond frames a
 // second, burst perSecond+wsMaxSubscriptions so that a client may
 // subscribe to every queue at once; 0: unlimited): a client beyond it is
 // closed with 1008 before its frame is parsed.
-func (t *wsTransport) readFrames(ctx context.Context, cancel context.CancelFunc, ctrl chan<- streamCtrl, perSecond int, parse func(data []byte) streamCtrl) {
+func (t *wsTransport) readFrames(ctx context.Context, cancel context.CancelFunc, st *stream, ctrl chan<- streamCtrl, perSecond int, parse func(data []byte) streamCtrl) {
 	defer cancel()
 	lim := rate.NewLimiter(rate.Inf, 0)
 	if perSecond > 0 {
@@ -300,23 +300,28 @@ func (t *wsTransport) readFrames(ctx context.Context, cancel context.CancelFunc,
 		}
 		select {
 		case ctrl <- f:
+			st.post(evCtrl, false)
 		case <-ctx.Done():
 			return
 		}
 	}
 }
 
-// serveWS runs the stream of a WebSocket connection with its reader, and
-// waits for the reader before it returns.
+// serveWS runs the stream of a WebSocket connection and, on the calling
+// goroutine (the connection's only one while it is idle), its reader; it
+// returns when both ended.
 func (s *Server) serveWS(ctx context.Context, t *wsTransport, parse func(data []byte) streamCtrl, subs ...*streamSub) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	ctrl := make(chan streamCtrl, 8)
-	var reader sync.WaitGroup
-	reader.Go(func() { t.readFrames(ctx, cancel, ctrl, s.opts.WSFrameRate, parse) })
-	defer reader.Wait() // after cancel (deferred later, runs first)
-	defer cancel()
-	s.runStream(ctx, t, ctrl, subs...)
+	ctrl := make(chan streamCtrl, 8) // a reader ahead of the stream by 8 frames waits
+	ended := make(chan struct{})
+	st := s.startStream(ctx, t, ctrl, func(endReason) {
+		cancel() // a reader waiting for room on ctrl gives up
+		close(ended)
+	}, subs...)
+	t.readFrames(ctx, cancel, st, ctrl, s.opts.WSFrameRate, parse)
+	cancel()
+	<-ended
 }
 
 // queueWS is GET /queue/{id}/ws: one queue per connection.

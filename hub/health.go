@@ -12,7 +12,11 @@ import (
 // Outage is closed while Redis cannot be reached (two heartbeats in a row
 // failed); once Redis answers again a later call returns a fresh channel.
 // A stream that sees it closed ends and tells its client so.
-func (h *Hub) Outage() <-chan struct{} {
+func (h *Hub) Outage() <-chan struct{} { return h.OutageContext().Done() }
+
+// OutageContext is Outage as a context: cancelled while Redis cannot be
+// reached, a fresh one from a later call once Redis answers again.
+func (h *Hub) OutageContext() context.Context {
 	h.healthMu.Lock()
 	defer h.healthMu.Unlock()
 	return h.down
@@ -55,10 +59,10 @@ func (h *Hub) setDown(down bool) {
 	defer h.healthMu.Unlock()
 	switch {
 	case down && !h.isDown:
-		close(h.down)
+		h.downNow()
 		h.log.LogAttrs(context.Background(), slog.LevelError, "Redis cannot be reached: open streams end")
 	case !down && h.isDown:
-		h.down = make(chan struct{})
+		h.down, h.downNow = context.WithCancel(context.Background())
 		h.log.LogAttrs(context.Background(), slog.LevelInfo, "Redis reachable again")
 	}
 	h.isDown = down

@@ -102,11 +102,16 @@ type Hub struct {
 	apart readyList // queues to pop for alone (queueState.apart)
 
 	shuttingDown atomic.Bool
-	closing      chan struct{}  // closed by Shutdown
+	// closing is cancelled by Shutdown. A context rather than a channel:
+	// a stream waits for it with context.AfterFunc, which holds no
+	// goroutine while it waits.
+	closing      context.Context
+	closeAll     context.CancelFunc
 	drains       sync.WaitGroup // the pop workers
 
 	healthMu sync.Mutex
-	down     chan struct{} // closed while Redis cannot be reached; a fresh one once it is back
+	down     context.Context // cancelled while Redis cannot be reached; a fresh one once it is back
+	downNow  context.CancelFunc
 	isDown   bool
 	probe    chan struct{} // look at Redis now (a pop failed, the wake-up subscription dropped)
 	recheck  chan struct{} // re-check every local queue now (wake-up subscription back)
@@ -139,7 +144,9 @@ func New(store Store, opts Options) *Hub {
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &Hub{store: store, opts: opts, log: opts.Logger, seed: maphash.MakeSeed(),
 		ctx: ctx, cancel: cancel, dirty: map[string]struct{}{}, dirtyCh: make(chan struct{}, 1),
-		ready: newReadyList(), apart: newReadyList(), closing: make(chan struct{}), down: make(chan struct{}), probe: make(chan struct{}, 1), recheck: make(chan struct{}, 1)}
+		ready: newReadyList(), apart: newReadyList(), probe: make(chan struct{}, 1), recheck: make(chan struct{}, 1)}
+	h.closing, h.closeAll = context.WithCancel(context.Background())
+	h.down, h.downNow = context.WithCancel(context.Background())
 	for i := range h.sh {
 		h.sh[i].queues = map[string]*queueState{}
 	}
@@ -395,7 +402,7 @@ func (h *Hub) Shutdown() {
 	if h.shuttingDown.Swap(true) {
 		return
 	}
-	close(h.closing)
+	h.closeAll()
 	for i := range h.sh {
 		s := &h.sh[i]
 		s.mu.Lock()
@@ -459,7 +466,11 @@ func (h *Hub) registrations(ctx context.Context) {
 
 // ShuttingDown is closed when Shutdown is called: streams end cleanly and
 // hand back what they could not write.
-func (h *Hub) ShuttingDown() <-chan struct{} { return h.closing }
+func (h *Hub) ShuttingDown() <-chan struct{} { return h.closing.Done() }
+
+// ShutdownContext is cancelled when Shutdown is called (ShuttingDown is
+// its Done channel).
+func (h *Hub) ShutdownContext() context.Context { return h.closing }
 
 // recheckSoon makes the sweep goroutine re-check at once (after a wake-up
 // subscription gap), without blocking the subscription.

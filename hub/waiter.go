@@ -43,7 +43,7 @@ type Waiter struct {
 	bytes    *ByteBudget   // stream: shared bound on the bytes its connection holds (nil: none)
 	kick     atomic.Bool   // the last offer filled the outbox: pull again after writing
 	shutdown chan struct{} // closed when the hub shuts down
-	ready    chan<- struct{}
+	ready    func()        // stream: called when the outbox gets messages (OnReady)
 }
 
 // NewPop makes a one-shot waiter for a long-poll pop of up to max messages.
@@ -61,10 +61,11 @@ func NewStream(queue string, capacity int, mode Mode, transport string) *Waiter 
 		outbox: make(chan *redisq.Message, capacity), shutdown: make(chan struct{})}
 }
 
-// NotifyTo makes a stream waiter signal ch (without blocking) whenever it
-// takes messages into its outbox, so that one writer can serve the outboxes
-// of many waiters. Call it before Add.
-func (w *Waiter) NotifyTo(ch chan<- struct{}) { w.ready = ch }
+// OnReady makes a stream waiter call f whenever it takes messages into its
+// outbox, so that one writer can serve the outboxes of many waiters. f is
+// called with the waiter's lock held: it must not block nor call back into
+// the waiter (it schedules the writer). Call it before Add.
+func (w *Waiter) OnReady(f func()) { w.ready = f }
 
 // ShareBytes makes a stream waiter hold messages only within b, a budget
 // shared with the other subscriptions of its connection (see ByteBudget).
@@ -158,9 +159,13 @@ func (w *Waiter) offer(msgs []redisq.Message) (rest []redisq.Message) {
 	return nil
 }
 
-// notify tells the waiter's writer, if NotifyTo gave it one, that its
-// outbox has messages (a nil ready channel never takes the signal).
-func (w *Waiter) notify() { signal(w.ready) }
+// notify tells the waiter's writer, if OnReady gave it one, that its
+// outbox has messages.
+func (w *Waiter) notify() {
+	if w.ready != nil {
+		w.ready()
+	}
+}
 
 // cancel closes the waiter for further offers. For a one-shot waiter it
 // reports whether it was cancelled before a batch was offered (false: the

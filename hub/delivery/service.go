@@ -136,11 +136,12 @@ func (s *Service) Run(ctx context.Context) {
 // what they hold goes back to Redis) and refuses new ones.
 func (s *Service) Shutdown() { s.hub.Shutdown() }
 
-// ShuttingDown is closed once Shutdown was called.
-func (s *Service) ShuttingDown() <-chan struct{} { return s.hub.ShuttingDown() }
+// ShutdownContext is cancelled once Shutdown was called.
+func (s *Service) ShutdownContext() context.Context { return s.hub.ShutdownContext() }
 
-// Outage is closed while the hub sees Redis unreachable.
-func (s *Service) Outage() <-chan struct{} { return s.hub.Outage() }
+// OutageContext is cancelled while the hub sees Redis unreachable (a
+// fresh one from a later call once Redis answers again).
+func (s *Service) OutageContext() context.Context { return s.hub.OutageContext() }
 
 // Reachable tells whether the hub sees Redis reachable now.
 func (s *Service) Reachable() bool {
