@@ -105,9 +105,9 @@ type Hub struct {
 	// closing is cancelled by Shutdown. A context rather than a channel:
 	// a stream waits for it with context.AfterFunc, which holds no
 	// goroutine while it waits.
-	closing      context.Context
-	closeAll     context.CancelFunc
-	drains       sync.WaitGroup // the pop workers
+	closing  context.Context
+	closeAll context.CancelFunc
+	drains   sync.WaitGroup // the pop workers
 
 	healthMu sync.Mutex
 	down     context.Context // cancelled while Redis cannot be reached; a fresh one once it is back
