@@ -17,7 +17,7 @@ import (
 
 // A transport frames messages for one kind of consumer connection (HTTP
 // stream, SSE, per-queue or multiplexed WebSocket). Every streaming
-// transport runs on runStream: N queue subscriptions (one per-queue, up to
+// transport runs on startStream: N queue subscriptions (one per-queue, up to
 // wsMaxSubscriptions on the multiplexed WebSocket) feeding one serialized
 // writer, so ack deadlines, the slow-consumer cut-off, heartbeats,
 // hand-back and shutdown are the same for all of them.
@@ -456,7 +456,7 @@ func (st *stream) take() (*streamSub, delivery.Message, bool) {
 	return nil, delivery.Message{}, false
 }
 
-// writeNext writes one waiting message, if any, and keeps the writer going
+// writeNext writes one waiting message, if any, and keeps the stream served
 // while messages wait.
 func (st *stream) writeNext() (endReason, bool) {
 	sub, m, ok := st.take()

@@ -63,7 +63,7 @@ type wsTransport struct {
 	pongC   chan struct{} // a pong came (pongReceived; capacity 1)
 	endCause
 	// authFailures counts the subscriptions refused for their credentials
-	// (multiplexed socket; only the writer goroutine touches it).
+	// (multiplexed socket; only the stream's serving goroutine touches it).
 	authFailures int
 
 	// Multiplexed socket: provenC is closed once it authenticated or
@@ -495,7 +495,7 @@ func (g *muxGuard) end() {
 }
 
 // muxControl carries out one client frame of the multiplexed socket, on
-// the writer goroutine.
+// the stream's serving goroutine.
 func (s *Server) muxControl(c echo.Context, st *stream, t *wsTransport, ns domain.Namespace, f clientFrame) {
 	errFrame := func(msg string) { t.frame(st.ctx, muxFrame{Op: "error", Queue: f.Queue, Error: msg}) }
 	switch f.Op {
