@@ -139,7 +139,8 @@ type Server struct {
 	started time.Time
 	closing chan struct{} // closed by Shutdown
 	once    sync.Once
-	streams streamSet // streams running detached from their handler
+	streams streamSet   // streams running detached from their handler
+	live    liveStreams // open streams, for shutdown and outage
 	sec     *security
 	endWarn *endWarnings // rate limit of the warnings about abnormal stream ends
 }
@@ -167,12 +168,17 @@ func New(o Options) *Server {
 	o.Bounds = o.Bounds.withDefaults()
 	o.WSOriginPatterns = wsOriginPatterns(o.WSOriginPatterns, o.CORSOrigins)
 	o.Metrics.ConnLimit.Set(float64(max(o.MaxConnections, 0)))
+	s := &Server{opts: o, svc: o.Service, m: o.Metrics, log: o.Logger, started: time.Now(), closing: make(chan struct{}),
+		sec: newSecurity(o), endWarn: newEndWarnings(endWarnInterval)}
 	if svc := o.Service; svc != nil {
 		o.Metrics.SetRedisReachable(svc.Reachable)
 		o.Metrics.addDelivery(svc.Metrics())
+		// Every open stream ends on shutdown and on a Redis outage
+		// (startStream checks both once it is in the list).
+		context.AfterFunc(svc.ShutdownContext(), func() { s.live.post(evShutdown) })
+		svc.OnOutage(func() { s.live.post(evOutage) })
 	}
-	return &Server{opts: o, svc: o.Service, m: o.Metrics, log: o.Logger, started: time.Now(), closing: make(chan struct{}),
-		sec: newSecurity(o), endWarn: newEndWarnings(endWarnInterval)}
+	return s
 }
 
 // ctxKey keys for values kept in the echo context.

@@ -209,10 +209,12 @@ type stream struct {
 	ackTimer *time.Timer         // the next ack check (evAcks), while a reliable subscription exists
 	expiry   *time.Timer         // fires at expires (evExpiry): a token the stream depends on expires
 	expires  time.Time
-	watches  []func() bool // context.AfterFunc registrations: connection, shutdown, outage
+	stopCtx  func() bool // stops the context.AfterFunc that posts evGone when ctx ends (nil: ctx never ends)
 	started  time.Time
 	onEnd    func(endReason)
 	connDone func() // the open-connections gauge
+
+	liveNext, livePrev *stream // in the server's liveStreams
 
 	mu      sync.Mutex
 	events  streamEvent // posted, not yet served
@@ -229,7 +231,7 @@ const (
 	evAcks                              // reliable deliveries' ack deadlines to look at
 	evExpiry                            // a token the stream depends on may have expired
 	evHeartbeat                         // a heartbeat is due
-	evGone                              // the connection's context ended
+	evGone                              // the client went away (ctx ended, or the transport's watcher saw it)
 	evShutdown                          // the node shuts down
 	evOutage                            // Redis cannot be reached
 )
@@ -247,31 +249,53 @@ type streamCtrl func(st *stream)
 
 // startStream feeds one consumer connection from its queue subscriptions
 // (subs; the multiplexed WebSocket adds more through ctrl, posting evCtrl
-// for each) until the client goes away (ctx ends), the node shuts down,
-// Redis cannot be reached, a write times out or (reliable mode) an
-// acknowledgement does not come in time; then it calls onEnd with the
-// reason, on the goroutine that served the end. Messages taken from Redis
-// and not written go back to the head of their queue. Every stream that
-// ends is counted once, by its reason (popbox_stream_ends_total), and
-// logged (streamEnded). startStream serves what is already due before it
-// returns and holds no goroutine after; the node's Shutdown waits for the
-// stream's end.
+// for each) until the client goes away, the node shuts down, Redis cannot
+// be reached, a write times out or (reliable mode) an acknowledgement does
+// not come in time; then it calls onEnd with the reason, on the goroutine
+// that served the end. The client going away is ctx ending, or (a ctx
+// that never ends) evGone posted by the transport's watcher of the
+// connection. Messages taken from Redis and not written go back to the
+// head of their queue. Every stream that ends is counted once, by its
+// reason (popbox_stream_ends_total), and logged (streamEnded). startStream
+// serves what is already due before it returns and holds no goroutine
+// after; the node's Shutdown waits for the stream's end.
 func (s *Server) startStream(ctx context.Context, t transport, ctrl <-chan streamCtrl, onEnd func(endReason), subs ...*streamSub) *stream {
-	st := &stream{s: s, t: t, ctx: ctx, ctrl: ctrl, overdue: map[overdueKey]bool{},
-		bytes: hub.NewByteBudget(streamOutboxBytes), started: time.Now(), onEnd: onEnd,
-		connDone: s.m.Conn(t.name()), running: true} // events wait until it is set up
+	st := s.newStream(ctx, t, ctrl, onEnd)
+	st.start(subs...)
+	return st
+}
+
+// newStream makes a stream that serves nothing until start: events posted
+// before (the connection's watcher set up first) wait for it.
+func (s *Server) newStream(ctx context.Context, t transport, ctrl <-chan streamCtrl, onEnd func(endReason)) *stream {
+	return &stream{s: s, t: t, ctx: ctx, ctrl: ctrl, overdue: map[overdueKey]bool{},
+		bytes: hub.NewByteBudget(streamOutboxBytes), onEnd: onEnd, running: true}
+}
+
+// start subscribes subs, arms the heartbeat, joins the node's live streams
+// (shutdown and outage reach it through them) and serves what is due.
+func (st *stream) start(subs ...*streamSub) {
+	s := st.s
+	st.started = time.Now()
+	st.connDone = s.m.Conn(st.t.name())
 	s.streams.add()
 	for _, sub := range subs {
 		st.add(sub)
 	}
 	st.hb = time.AfterFunc(nextHeartbeat(s.opts.HeartbeatInterval, time.Now()), func() { st.post(evHeartbeat, true) })
-	st.watches = []func() bool{
-		context.AfterFunc(ctx, func() { st.post(evGone, true) }),
-		context.AfterFunc(s.svc.ShutdownContext(), func() { st.post(evShutdown, true) }),
-		context.AfterFunc(s.svc.OutageContext(), func() { st.post(evOutage, true) }),
+	if st.ctx.Done() != nil {
+		st.stopCtx = context.AfterFunc(st.ctx, func() { st.post(evGone, true) })
+	}
+	s.live.add(st)
+	// Checked after joining: an outage or shutdown that begins now finds
+	// the stream in the list, or is seen here.
+	if s.svc.ShutdownContext().Err() != nil {
+		st.post(evShutdown, false)
+	}
+	if !s.svc.Reachable() {
+		st.post(evOutage, false)
 	}
 	st.serve()
-	return st
 }
 
 // runStream is startStream for a caller that must stay until the stream
@@ -281,6 +305,48 @@ func (s *Server) runStream(ctx context.Context, t transport, subs ...*streamSub)
 	ended := make(chan endReason, 1)
 	s.startStream(ctx, t, nil, func(r endReason) { ended <- r }, subs...)
 	return <-ended
+}
+
+// liveStreams is the node's open streams, for the events that reach all
+// of them at once (shutdown, Redis outage): one list, rather than a
+// context.AfterFunc record per stream and event (~300 bytes each).
+type liveStreams struct {
+	mu   sync.Mutex
+	head *stream
+}
+
+func (l *liveStreams) add(st *stream) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	st.liveNext = l.head
+	if l.head != nil {
+		l.head.livePrev = st
+	}
+	l.head = st
+}
+
+func (l *liveStreams) remove(st *stream) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if st.livePrev != nil {
+		st.livePrev.liveNext = st.liveNext
+	} else if l.head == st {
+		l.head = st.liveNext
+	}
+	if st.liveNext != nil {
+		st.liveNext.livePrev = st.livePrev
+	}
+	st.liveNext, st.livePrev = nil, nil
+}
+
+// post posts ev to every live stream (each served on a goroutine of its
+// own).
+func (l *liveStreams) post(ev streamEvent) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for st := l.head; st != nil; st = st.liveNext {
+		st.post(ev, false)
+	}
 }
 
 // post records ev and makes sure a goroutine serves the stream: the one
@@ -376,9 +442,10 @@ func (st *stream) finish(reason endReason) {
 	t.end(reason)
 	st.hb.Stop()
 	st.closeAll()
-	for _, stop := range st.watches {
-		stop()
+	if st.stopCtx != nil {
+		st.stopCtx()
 	}
+	s.live.remove(st)
 	st.connDone()
 	st.onEnd(reason)
 	s.streams.done()

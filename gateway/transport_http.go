@@ -114,32 +114,34 @@ func (s *Server) serveHTTPStream(c echo.Context, hs *httpStream, sub *streamSub,
 	}
 	hs.conn = conn
 	release := takeSlot(c)
-	// Not cancelled when the handler returns (net/http does that), but
-	// when the client goes away.
-	ctx, cancel := context.WithCancel(context.WithoutCancel(c.Request().Context()))
 	// The client sends nothing after its request; its going away is seen
 	// by the process's epoll watcher (no goroutine of its own), or where
-	// that cannot watch the socket by a reader.
-	reader := new(sync.WaitGroup)
-	stopWatch, err := hangup.Watch(conn, cancel)
-	if err != nil {
-		stopWatch = func() {}
-		reader.Go(func() {
-			defer cancel()
-			drainConn(conn)
-		})
-	}
-	s.startStream(ctx, hs, nil, func(reason endReason) {
+	// that cannot watch the socket by a reader, and posted to the stream
+	// (evGone). Its context never ends (streamContext).
+	var (
+		reader    sync.WaitGroup
+		stopWatch func()
+	)
+	st := s.newStream(streamContext(), hs, nil, func(reason endReason) {
 		lastFrame(reason)
 		stopWatch()
-		if ctx.Err() == nil && !hs.broken {
+		if reason != endClientGone && !hs.broken {
 			_ = writeConn(conn, []byte(lastChunk), time.Now().Add(time.Second))
 		}
-		cancel()
 		_ = conn.Close()
 		reader.Wait()
 		release()
-	}, sub)
+	})
+	gone := func() { st.post(evGone, false) }
+	stopWatch, err = hangup.Watch(conn, gone)
+	if err != nil {
+		stopWatch = func() {}
+		reader.Go(func() {
+			defer gone()
+			drainConn(conn)
+		})
+	}
+	st.start(sub)
 }
 
 // closeAfterStream tells an HTTP/1.x client that the connection ends with

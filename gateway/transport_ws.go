@@ -36,6 +36,7 @@ const (
 func (s *Server) acceptWS(c echo.Context, t *wsTransport) error {
 	hj := &wsHijacker{ResponseWriter: c.Response()}
 	t.pongC = make(chan struct{}, 1)
+	t.done = make(chan struct{})
 	conn, err := websocket.Accept(hj, c.Request(), &websocket.AcceptOptions{
 		OriginPatterns: s.opts.WSOriginPatterns,
 		OnPingReceived: t.answerPing,
@@ -61,6 +62,7 @@ type wsTransport struct {
 	pings   sync.WaitGroup
 	pong    time.Duration // how long a ping waits for its pong (Options.WSPongTimeout)
 	pongC   chan struct{} // a pong came (pongReceived; capacity 1)
+	done    chan struct{} // closed by end: a pong is no longer awaited
 	endCause
 	// authFailures counts the subscriptions refused for their credentials
 	// (multiplexed socket; only the stream's serving goroutine touches it).
@@ -202,7 +204,7 @@ func (t *wsTransport) heartbeat(ctx context.Context, deadline time.Time) error {
 		defer timer.Stop()
 		select {
 		case <-t.pongC:
-		case <-ctx.Done():
+		case <-t.done:
 		case <-timer.C:
 			t.set(endPongTimeout)
 			_ = t.conn.CloseNow()
@@ -241,6 +243,7 @@ func (t *wsTransport) end(r endReason) {
 	default:
 		_ = t.conn.CloseNow()
 	}
+	close(t.done)
 	t.pings.Wait()
 }
 
@@ -259,14 +262,15 @@ type clientFrame struct {
 // readFrames runs the connection's reader: each client frame becomes work
 // for the stream (parse turns it into a streamCtrl, or nil to ignore it),
 // queued on ctrl and posted to st (evCtrl). It returns when the connection
-// or ctx ends; cancel then ends the stream.
+// ends, or when the stream ended (ended is closed) while it waited for
+// room on ctrl. ctx never ends: a read with a context that can end costs
+// a context.AfterFunc record in coder/websocket for as long as it waits.
 //
 // Client frames are rate-limited per connection (perSecond frames a
 // second, burst perSecond+wsMaxSubscriptions so that a client may
 // subscribe to every queue at once; 0: unlimited): a client beyond it is
 // closed with 1008 before its frame is parsed.
-func (t *wsTransport) readFrames(ctx context.Context, cancel context.CancelFunc, st *stream, ctrl chan<- streamCtrl, perSecond int, parse func(data []byte) streamCtrl) {
-	defer cancel()
+func (t *wsTransport) readFrames(ctx context.Context, ended <-chan struct{}, st *stream, ctrl chan<- streamCtrl, perSecond int, parse func(data []byte) streamCtrl) {
 	lim := rate.NewLimiter(rate.Inf, 0)
 	if perSecond > 0 {
 		lim = rate.NewLimiter(rate.Limit(perSecond), perSecond+wsMaxSubscriptions)
@@ -274,8 +278,11 @@ func (t *wsTransport) readFrames(ctx context.Context, cancel context.CancelFunc,
 	for {
 		_, data, err := t.conn.Read(ctx)
 		if err != nil {
-			if ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, net.ErrClosed)) {
-				// Not the client's doing. ctx has no deadline, so a
+			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, net.ErrClosed) {
+				// Not the client's doing (when the stream itself
+				// closed the socket, its end has read the cause
+				// already: this one is never counted). ctx has no
+				// deadline, so a
 				// deadline is coder/websocket's own: 5 s to read a
 				// control frame's payload (the transport writes pings
 				// and pongs itself, see writeControl); beyond, it
@@ -301,7 +308,7 @@ func (t *wsTransport) readFrames(ctx context.Context, cancel context.CancelFunc,
 		select {
 		case ctrl <- f:
 			st.post(evCtrl, false)
-		case <-ctx.Done():
+		case <-ended:
 			return
 		}
 	}
@@ -309,18 +316,15 @@ func (t *wsTransport) readFrames(ctx context.Context, cancel context.CancelFunc,
 
 // serveWS runs the stream of a WebSocket connection and, on the calling
 // goroutine (the connection's only one while it is idle), its reader; it
-// returns when both ended.
+// returns when both ended. ctx never ends (detach): the reader's end is
+// the client's going away (evGone), and the stream's end closes the
+// socket, which ends the reader.
 func (s *Server) serveWS(ctx context.Context, t *wsTransport, parse func(data []byte) streamCtrl, subs ...*streamSub) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	ctrl := make(chan streamCtrl, 8) // a reader ahead of the stream by 8 frames waits
 	ended := make(chan struct{})
-	st := s.startStream(ctx, t, ctrl, func(endReason) {
-		cancel() // a reader waiting for room on ctrl gives up
-		close(ended)
-	}, subs...)
-	t.readFrames(ctx, cancel, st, ctrl, s.opts.WSFrameRate, parse)
-	cancel()
+	st := s.startStream(ctx, t, ctrl, func(endReason) { close(ended) }, subs...)
+	t.readFrames(ctx, ended, st, ctrl, s.opts.WSFrameRate, parse)
+	st.post(evGone, true)
 	<-ended
 }
 

@@ -279,6 +279,14 @@ func takeSlot(c echo.Context) func() {
 	return cs.release
 }
 
+// streamContext is the context of a stream detached from its handler: it
+// never ends (the stream ends on its own events, startStream) and holds
+// none of the request's context. The streams read no value of it, and
+// keeping it (context.WithoutCancel) would keep net/http's per-request
+// and per-connection contexts, with their channels and child maps, alive
+// for the life of every stream.
+func streamContext() context.Context { return context.Background() }
+
 // detachedContext copies what a detached stream's later checks read of
 // its request (the multiplexed WebSocket's subscribe and auth frames:
 // headers and query for credentials, the client address, the port, the
@@ -312,13 +320,12 @@ func (noResponse) Write([]byte) (int, error) { return 0, http.ErrHijacked }
 
 func (noResponse) WriteHeader(int) {}
 
-// detach runs serve on a goroutine of its own, with the request's context
-// values but not its cancellation (net/http cancels it when the handler
-// returns), and keeps the request's connection slot until serve returns.
-// The handler returns right after.
+// detach runs serve on a goroutine of its own, with a context that never
+// ends (streamContext), and keeps the request's connection slot until
+// serve returns. The handler returns right after.
 func (s *Server) detach(c echo.Context, serve func(ctx context.Context)) {
 	release := takeSlot(c)
-	ctx := context.WithoutCancel(c.Request().Context())
+	ctx := streamContext()
 	s.streams.add()
 	go func() {
 		defer s.streams.done()

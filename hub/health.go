@@ -53,19 +53,34 @@ func (h *Hub) heartbeats(ctx context.Context) {
 	}
 }
 
+// OnOutage makes the hub call f each time Redis becomes unreachable,
+// after OutageContext's context is cancelled (so a caller that checks it
+// after registering something f would reach cannot miss an outage). f runs
+// on the hub's health goroutine and must not block.
+func (h *Hub) OnOutage(f func()) {
+	h.healthMu.Lock()
+	defer h.healthMu.Unlock()
+	h.onOutage = append(h.onOutage, f)
+}
+
 // setDown records whether Redis is unreachable.
 func (h *Hub) setDown(down bool) {
 	h.healthMu.Lock()
-	defer h.healthMu.Unlock()
+	var notify []func()
 	switch {
 	case down && !h.isDown:
 		h.downNow()
+		notify = h.onOutage
 		h.log.LogAttrs(context.Background(), slog.LevelError, "Redis cannot be reached: open streams end")
 	case !down && h.isDown:
 		h.down, h.downNow = context.WithCancel(context.Background())
 		h.log.LogAttrs(context.Background(), slog.LevelInfo, "Redis reachable again")
 	}
 	h.isDown = down
+	h.healthMu.Unlock()
+	for _, f := range notify {
+		f()
+	}
 }
 
 // beat refreshes the node's heartbeat; when it had lapsed (first beat, or a

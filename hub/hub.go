@@ -112,6 +112,7 @@ type Hub struct {
 	healthMu sync.Mutex
 	down     context.Context // cancelled while Redis cannot be reached; a fresh one once it is back
 	downNow  context.CancelFunc
+	onOutage []func() // OnOutage
 	isDown   bool
 	probe    chan struct{} // look at Redis now (a pop failed, the wake-up subscription dropped)
 	recheck  chan struct{} // re-check every local queue now (wake-up subscription back)

@@ -139,9 +139,9 @@ func (s *Service) Shutdown() { s.hub.Shutdown() }
 // ShutdownContext is cancelled once Shutdown was called.
 func (s *Service) ShutdownContext() context.Context { return s.hub.ShutdownContext() }
 
-// OutageContext is cancelled while the hub sees Redis unreachable (a
-// fresh one from a later call once Redis answers again).
-func (s *Service) OutageContext() context.Context { return s.hub.OutageContext() }
+// OnOutage makes the service call f (which must not block) each time the
+// hub finds Redis unreachable, after Reachable turned false.
+func (s *Service) OnOutage(f func()) { s.hub.OnOutage(f) }
 
 // Reachable tells whether the hub sees Redis reachable now.
 func (s *Service) Reachable() bool {
