@@ -626,6 +626,30 @@ func TestStreamsEndOnRedisOutage(t *testing.T) {
 			t.Fatalf("%s: event %+v, want the end of the stream saying %q", tr, e, want[tr])
 		}
 	}
+	// A stream opened while Redis is still unreachable ends at once, the
+	// same way (the outage began before it joined the node's streams); a
+	// /ws before its first subscription frame could be answered.
+	for _, tr := range transports {
+		if tr == "wsmux" {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(g.URL, "http")+"/ws", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _, err = c.Read(ctx)
+			var ce websocket.CloseError
+			if !errors.As(err, &ce) || ce.Code != websocket.StatusInternalError || !strings.Contains(ce.Reason, "storage unavailable") {
+				t.Fatalf("/ws opened during the outage: read %v, want close 1011 storage unavailable", err)
+			}
+			continue
+		}
+		w := watch(t, g.URL, tr, "", 0, "outage-late-"+tr)
+		e := w.nextEvent(t, 10*time.Second)
+		if e.Kind != "end" || !strings.Contains(e.Text, want[tr]) {
+			t.Fatalf("%s opened during the outage: event %+v, want the end of the stream saying %q", tr, e, want[tr])
+		}
+	}
 }
 
 // TestLongPollOutageIs500: in process on a real redis-server that is then
