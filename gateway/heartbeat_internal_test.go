@@ -29,3 +29,24 @@ func TestNextHeartbeat(t *testing.T) {
 		}
 	}
 }
+
+// TestExpiryEventChecksTheDeadline: the token-expiry event ends a stream
+// only once its current deadline has passed; a late timer of a deadline
+// since moved (or a wall clock set back) re-arms for the current one
+// instead of ending the stream early or leaving it without a timer.
+func TestExpiryEventChecksTheDeadline(t *testing.T) {
+	st := &stream{running: true} // served by this test only
+	st.setExpiry(time.Now().Add(time.Hour))
+	defer st.setExpiry(time.Time{})
+	st.expiry.Stop() // as if it had fired: the event came, the deadline is an hour away
+	if r, done := st.handle(evExpiry); done {
+		t.Fatalf("a stream whose token expires in an hour ended (%v)", r)
+	}
+	if st.expiry == nil || !st.expiry.Stop() {
+		t.Fatal("no timer armed for the current deadline after a stale expiry event")
+	}
+	st.expires = time.Now().Add(-time.Second)
+	if r, done := st.handle(evExpiry); !done || r != endTokenExpired {
+		t.Fatalf("past the deadline: %v, %v; want the stream ended, %v", r, done, endTokenExpired)
+	}
+}

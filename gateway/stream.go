@@ -398,10 +398,15 @@ func (st *stream) handle(ev streamEvent) (endReason, bool) {
 		return endShutdown, true
 	case ev&evOutage != 0:
 		return endUnavailable, true
-	case ev&evExpiry != 0 && !st.expires.IsZero() && !time.Now().Before(st.expires):
-		// (A timer of an earlier, later-moved deadline may fire late:
-		// only the current one counts.)
-		return endTokenExpired, true
+	}
+	if ev&evExpiry != 0 && !st.expires.IsZero() {
+		if !time.Now().Before(st.expires) {
+			return endTokenExpired, true
+		}
+		// The timer of a deadline since moved, or a wall clock set back
+		// (a token's expiry is a wall-clock time): wait for the current
+		// deadline.
+		st.setExpiry(st.expires)
 	}
 	if ev&evCtrl != 0 {
 		for n := len(st.ctrl); n > 0; n-- {
