@@ -90,7 +90,9 @@ func suites(full, reuseport bool, scale float64) []benchCase {
 			// findRunnable 24 % of its CPU, futex 10 % flat; at one P 19 %
 			// and 1 %); one P each: the idle CPU of the six 0.44-0.61 cores in
 			// seven runs against 0.55-0.67 in six at two (0.36 since the
-			// heartbeats fall due in shared slots).
+			// heartbeats fall due in shared slots; 0.24 since a stream
+			// holds no goroutine while idle, two runs of 2026-12-07,
+			// each ramped in 60 s).
 			GatewayArgs: []string{"--read-header-timeout", "30s"}, GatewayEnv: []string{"GOMAXPROCS=1"}})
 	}
 	if scale != 1 {
