@@ -50,3 +50,47 @@ func TestExpiryEventChecksTheDeadline(t *testing.T) {
 		t.Fatalf("past the deadline: %v, %v; want the stream ended, %v", r, done, endTokenExpired)
 	}
 }
+
+// TestLiveStreamsList: the node's list of open streams keeps every stream
+// added and no stream removed, whatever its place (head, middle, tail,
+// alone), and a post reaches exactly the streams in it.
+func TestLiveStreamsList(t *testing.T) {
+	var l liveStreams
+	sts := make([]*stream, 5)
+	for i := range sts {
+		sts[i] = &stream{running: true} // posts only record the event
+		l.add(sts[i])
+	}
+	in := func() map[*stream]bool {
+		m := map[*stream]bool{}
+		for st := l.head; st != nil; st = st.liveNext {
+			if m[st] {
+				t.Fatal("a stream is in the list twice")
+			}
+			if st.liveNext != nil && st.liveNext.livePrev != st {
+				t.Fatal("the list's back links are broken")
+			}
+			m[st] = true
+		}
+		return m
+	}
+	l.remove(sts[2]) // middle
+	l.remove(sts[4]) // head (added last)
+	l.remove(sts[0]) // tail
+	l.remove(sts[0]) // again: harmless
+	got := in()
+	if len(got) != 2 || !got[sts[1]] || !got[sts[3]] {
+		t.Fatalf("list holds %d streams, want streams 1 and 3", len(got))
+	}
+	l.post(evShutdown)
+	for i, st := range sts {
+		if want := i == 1 || i == 3; (st.events&evShutdown != 0) != want {
+			t.Errorf("stream %d: shutdown posted %v, want %v", i, st.events&evShutdown != 0, want)
+		}
+	}
+	l.remove(sts[1])
+	l.remove(sts[3]) // the last one
+	if l.head != nil {
+		t.Fatal("list not empty after every stream was removed")
+	}
+}
