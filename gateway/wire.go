@@ -291,11 +291,13 @@ func streamContext() context.Context { return context.Background() }
 // its request (the multiplexed WebSocket's subscribe and auth frames:
 // headers and query for credentials, the client address, the port, the
 // organisation, the route), since echo reuses a handler's context once
-// the handler returns. The copy's request is not cancelled with the
-// handler, and it has no response to write (the connection is hijacked).
+// the handler returns. The copy's request has the stream's context
+// (streamContext: the checks read no value of the request's, which would
+// otherwise stay alive with the socket), and it has no response to write
+// (the connection is hijacked).
 func detachedContext(c echo.Context) echo.Context {
 	req := c.Request()
-	dc := c.Echo().NewContext(req.WithContext(context.WithoutCancel(req.Context())), noResponse{})
+	dc := c.Echo().NewContext(req.WithContext(streamContext()), noResponse{})
 	dc.SetPath(c.Path())
 	dc.SetParamNames(c.ParamNames()...)
 	dc.SetParamValues(c.ParamValues()...)
