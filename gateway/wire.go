@@ -21,10 +21,10 @@ import (
 // headers are out the stream leaves net/http: the connection is hijacked,
 // the handler returns (net/http's per-connection bufio reader and writer,
 // its response buffer and the handler's deep stack go with it) and the
-// stream runs on its own goroutine (a WebSocket, with its reader). Frames
-// are built in a pooled buffer and written to the net.Conn (a *tls.Conn on
-// the TLS port) in one call, under a write deadline; between writes a
-// connection holds no buffer.
+// stream holds no goroutine while idle (startStream; a WebSocket keeps its
+// reader). Frames are built in a pooled buffer and written to the
+// net.Conn (a *tls.Conn on the TLS port) in one call, under a write
+// deadline; between writes a connection holds no buffer.
 
 // writeBufs are the buffers frames are built in, only while writing.
 var writeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}

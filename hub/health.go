@@ -12,11 +12,7 @@ import (
 // Outage is closed while Redis cannot be reached (two heartbeats in a row
 // failed); once Redis answers again a later call returns a fresh channel.
 // A stream that sees it closed ends and tells its client so.
-func (h *Hub) Outage() <-chan struct{} { return h.OutageContext().Done() }
-
-// OutageContext is Outage as a context: cancelled while Redis cannot be
-// reached, a fresh one from a later call once Redis answers again.
-func (h *Hub) OutageContext() context.Context {
+func (h *Hub) Outage() <-chan struct{} {
 	h.healthMu.Lock()
 	defer h.healthMu.Unlock()
 	return h.down
@@ -54,8 +50,8 @@ func (h *Hub) heartbeats(ctx context.Context) {
 }
 
 // OnOutage makes the hub call f each time Redis becomes unreachable,
-// after OutageContext's context is cancelled (so a caller that checks it
-// after registering something f would reach cannot miss an outage). f runs
+// after Outage's channel is closed (so a caller that checks it after
+// registering something f would reach cannot miss an outage). f runs
 // on the hub's health goroutine and must not block.
 func (h *Hub) OnOutage(f func()) {
 	h.healthMu.Lock()
@@ -69,11 +65,11 @@ func (h *Hub) setDown(down bool) {
 	var notify []func()
 	switch {
 	case down && !h.isDown:
-		h.downNow()
+		close(h.down)
 		notify = h.onOutage
 		h.log.LogAttrs(context.Background(), slog.LevelError, "Redis cannot be reached: open streams end")
 	case !down && h.isDown:
-		h.down, h.downNow = context.WithCancel(context.Background())
+		h.down = make(chan struct{})
 		h.log.LogAttrs(context.Background(), slog.LevelInfo, "Redis reachable again")
 	}
 	h.isDown = down

@@ -103,16 +103,15 @@ type Hub struct {
 
 	shuttingDown atomic.Bool
 	// closing is cancelled by Shutdown. A context rather than a channel:
-	// a stream waits for it with context.AfterFunc, which holds no
+	// the gateway waits for it with context.AfterFunc, which holds no
 	// goroutine while it waits.
 	closing  context.Context
 	closeAll context.CancelFunc
 	drains   sync.WaitGroup // the pop workers
 
 	healthMu sync.Mutex
-	down     context.Context // cancelled while Redis cannot be reached; a fresh one once it is back
-	downNow  context.CancelFunc
-	onOutage []func() // OnOutage
+	down     chan struct{} // closed while Redis cannot be reached; a fresh one once it is back
+	onOutage []func()      // OnOutage
 	isDown   bool
 	probe    chan struct{} // look at Redis now (a pop failed, the wake-up subscription dropped)
 	recheck  chan struct{} // re-check every local queue now (wake-up subscription back)
@@ -145,9 +144,8 @@ func New(store Store, opts Options) *Hub {
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &Hub{store: store, opts: opts, log: opts.Logger, seed: maphash.MakeSeed(),
 		ctx: ctx, cancel: cancel, dirty: map[string]struct{}{}, dirtyCh: make(chan struct{}, 1),
-		ready: newReadyList(), apart: newReadyList(), probe: make(chan struct{}, 1), recheck: make(chan struct{}, 1)}
+		ready: newReadyList(), apart: newReadyList(), down: make(chan struct{}), probe: make(chan struct{}, 1), recheck: make(chan struct{}, 1)}
 	h.closing, h.closeAll = context.WithCancel(context.Background())
-	h.down, h.downNow = context.WithCancel(context.Background())
 	for i := range h.sh {
 		h.sh[i].queues = map[string]*queueState{}
 	}

@@ -30,7 +30,7 @@ var ErrUnsupported = errors.New("hangup: connection cannot be watched on this pl
 
 // Watch calls gone once, on the watcher's goroutine, when the peer of conn
 // closes or resets its end of the connection, or the socket fails. gone
-// must not block (cancelling a context is what it is for). Data the peer
+// must not block (it tells the stream, which ends elsewhere). Data the peer
 // sends is neither read nor reported: it stays in the socket's receive
 // buffer, whose fill stops the sender.
 //
