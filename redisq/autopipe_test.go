@@ -245,6 +245,18 @@ func TestAutoPipelineClusterMoved(t *testing.T) {
 // (SETSLOT IMPORTING/MIGRATING, MIGRATE, SETSLOT NODE on every primary).
 func moveSlot(cl *testenv.Cluster, key string) error {
 	ctx := context.Background()
+	// Every node must agree on the epochs first (see EpochsAgreed): the
+	// moves before this one each gave their destination a new epoch.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		err := cl.EpochsAgreed(ctx)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("before the move: %w", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	view, err := cl.View(ctx)
 	if err != nil {
 		return err

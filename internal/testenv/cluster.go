@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os/exec"
 	"slices"
 	"sort"
@@ -153,6 +154,9 @@ type ClusterNode struct {
 	Flags    []string
 	MasterID string
 	Slots    int // number of slots served
+	// ConfigEpoch is the node's configuration epoch as the viewing node
+	// knows it (the version of its claim on its slots).
+	ConfigEpoch uint64
 }
 
 // Primary tells whether the node is a primary.
@@ -191,6 +195,7 @@ func parseClusterNodes(s string) []ClusterNode {
 		}
 		addr, _, _ := strings.Cut(f[1], "@")
 		n := ClusterNode{ID: f[0], Addr: addr, Flags: strings.Split(strings.ReplaceAll(f[2], "myself,", ""), ","), MasterID: f[3]}
+		n.ConfigEpoch, _ = strconv.ParseUint(f[6], 10, 64)
 		for _, r := range f[8:] {
 			if strings.HasPrefix(r, "[") {
 				continue // a slot being migrated
@@ -207,6 +212,65 @@ func parseClusterNodes(s string) []ClusterNode {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Addr < out[j].Addr })
 	return out
+}
+
+// EpochsAgreed returns nil once every live node knows the same current
+// epoch and the same config epoch for every node, and no two primaries
+// share a config epoch; otherwise an error that says where they differ.
+//
+// A manual slot move (CLUSTER SETSLOT ... NODE) is only safe from there:
+// the destination takes a new epoch only if its own is not already the
+// greatest it knows of, so a destination that has not yet heard of a newer
+// epoch can keep one below the source's; the source's claim on the slot,
+// still in flight on the cluster bus, then wins, and source and
+// destination are left redirecting the slot to each other for good.
+// redis-cli --cluster checks the same agreement before it reshards.
+func (c *Cluster) EpochsAgreed(ctx context.Context) error {
+	var ref map[string]uint64
+	var refAddr, refCurrent string
+	for _, r := range c.Nodes {
+		if !r.alive() {
+			continue
+		}
+		cl := r.Client()
+		info, err := cl.ClusterInfo(ctx).Result()
+		var nodes string
+		if err == nil {
+			nodes, err = cl.ClusterNodes(ctx).Result()
+		}
+		cl.Close()
+		if err != nil {
+			return fmt.Errorf("%s: %w", r.Addr, err)
+		}
+		current := ""
+		for _, line := range strings.Split(info, "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "cluster_current_epoch:"); ok {
+				current = v
+			}
+		}
+		epochs := map[string]uint64{}
+		primaries := map[uint64]string{}
+		for _, n := range parseClusterNodes(nodes) {
+			epochs[n.ID] = n.ConfigEpoch
+			if n.Primary() && !n.Failed() {
+				if other, dup := primaries[n.ConfigEpoch]; dup {
+					return fmt.Errorf("%s: primaries %s and %s share config epoch %d", r.Addr, other, n.Addr, n.ConfigEpoch)
+				}
+				primaries[n.ConfigEpoch] = n.Addr
+			}
+		}
+		if ref == nil {
+			ref, refAddr, refCurrent = epochs, r.Addr, current
+			continue
+		}
+		if current != refCurrent {
+			return fmt.Errorf("current epoch %s on %s, %s on %s", refCurrent, refAddr, current, r.Addr)
+		}
+		if !maps.Equal(epochs, ref) {
+			return fmt.Errorf("config epochs %v on %s, %v on %s", ref, refAddr, epochs, r.Addr)
+		}
+	}
+	return nil
 }
 
 // Primaries returns the live primaries that serve slots, sorted by address.
