@@ -179,6 +179,41 @@ func TestPopManyBigHead(t *testing.T) {
 	})
 }
 
+// TestPopOneQueueDeliversItsBigHead: a pop of one queue keeps its first
+// live entry whatever its size (the fused script reads it at once, without
+// a size check): behind a ghost, a payload over the whole batch budget is
+// delivered alone, the ghost is skipped, and the small entry after it stays
+// queued, Pending.
+func TestPopOneQueueDeliversItsBigHead(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend, r *redisq.Store, c *redis.Client) {
+		s := redisq.NewLike(r, c, redisq.Options{BatchBytes: mib, ExplicitWake: r.ExplicitWake()})
+		ctx := context.Background()
+		exp := time.Now().Add(time.Hour).Unix()
+		big := strings.Repeat("x", mib+1)
+		ghost := provision(t, s, "UNSEC:", 'H', "gone", exp, "one")
+		c.Del(ctx, redisq.KeysOfTrans(ghost).Meta)
+		head := provision(t, s, "UNSEC:", 'H', big, exp, "one")
+		small := provision(t, s, "UNSEC:", 'H', "small", exp, "one")
+		res := s.PopMany(ctx, []redisq.PopRequest{{Queue: "UNSEC:one", Max: 10}})[0]
+		if res.Err != nil || len(res.Messages) != 1 || res.Messages[0].TID != head || res.Messages[0].Payload != big || !res.Limited {
+			t.Fatalf("pop: %d messages, limited %v, err %v", len(res.Messages), res.Limited, res.Err)
+		}
+		if sk := res.Skipped; len(sk) != 1 || sk[0].TID != ghost {
+			t.Fatalf("skipped %v, want the ghost %s", sk, ghost)
+		}
+		if st, _ := s.States(ctx, head); st["UNSEC:one"] != domain.StateDelivered {
+			t.Fatalf("state of the big head: %v", st)
+		}
+		left, err := s.Peek(ctx, "UNSEC:one", 10)
+		if err != nil || len(left) != 1 || left[0].TID != small || left[0].Payload != "small" {
+			t.Fatalf("left in the queue: %+v, %v", left, err)
+		}
+		if st, _ := s.States(ctx, small); st["UNSEC:one"] != domain.StatePending {
+			t.Fatalf("state of the one left: %v", st)
+		}
+	})
+}
+
 // TestPopManyReadsOnlyWhatFits: the single-server pop script reads (with
 // HMGET, INFO commandstats counting the calls made inside scripts) only
 // the payloads it delivers, not every payload it took: 17 messages of

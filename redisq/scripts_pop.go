@@ -141,7 +141,9 @@ const ghostLimitLua = "1000"
 // popFusedScript pops a queue in one step on a server that is not a
 // Cluster (it reads and writes transaction keys it learns as it runs): it
 // takes up to max entries as popScript does, reads each transaction's
-// payload size (HSTRLEN), keeps the live ones that fit the byte budget,
+// payload size (HSTRLEN; the first live entry of a call that keeps it
+// whatever its size, ARGV[7] "1": its payload and metadata at once, one
+// HMGET), keeps the live ones that fit the byte budget,
 // reads their payloads and metadata, marks them and, in reliable mode,
 // records them in flight and in the reaper's index. Entries beyond the
 // budget go back to the head of their lists untouched, their payloads
@@ -185,14 +187,25 @@ repeat
   want = max - liveN
   got = popEntries(KEYS[1], KEYS[2], want)
   for _, e in ipairs(got) do
-    -- The payload's size only (O(1)): a payload is read once it is known
-    -- to fit the budget, so a pop over big payloads reads no more than it
-    -- delivers.
     local meta = pre .. e[2] .. metaSuf
-    local size = redis.call('HSTRLEN', meta, 'payload')
-    local live = size > 0 or redis.call('EXISTS', meta) == 1
+    local size, v
+    if liveN == 0 and ARGV[7] == '1' then
+      -- The first live entry of a call that keeps it whatever its size
+      -- is delivered for sure: read it at once (HMGET tells a ghost too:
+      -- no payload field), one command instead of HSTRLEN now and HMGET
+      -- later.
+      v = redis.call('HMGET', meta, 'payload', 'callback', 'expirationDate')
+      size = #(v[1] or '')
+    else
+      -- The payload's size only (O(1)): a payload is read once it is
+      -- known to fit the budget, so a pop over big payloads reads no
+      -- more than it delivers.
+      size = redis.call('HSTRLEN', meta, 'payload')
+    end
+    local live = size > 0 or (v ~= nil and v[1] ~= false) or redis.call('EXISTS', meta) == 1
+    if not live then v = nil end
     entries[#entries + 1] = e
-    info[#entries] = {live, size}
+    info[#entries] = {live, size, v}
     if live then liveN = liveN + 1 else ghosts = ghosts + 1 end
   end
 until #got < want or liveN >= max or ghosts >= ` + ghostLimitLua + `
@@ -246,7 +259,7 @@ for i = 1, stop - 1 do
   local l = '0'
   if live then
     l = '1'
-    v = redis.call('HMGET', pre .. e[2] .. metaSuf, 'payload', 'callback', 'expirationDate')
+    v = info[i][3] or redis.call('HMGET', pre .. e[2] .. metaSuf, 'payload', 'callback', 'expirationDate')
     local state = pre .. e[2] .. stateSuf
     if redis.call('HSET', state, ARGV[8], ARGV[9]) == 1 and redis.call('PTTL', state) == -1 then
       local ttl = redis.call('PTTL', pre .. e[2] .. metaSuf)
