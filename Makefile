@@ -90,7 +90,12 @@ test: ## gofmt check, go vet, go test -race (incl. fuzz seed corpora and the JS 
 	@$(MAKE) check-redis
 	@$(MAKE) check-node
 	@$(MAKE) check-fmt
-	$(GO) vet $(PKGS)
+	@# vet with -race: the packages it compiles for type information are
+	@# then the very ones go test -race links, so a machine with no build
+	@# cache compiles the dependencies once instead of twice (measured from
+	@# an empty GOCACHE, vet + the race test build: 628 s plain, 326 s so).
+	@# No file of the module depends on the race build tag.
+	$(GO) vet -race $(PKGS)
 	@# The fuzz smoke run goes beside go test, not after it (its ~30 s are
 	@# mostly building instrumented binaries, and go test leaves a core
 	@# partly idle while its suites wait); its output comes after go test's.
