@@ -282,16 +282,15 @@ func (t *wsTransport) readFrames(ctx context.Context, ended <-chan struct{}, st 
 				// Not the client's doing (when the stream itself
 				// closed the socket, its end has read the cause
 				// already: this one is never counted). ctx has no
-				// deadline, so a
-				// deadline is coder/websocket's own: 5 s to read a
-				// control frame's payload (the transport writes pings
-				// and pongs itself, see writeControl); beyond, it
-				// closes the socket itself. A socket closed here
-				// (net.ErrClosed, not EOF or a reset from the peer) was
-				// closed by that library too: every close of this
-				// package records its cause first, and set keeps the
-				// first. A client stalled in a control frame, or a node
-				// too starved of CPU to read one in time.
+				// deadline, so a deadline is coder/websocket's own:
+				// 5 s to read a control frame's payload (the transport
+				// writes pings and pongs itself, see writeControl);
+				// beyond, it closes the socket itself. A socket closed
+				// here (net.ErrClosed, not EOF or a reset from the
+				// peer) was closed by that library too: every close of
+				// this package records its cause first, and set keeps
+				// the first. A client stalled in a control frame, or a
+				// node too starved of CPU to read one in time.
 				t.set(endControlTimeout)
 			}
 			return

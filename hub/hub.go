@@ -463,12 +463,8 @@ func (h *Hub) registrations(ctx context.Context) {
 	}
 }
 
-// ShuttingDown is closed when Shutdown is called: streams end cleanly and
-// hand back what they could not write.
-func (h *Hub) ShuttingDown() <-chan struct{} { return h.closing.Done() }
-
-// ShutdownContext is cancelled when Shutdown is called (ShuttingDown is
-// its Done channel).
+// ShutdownContext is cancelled when Shutdown is called: streams end
+// cleanly and hand back what they could not write.
 func (h *Hub) ShutdownContext() context.Context { return h.closing }
 
 // recheckSoon makes the sweep goroutine re-check at once (after a wake-up
